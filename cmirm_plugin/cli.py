@@ -1,0 +1,65 @@
+"""The `cmirm` command line.
+
+This module only wires commands to functions that live elsewhere. Commands of the other
+packages (``generate``, ``train``, ``bench`` ...) register themselves through the
+``cmirm.commands`` entry-point group, so `cmirm_plugin` never imports them directly.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="cmirm",
+    help="Reward-guided music generation with CMI-RM.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"cmirm {md.version('cmirm')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Reward-guided music generation with CMI-RM."""
+
+
+@app.command()
+def doctor() -> None:
+    """Print versions, devices, optional backends and where the model cache lives."""
+    from cmirm_plugin.doctor import print_report
+
+    print_report()
+
+
+def _register_plugins() -> None:
+    """Add every command declared under the ``cmirm.commands`` entry-point group."""
+    for ep in sorted(md.entry_points(group="cmirm.commands"), key=lambda e: e.name):
+        if ep.name in {c.name for c in app.registered_commands}:
+            continue
+        app.command(name=ep.name)(ep.load())
+
+
+_register_plugins()
+
+
+def main() -> None:
+    """Console-script entry point; turns cmirm input errors into one readable line."""
+    from cmirm_plugin.errors import CmirmError
+
+    try:
+        app()
+    except CmirmError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

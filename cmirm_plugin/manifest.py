@@ -1,0 +1,99 @@
+"""Append-only JSONL manifests that survive a crash.
+
+Each record is one JSON object on one line, written and flushed on its own, so a reader (or a
+second process) sees every finished record while the job runs. After a crash the last line may
+be cut in half: readers skip it with a warning, and the writer cuts it off before appending, so a
+resumed job continues cleanly. A broken line anywhere else is an error naming file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+from cmirm_plugin.errors import ManifestError
+
+
+def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the complete records of ``path`` (missing file = no records)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with path.open("rb") as fh:
+        lines = fh.read().split(b"\n")
+    # A file written by us ends with "\n", so the last element is b"" unless the last write was cut.
+    last = len(lines) - 1
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if lineno - 1 == last:
+                warnings.warn(f"{path}:{lineno}: skipping a truncated last record (interrupted write)")
+                continue
+            raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
+        if not isinstance(record, dict):
+            raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        yield record
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """All complete records of ``path`` as a list."""
+    return list(iter_records(path))
+
+
+def _drop_partial_tail(path: Path) -> None:
+    """Cut an interrupted last line so the next append starts on a fresh line."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as fh:
+        data = fh.read()
+        if data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1  # 0 when the only line is partial
+        fh.seek(cut)
+        fh.truncate()
+
+
+class ManifestWriter:
+    """Append records to a JSONL file, one flushed line per record.
+
+    Use as a context manager. ``fsync=True`` also forces each line to disk (slower; for jobs
+    whose machine may lose power, not just the process).
+    """
+
+    def __init__(self, path: str | Path, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.fsync = fsync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_partial_tail(self.path)
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False, default=_json_default)
+        self._fh.write(line + "\n")
+        self._fh.flush()
+        if self.fsync:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> "ManifestWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _json_default(value: Any) -> Any:
+    """Serialise numpy scalars/arrays and paths, which records often carry."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to a JSON manifest: {value!r}")

@@ -1,0 +1,166 @@
+"""The records every package exchanges: `Instruction`, `Candidate`, `Scores`.
+
+They are plain dataclasses with ``to_dict`` / ``from_dict`` so they can go to JSONL manifests.
+Scores are ordered ``[alignment, musicality]`` wherever they appear as arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from cmirm_plugin.audio import Audio
+from cmirm_plugin.errors import CmirmError
+
+#: The CMI-RewardBench modality categories (spec §5.2), in the benchmark's order.
+MODALITIES = ("text", "text+lyrics", "text+ref", "text+lyrics+ref")
+
+#: Column order of every score array.
+AXES = ("alignment", "musicality")
+
+
+def _present(value: str | None) -> str | None:
+    """Normalise an optional text field: None and blank strings both mean absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise CmirmError(f"expected a string or None, got {type(value).__name__}: {value!r}")
+    return value if value.strip() else None
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """A compositional instruction: any combination of text, lyrics and a reference clip.
+
+    ``ref_audio`` is a path (loaded on demand) or an `Audio`. ``id`` defaults to a stable hash of
+    the content, so the same instruction gets the same id in every run (this is what resuming keys on).
+    """
+
+    text: str | None = None
+    lyrics: str | None = None
+    ref_audio: str | Path | Audio | None = None
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", _present(self.text))
+        object.__setattr__(self, "lyrics", _present(self.lyrics))
+        ref = self.ref_audio
+        if isinstance(ref, str):
+            ref = _present(ref)
+        if ref is not None and not isinstance(ref, (str, Path, Audio)):
+            raise CmirmError(f"ref_audio must be a path or Audio, got {type(ref).__name__}")
+        object.__setattr__(self, "ref_audio", str(ref) if isinstance(ref, Path) else ref)
+        if self.id is None:
+            object.__setattr__(self, "id", self._content_id())
+
+    def _content_id(self) -> str:
+        ref = self.ref_audio
+        if isinstance(ref, Audio):
+            ref_key = ref.source or hashlib.sha1(ref.waveform.numpy().tobytes()).hexdigest()
+        else:
+            ref_key = ref
+        blob = json.dumps([self.text, self.lyrics, ref_key], ensure_ascii=False)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def has_text(self) -> bool:
+        return self.text is not None
+
+    @property
+    def has_lyrics(self) -> bool:
+        return self.lyrics is not None
+
+    @property
+    def has_ref(self) -> bool:
+        return self.ref_audio is not None
+
+    @property
+    def modality(self) -> str:
+        """The benchmark category: ``text``, ``text+lyrics``, ``text+ref`` or ``text+lyrics+ref``."""
+        return "text" + ("+lyrics" if self.has_lyrics else "") + ("+ref" if self.has_ref else "")
+
+    def load_ref(self) -> Audio | None:
+        """The reference clip as `Audio` (loading it if it is a path), or None."""
+        if self.ref_audio is None:
+            return None
+        return Audio.coerce(self.ref_audio)
+
+    def to_dict(self) -> dict[str, Any]:
+        ref = self.ref_audio
+        if isinstance(ref, Audio):
+            ref = ref.source
+        return {"id": self.id, "text": self.text, "lyrics": self.lyrics, "ref_audio": ref}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Instruction":
+        unknown = set(data) - {"id", "text", "lyrics", "ref_audio"}
+        if unknown:
+            raise CmirmError(f"unknown instruction field(s) {sorted(unknown)}; expected text, lyrics, ref_audio, id")
+        return cls(text=data.get("text"), lyrics=data.get("lyrics"), ref_audio=data.get("ref_audio"), id=data.get("id"))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """CMI-RM's two raw (unbounded) scores for one clip."""
+
+    alignment: float
+    musicality: float
+
+    def as_tuple(self) -> tuple[float, float]:
+        return (self.alignment, self.musicality)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"alignment": self.alignment, "musicality": self.musicality}
+
+    @classmethod
+    def from_array(cls, row: np.ndarray | list[float]) -> "Scores":
+        return cls(float(row[0]), float(row[1]))
+
+
+@dataclass
+class Candidate:
+    """One generated clip and everything needed to reproduce it.
+
+    Candidate i of a job is defined by (generator, params, instruction, seed): regenerating that
+    seed alone gives the same audio.
+    """
+
+    audio: Audio
+    instruction_id: str
+    generator: str
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """A stable, file-name-safe identifier."""
+        return f"{self.instruction_id}_{self.generator.replace('/', '-').replace(':', '-')}_s{self.seed}"
+
+    def to_dict(self, audio_path: str | None = None) -> dict[str, Any]:
+        """The manifest record (the waveform itself lives in ``audio_path``)."""
+        return {
+            "id": self.id,
+            "instruction_id": self.instruction_id,
+            "generator": self.generator,
+            "seed": self.seed,
+            "params": self.params,
+            "audio_path": audio_path if audio_path is not None else self.audio.source,
+            "sample_rate": self.audio.sample_rate,
+            "duration": round(self.audio.duration, 6),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], root: str | Path | None = None) -> "Candidate":
+        """Rebuild a candidate from its manifest record, loading its audio (relative to ``root``)."""
+        for key in ("instruction_id", "generator", "seed", "audio_path"):
+            if data.get(key) is None:
+                raise CmirmError(f"candidate record {data.get('id', '?')!r} lacks field '{key}'")
+        path = Path(data["audio_path"])
+        if root is not None and not path.is_absolute():
+            path = Path(root) / path
+        return cls(Audio.load(path), data["instruction_id"], data["generator"], int(data["seed"]), dict(data.get("params") or {}))
