@@ -1,0 +1,554 @@
+"""Top-k selection policies: pure functions of a pool's score matrix.
+
+A pool is the set of candidates generated for one instruction; its scores are an array
+``[N, 2]`` with columns ``AXES = (alignment, musicality)`` (higher is better on both). A policy
+turns that matrix into
+
+* ``order(scores)``: every candidate index, best first (a strict total order);
+* ``composite(scores)``: one scalar per candidate (what scaling curves report as "composite");
+* ``select(scores, k)`` (also ``policy(scores, k)``): the top ``k`` eligible candidates.
+
+Tie-breaking is the same everywhere: candidates that the policy cannot tell apart keep their
+input order, so the lower candidate index wins. Pass each pool in seed order and ties go to the
+lower seed; the result never depends on hashing, sorting stability or a random draw.
+
+Policies are small frozen dataclasses, so they compare by value and can be written to a manifest
+through ``spec()`` and read back with `parse_policy` (the syntax of the CLI's ``--policy`` and
+``--min`` options; see `parse_policy`).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.records import AXES
+
+#: Policy names accepted by `parse_policy`, with an example of each.
+POLICY_EXAMPLES = {
+    "axis": "axis:musicality",
+    "weighted": "weighted:alignment=0.5,musicality=0.5",
+    "zsum": "zsum",
+    "lex": "lex:alignment,musicality,tol=0.1",
+    "pareto": "pareto",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and ordering helpers
+
+
+def check_scores(scores: np.ndarray | Sequence[Sequence[float]], name: str = "scores") -> np.ndarray:
+    """Return ``scores`` as a float64 array ``[N, 2]`` after checking shape and finiteness.
+
+    A pool needs at least one candidate, and every score must be finite: a NaN or infinite score
+    would silently sort first or last, so it is rejected with the candidate index and axis named.
+    """
+    array = np.asarray(scores, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != len(AXES):
+        raise CmirmError(
+            f"{name} must have shape [N, {len(AXES)}] (columns {', '.join(AXES)}); got shape {array.shape}"
+        )
+    if array.shape[0] == 0:
+        raise CmirmError(f"{name} is empty: a pool needs at least one candidate")
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        row, col = (int(v) for v in bad[0])
+        raise CmirmError(
+            f"{name}[{row}, {AXES[col]}] is {array[row, col]}: every candidate needs finite scores "
+            f"({len(bad)} non-finite value(s) in all); re-score candidate {row} or drop it"
+        )
+    return array
+
+
+def check_k(k: int, n: int, *, allow_fewer: bool = False) -> int:
+    """Validate a top-k request against a pool of ``n`` candidates and return ``k`` as an int.
+
+    ``k`` must be an integer >= 1. ``k > n`` is an error (asking for more candidates than were
+    generated is usually a mistake) unless ``allow_fewer`` is set, in which case the selection
+    simply returns all ``n``.
+    """
+    if isinstance(k, bool):
+        raise CmirmError(f"k must be an integer >= 1, got {k!r}")
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise CmirmError(f"k must be an integer >= 1, got {k!r}") from None
+    if k < 1:
+        raise CmirmError(f"k must be >= 1, got k={k}")
+    if k > n and not allow_fewer:
+        raise CmirmError(f"k={k} exceeds the pool size N={n}; use k <= {n} or allow_fewer=True to take all {n}")
+    return k
+
+
+def order_desc(*keys: np.ndarray) -> np.ndarray:
+    """Indices sorted by ``keys[0]`` descending, then ``keys[1]`` descending, ..., then index ascending.
+
+    This is the one tie-breaking rule of the package: among candidates equal on every key, the
+    lower index comes first.
+    """
+    index = np.arange(len(keys[0]))
+    # np.lexsort sorts by its *last* key first, ascending.
+    return np.lexsort((index, *(-np.asarray(key, dtype=np.float64) for key in reversed(keys))))
+
+
+def axis_index(axis: str) -> int:
+    """Column of ``axis`` in a score array; an unknown name lists the valid ones."""
+    if axis not in AXES:
+        raise CmirmError(f"unknown axis {axis!r}; valid axes: {', '.join(AXES)}")
+    return AXES.index(axis)
+
+
+def zscores(scores: np.ndarray) -> np.ndarray:
+    """Each column of ``scores`` standardised within the pool: ``(x - mean) / std`` (ddof=0).
+
+    A column whose values are all equal (including a pool of one) carries no information to rank
+    by, so its z-scores are 0 rather than 0/0.
+    """
+    mean = scores.mean(axis=0)
+    std = scores.std(axis=0)
+    constant = scores.max(axis=0) == scores.min(axis=0)
+    return np.where(constant, 0.0, (scores - mean) / np.where(constant, 1.0, std))
+
+
+def pareto_fronts(scores: np.ndarray) -> np.ndarray:
+    """Front index per candidate (0 = non-dominated), maximising every axis.
+
+    Candidate a dominates b when a >= b on every axis and a > b on at least one. Front 0 is the
+    non-dominated set; front t is non-dominated once fronts 0..t-1 are removed. Identical score
+    rows never dominate each other, so they share a front.
+    """
+    ge = (scores[:, None, :] >= scores[None, :, :]).all(axis=2)
+    gt = (scores[:, None, :] > scores[None, :, :]).any(axis=2)
+    dominates = ge & gt  # dominates[a, b]: a dominates b
+    n_dominators = dominates.sum(axis=0)
+    front = np.full(len(scores), -1)
+    remaining = np.ones(len(scores), dtype=bool)
+    level = 0
+    while remaining.any():
+        current = remaining & (n_dominators == 0)
+        front[current] = level
+        remaining &= ~current
+        n_dominators = n_dominators - dominates[current].sum(axis=0)
+        n_dominators[~remaining] = -1  # never picked again
+        level += 1
+    return front
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise CmirmError(f"{what} must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise CmirmError(f"{what} must be finite, got {text!r}")
+    return value
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value))
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection result
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of `Policy.select` on one pool.
+
+    ``indices`` are the selected candidates, best first, and ``composite`` their composite values.
+    ``len(indices) < k`` happens only when fewer than ``k`` candidates pass the thresholds (or
+    with ``allow_fewer`` and ``k > N``); ``complete`` says whether it happened.
+    """
+
+    indices: np.ndarray
+    composite: np.ndarray
+    k: int
+    n_eligible: int
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``k`` candidates were selected."""
+        return len(self.indices) == self.k
+
+
+# ----------------------------------------------------------------------------------------------
+# Policies
+
+
+class Policy(ABC):
+    """A ranking of a pool's candidates; see the module docstring for the contract."""
+
+    def order(self, scores: np.ndarray) -> np.ndarray:
+        """Every candidate index, best first (eligible candidates before ineligible ones)."""
+        return self._order(check_scores(scores))
+
+    def composite(self, scores: np.ndarray) -> np.ndarray:
+        """One scalar per candidate summarising the policy (reported by scaling curves)."""
+        return self._composite(check_scores(scores))
+
+    def eligible(self, scores: np.ndarray) -> np.ndarray:
+        """Which candidates may be selected (all of them unless the policy has thresholds)."""
+        return np.ones(len(check_scores(scores)), dtype=bool)
+
+    def select(self, scores: np.ndarray, k: int, *, allow_fewer: bool = False) -> Selection:
+        """The top ``k`` eligible candidates, best first.
+
+        Errors: non-finite or mis-shaped scores, ``k < 1``, ``k > N`` (unless ``allow_fewer``).
+        Fewer than ``k`` eligible candidates is not an error: the `Selection` holds all of them
+        and ``complete`` is False.
+        """
+        scores = check_scores(scores)
+        k = check_k(k, len(scores), allow_fewer=allow_fewer)
+        eligible = self.eligible(scores)
+        ranked = self._order(scores)
+        chosen = ranked[eligible[ranked]][:k]
+        return Selection(chosen, self._composite(scores)[chosen], k, int(eligible.sum()))
+
+    __call__ = select
+
+    @abstractmethod
+    def spec(self) -> str:
+        """The policy string that `parse_policy` turns back into this policy."""
+
+    @abstractmethod
+    def _order(self, scores: np.ndarray) -> np.ndarray: ...
+
+    @abstractmethod
+    def _composite(self, scores: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class AxisPolicy(Policy):
+    """Rank by one axis. Composite: that axis."""
+
+    axis: str
+
+    def __post_init__(self) -> None:
+        axis_index(self.axis)
+
+    def spec(self) -> str:
+        return f"axis:{self.axis}"
+
+    def _composite(self, scores: np.ndarray) -> np.ndarray:
+        return scores[:, axis_index(self.axis)]
+
+    def _order(self, scores: np.ndarray) -> np.ndarray:
+        return order_desc(self._composite(scores))
+
+
+@dataclass(frozen=True)
+class WeightedPolicy(Policy):
+    """Rank by ``sum_a weights[a] * score[a]`` (raw scores, so the axes' scales matter).
+
+    ``weights`` is ordered like `AXES`; weights must be finite, >= 0 and not all zero.
+    Composite: the weighted sum.
+    """
+
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        weights = tuple(float(w) for w in self.weights)
+        if len(weights) != len(AXES):
+            raise CmirmError(f"weights must have one value per axis ({', '.join(AXES)}), got {self.weights!r}")
+        for axis, weight in zip(AXES, weights):
+            if not math.isfinite(weight) or weight < 0:
+                raise CmirmError(f"weight of {axis} must be finite and >= 0, got {weight}")
+        if not any(weights):
+            raise CmirmError("weights are all zero: give at least one axis a positive weight")
+        object.__setattr__(self, "weights", weights)
+
+    def spec(self) -> str:
+        return "weighted:" + ",".join(f"{axis}={_fmt(w)}" for axis, w in zip(AXES, self.weights))
+
+    def _composite(self, scores: np.ndarray) -> np.ndarray:
+        return scores @ np.asarray(self.weights)
+
+    def _order(self, scores: np.ndarray) -> np.ndarray:
+        return order_desc(self._composite(scores))
+
+
+@dataclass(frozen=True)
+class ZSumPolicy(Policy):
+    """Rank by the sum of per-pool z-scores, so neither axis' scale or offset matters.
+
+    Each axis is standardised within the pool (`zscores`: population std; a constant axis,
+    e.g. any axis of a pool of one, contributes 0). Composite: the z-sum.
+    """
+
+    def spec(self) -> str:
+        return "zsum"
+
+    def _composite(self, scores: np.ndarray) -> np.ndarray:
+        return zscores(scores).sum(axis=1)
+
+    def _order(self, scores: np.ndarray) -> np.ndarray:
+        return order_desc(self._composite(scores))
+
+
+@dataclass(frozen=True)
+class LexPolicy(Policy):
+    """Lexicographic with a tolerance: the primary axis first, near-ties settled by the other.
+
+    The order is built in tiers: tier 1 holds every candidate whose primary score is within
+    ``tol`` of the best primary score (``primary >= best - tol``); those are ordered by the
+    secondary axis (then primary, then index). Tier 2 repeats this on the rest, and so on.
+    ``tol`` is in raw primary-score units; ``tol=0`` is plain lexicographic order.
+    Composite: the primary axis.
+    """
+
+    primary: str
+    tol: float = 0.0
+
+    def __post_init__(self) -> None:
+        axis_index(self.primary)
+        tol = float(self.tol)
+        if not math.isfinite(tol) or tol < 0:
+            raise CmirmError(f"lex tolerance must be finite and >= 0, got tol={self.tol}")
+        object.__setattr__(self, "tol", tol)
+
+    @property
+    def secondary(self) -> str:
+        """The other axis, used within a tier."""
+        return next(axis for axis in AXES if axis != self.primary)
+
+    def spec(self) -> str:
+        return f"lex:{self.primary},{self.secondary},tol={_fmt(self.tol)}"
+
+    def _composite(self, scores: np.ndarray) -> np.ndarray:
+        return scores[:, axis_index(self.primary)]
+
+    def _order(self, scores: np.ndarray) -> np.ndarray:
+        primary = scores[:, axis_index(self.primary)]
+        secondary = scores[:, axis_index(self.secondary)]
+        remaining = np.arange(len(scores))
+        tiers = []
+        while len(remaining):
+            in_tier = primary[remaining] >= primary[remaining].max() - self.tol
+            tier = remaining[in_tier]
+            tiers.append(tier[order_desc(secondary[tier], primary[tier])])
+            remaining = remaining[~in_tier]
+        return np.concatenate(tiers)
+
+
+@dataclass(frozen=True)
+class ParetoPolicy(Policy):
+    """Non-dominated candidates first (`pareto_fronts`), then the next front, and so on.
+
+    Within a front, candidates are ordered by the z-sum (see `ZSumPolicy`), then by index.
+    Composite: the z-sum, the same scalar that breaks ties within a front.
+    """
+
+    def spec(self) -> str:
+        return "pareto"
+
+    def _composite(self, scores: np.ndarray) -> np.ndarray:
+        return zscores(scores).sum(axis=1)
+
+    def _order(self, scores: np.ndarray) -> np.ndarray:
+        return order_desc(-pareto_fronts(scores), self._composite(scores))
+
+
+@dataclass(frozen=True)
+class Thresholded(Policy):
+    """Another policy restricted to candidates with ``score[axis] >= minimum`` on given axes.
+
+    ``minimums`` holds ``(axis, minimum)`` pairs. Candidates below a threshold are never selected;
+    if fewer than ``k`` pass, `select` returns only those that pass. ``order`` still ranks every
+    candidate (eligible ones first, each group in the base policy's order), so ranks stay defined
+    for the whole pool. Composite: the base policy's.
+    """
+
+    base: Policy
+    minimums: tuple[tuple[str, float], ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base, Thresholded):
+            raise CmirmError("nest thresholds by listing all minimums in one Thresholded policy")
+        if not self.minimums:
+            raise CmirmError("Thresholded needs at least one (axis, minimum) pair")
+        pairs = []
+        for axis, minimum in self.minimums:
+            axis_index(axis)
+            minimum = float(minimum)
+            if not math.isfinite(minimum):
+                raise CmirmError(f"minimum for {axis} must be finite, got {minimum}")
+            pairs.append((axis, minimum))
+        axes = [axis for axis, _ in pairs]
+        duplicated = sorted({axis for axis in axes if axes.count(axis) > 1})
+        if duplicated:
+            raise CmirmError(f"minimum for {', '.join(duplicated)} given more than once")
+        object.__setattr__(self, "minimums", tuple(sorted(pairs, key=lambda pair: axis_index(pair[0]))))
+
+    def spec(self) -> str:
+        return self.base.spec() + ";min:" + ",".join(f"{axis}={_fmt(m)}" for axis, m in self.minimums)
+
+    def eligible(self, scores: np.ndarray) -> np.ndarray:
+        scores = check_scores(scores)
+        passes = np.ones(len(scores), dtype=bool)
+        for axis, minimum in self.minimums:
+            passes &= scores[:, axis_index(axis)] >= minimum
+        return passes
+
+    def _composite(self, scores: np.ndarray) -> np.ndarray:
+        return self.base._composite(scores)
+
+    def _order(self, scores: np.ndarray) -> np.ndarray:
+        ranked = self.base._order(scores)
+        passes = self.eligible(scores)[ranked]
+        return np.concatenate([ranked[passes], ranked[~passes]])
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-instruction application
+
+
+def group_by_instruction(instruction_ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Map each instruction id to the positions of its candidates, in input order.
+
+    Instructions appear in order of first occurrence, so the grouping is deterministic.
+    """
+    groups: dict[str, list[int]] = {}
+    for position, instruction_id in enumerate(instruction_ids):
+        groups.setdefault(instruction_id, []).append(position)
+    return {key: np.asarray(positions) for key, positions in groups.items()}
+
+
+@dataclass(frozen=True)
+class GroupRanking:
+    """Per-candidate results of `rank_per_instruction`, aligned with its input.
+
+    ``rank`` is 1-based within the candidate's instruction (1 = best; ineligible candidates rank
+    after all eligible ones), ``eligible`` says whether the candidate passes the policy's
+    thresholds, ``selected`` whether it is among the instruction's top ``k`` eligible candidates.
+    """
+
+    rank: np.ndarray
+    eligible: np.ndarray
+    selected: np.ndarray
+
+
+def rank_per_instruction(
+    instruction_ids: Sequence[str],
+    scores: np.ndarray,
+    policy: Policy,
+    k: int,
+    *,
+    allow_fewer: bool = False,
+) -> GroupRanking:
+    """Apply ``policy`` to each instruction's pool of a flat candidate list.
+
+    ``instruction_ids[i]`` and ``scores[i]`` describe candidate ``i``; the pools need not be
+    contiguous. Ties within a pool go to the candidate that comes first in the input. A pool
+    smaller than ``k`` is an error naming the instruction unless ``allow_fewer`` is set.
+    """
+    scores = check_scores(scores)
+    if len(instruction_ids) != len(scores):
+        raise CmirmError(f"got {len(instruction_ids)} instruction ids for {len(scores)} score rows")
+    rank = np.zeros(len(scores), dtype=np.int64)
+    eligible = np.zeros(len(scores), dtype=bool)
+    selected = np.zeros(len(scores), dtype=bool)
+    for instruction_id, positions in group_by_instruction(instruction_ids).items():
+        pool = scores[positions]
+        try:
+            chosen = policy.select(pool, k, allow_fewer=allow_fewer)
+        except CmirmError as exc:
+            raise CmirmError(f"instruction {instruction_id!r}: {exc}") from None
+        rank[positions[policy.order(pool)]] = np.arange(1, len(positions) + 1)
+        eligible[positions] = policy.eligible(pool)
+        selected[positions[chosen.indices]] = True
+    return GroupRanking(rank, eligible, selected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing the CLI syntax
+
+
+def _pairs(text: str, what: str) -> list[tuple[str, float]]:
+    """Parse ``axis=value,axis=value`` (each axis at most once)."""
+    pairs: list[tuple[str, float]] = []
+    for item in text.split(","):
+        axis, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not axis:
+            raise CmirmError(f"{what}: expected 'axis=value' pairs separated by ',', got {item.strip()!r}")
+        axis_index(axis)
+        if axis in dict(pairs):
+            raise CmirmError(f"{what}: axis {axis!r} given twice")
+        pairs.append((axis, _number(value, f"{what} value for {axis}")))
+    return pairs
+
+
+def _parse_lex(args: str) -> LexPolicy:
+    axes: list[str] = []
+    tol = 0.0
+    for item in (part.strip() for part in args.split(",")):
+        if item.startswith("tol="):
+            tol = _number(item[len("tol="):], "lex tol")
+        else:
+            axis_index(item)
+            axes.append(item)
+    if not axes or len(axes) > len(AXES) or len(set(axes)) != len(axes):
+        raise CmirmError(f"lex needs the primary axis, optionally followed by the other one; got {args!r} "
+                         f"(e.g. {POLICY_EXAMPLES['lex']!r})")
+    return LexPolicy(axes[0], tol)
+
+
+def _parse_base(name: str, args: str | None) -> Policy:
+    if name not in POLICY_EXAMPLES:
+        valid = ", ".join(f"{key} (e.g. {example!r})" for key, example in POLICY_EXAMPLES.items())
+        raise CmirmError(f"unknown policy {name!r}; valid policies: {valid}")
+    takes_args = name in ("axis", "weighted", "lex")
+    if takes_args and not args:
+        raise CmirmError(f"policy {name!r} needs arguments, e.g. {POLICY_EXAMPLES[name]!r}")
+    if not takes_args and args:
+        raise CmirmError(f"policy {name!r} takes no arguments, got {args!r}")
+    if name == "axis":
+        return AxisPolicy(args)
+    if name == "weighted":
+        weights = dict(_pairs(args, "weighted"))
+        return WeightedPolicy(tuple(weights.get(axis, 0.0) for axis in AXES))
+    if name == "lex":
+        return _parse_lex(args)
+    return ZSumPolicy() if name == "zsum" else ParetoPolicy()
+
+
+def parse_policy(spec: str, minimums: Sequence[str] = ()) -> Policy:
+    """Build a policy from the CLI syntax.
+
+    ``spec`` is one base policy, optionally followed by ``;min:`` thresholds::
+
+        axis:musicality
+        weighted:alignment=0.5,musicality=0.5      (a missing axis has weight 0)
+        zsum
+        lex:alignment,musicality,tol=0.1           (the second axis and tol are optional)
+        pareto
+        zsum;min:alignment=0.2,musicality=-1
+
+    ``minimums`` are the values of repeated ``--min`` options (``"alignment=0.2"``); they are
+    merged with the embedded ones, and an axis given twice is an error. Whitespace around tokens
+    is ignored. Errors name the offending token and list the valid choices.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise CmirmError(f"policy must be a non-empty string, e.g. {POLICY_EXAMPLES['zsum']!r}; got {spec!r}")
+    base: Policy | None = None
+    pairs: list[tuple[str, float]] = []
+    for segment in (part.strip() for part in spec.split(";") if part.strip()):
+        name, _, args = (part.strip() for part in segment.partition(":"))
+        if name == "min":
+            pairs += _pairs(args, "min")
+        elif base is None:
+            base = _parse_base(name, args or None)
+        else:
+            raise CmirmError(f"policy {spec!r} names more than one base policy; combine with ';min:' only")
+    if base is None:
+        raise CmirmError(f"policy {spec!r} has thresholds but no base policy, e.g. 'zsum;min:alignment=0.2'")
+    for text in minimums:
+        pairs += _pairs(text, "--min")
+    return Thresholded(base, tuple(pairs)) if pairs else base
