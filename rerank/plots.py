@@ -1,0 +1,64 @@
+"""Paper-ready PNG plots of scaling curves (`rerank.scaling.ScalingCurves`).
+
+One panel per reported axis (alignment, musicality, composite), N on a log2 x axis, one line per
+modality ("all" in black) with its bootstrap band shaded. The figure has a fixed size and dpi, so
+every PNG is exactly `PNG_SIZE` pixels. Rendering uses the Agg canvas directly and never touches
+pyplot's global state, so it is safe in servers and tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, NullLocator
+
+from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.records import MODALITIES
+from rerank.scaling import ALL, CURVE_AXES, ScalingCurves
+
+#: Figure size in inches and resolution; the PNG is FIGSIZE * DPI pixels.
+FIGSIZE = (12.0, 4.0)
+DPI = 100
+#: (width, height) of the written PNG in pixels.
+PNG_SIZE = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+
+#: A fixed colour per modality, so figures of different runs agree.
+COLORS = {ALL: "black", **dict(zip(MODALITIES, ("tab:blue", "tab:orange", "tab:green", "tab:red")))}
+
+
+def plot_curves(curves: ScalingCurves, path: str | Path, *, k: int = 1) -> Path:
+    """Draw the curves for one ``k`` (1 = best-of-N) and save them as a PNG at ``path``."""
+    if k not in curves.ks:
+        raise CmirmError(f"no curves for k={k}; available k: {', '.join(map(str, curves.ks))}")
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, len(CURVE_AXES), sharex=True)
+    quantity = "best-of-N" if k == 1 else f"mean of top-{k} of N"
+    for panel, axis in zip(panels, CURVE_AXES):
+        for modality in curves.modalities:
+            rows = curves.where(k=k, axis=axis, modality=modality)
+            ns = [row.n for row in rows]
+            color = COLORS[modality]
+            panel.plot(ns, [row.mean for row in rows], marker="o", markersize=3, color=color,
+                       linewidth=2.0 if modality == ALL else 1.2, zorder=3 if modality == ALL else 2,
+                       label=f"{modality} (n={rows[0].n_instructions})")
+            panel.fill_between(ns, [row.ci_low for row in rows], [row.ci_high for row in rows],
+                               color=color, alpha=0.15, linewidth=0)
+        panel.set_xscale("log", base=2)
+        ticks = [n for n in curves.ns if n >= k]
+        panel.xaxis.set_major_locator(FixedLocator(ticks))
+        panel.xaxis.set_minor_locator(NullLocator())
+        panel.set_xticklabels([str(n) for n in ticks])
+        panel.set_xlabel("N candidates per instruction (log2 scale)")
+        panel.set_ylabel(f"expected {axis} of {quantity}")
+        panel.set_title(axis if axis != "composite" else f"composite ({curves.policy})")
+        panel.grid(True, alpha=0.3)
+    panels[0].legend(title="modality", fontsize="small")
+    figure.suptitle(f"policy {curves.policy}: select by {curves.selection_scorer}, "
+                    f"evaluate with {curves.evaluation_scorer} ({curves.ci:.0%} bootstrap CI)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, format="png")
+    return path
