@@ -1,0 +1,225 @@
+"""Scoring the benchmark with any plug-in scorer, resumably, then computing its metrics (spec §5.3).
+
+Order and batching follow the official runner: subsets PAM, MusicEval, MusicArena, CMI-Pref; in
+each, side A of every row, then side B of the pairwise rows, in batches of ``batch_size`` rows that
+share each row's prompt, lyrics and reference. A row's record is appended to results.jsonl (flushed)
+as soon as its last side is scored, so a rerun skips finished rows; their batches are then formed
+from the remaining rows only.
+
+Differences from the official runner, on purpose:
+* a missing clip does not stop the run: that side is not scored (its predictions are null, its
+  ``inference_valid_*`` False, ``audio_not_found:<path>`` in ``inference_error``), and the batch
+  is sent without it;
+* a missing reference is recorded as ``ref_audio_not_found:<path>`` and the row scored without it
+  (as the official runner does);
+* the Music Arena path fallback of the evaluator is applied when selecting rows (see `schema.subset_of`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import soundfile as sf
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.manifest import ManifestWriter, read_records
+from cmirm_plugin.plugin_contract import BenchmarkBatchInput, BenchmarkModel
+from train.bench.dataset import BenchRow, load_benchmark
+from train.bench.metrics import MetricsConfig, compute_metrics
+from train.bench.outputs import MetricsFiles, write_metrics
+from train.bench.results import METADATA_FILE, RESULTS_FILE, SideResult, build_record, latest_by_row_id
+from train.bench.schema import ERROR, SUBSETS
+from train.bench.scorer import DEFAULT_MODEL_CLASS, check_contract, load_scorer, score
+
+
+@dataclass
+class BenchConfig:
+    """A benchmark run. Defaults are the official CLI's (batch 12, first 120 s, split ``test``).
+
+    ``model`` is the checkpoint (hub id or folder) passed to ``model_class`` as ``checkpoint``;
+    ``init_kwargs`` are its other constructor arguments, ``score_kwargs`` go to every
+    ``score_batch`` call. ``skip_invalid`` leaves bad lines out instead of failing;
+    ``retry_errors`` rescores finished rows whose record carries an error (e.g. a clip that was
+    missing and has since been downloaded).
+    """
+
+    dataset_jsonl: Path
+    dataset_root: Path
+    out_dir: Path
+    model: str | None = None
+    model_class: str = DEFAULT_MODEL_CLASS
+    init_kwargs: dict[str, Any] = field(default_factory=dict)
+    score_kwargs: dict[str, Any] = field(default_factory=dict)
+    split: str | None = "test"
+    subset: str = "all"
+    batch_size: int = 12
+    max_dur: float = 120.0
+    device: str | None = None
+    skip_invalid: bool = False
+    retry_errors: bool = False
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.max_dur > 0:
+            raise ConfigError(f"max_dur must be > 0 s, got {self.max_dur}")
+
+
+@dataclass
+class BenchResult:
+    """What a run produced: its files, the metrics, and how many rows were scored now or earlier."""
+
+    results_path: Path
+    files: MetricsFiles
+    metrics: dict[str, Any]
+    scored: int
+    reused: int
+    skipped: list[str]
+
+
+def default_device() -> str:
+    """``cuda:0`` when a GPU is visible (the official default), else ``cpu``."""
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def _scoring_identity(config: BenchConfig, scorer: BenchmarkModel | None) -> dict[str, Any]:
+    """What determines the scores; resuming into a folder scored differently is refused."""
+    model_class = config.model_class if scorer is None else f"{type(scorer).__module__}:{type(scorer).__qualname__}"
+    identity = {"model": config.model, "model_class": model_class, "init_kwargs": config.init_kwargs,
+                "score_kwargs": config.score_kwargs, "batch_size": config.batch_size, "max_dur": config.max_dur}
+    return json.loads(json.dumps(identity, default=str))
+
+
+def _check_resume(out_dir: Path, identity: dict[str, Any]) -> None:
+    path = out_dir / METADATA_FILE
+    if not path.is_file() or not (out_dir / RESULTS_FILE).exists():
+        return
+    previous = json.loads(path.read_text(encoding="utf-8")).get("scoring")
+    if previous != identity:
+        raise ConfigError(f"'{out_dir}' holds results scored with {previous}, but this run uses {identity}; "
+                          "use another --out (or delete its results.jsonl) to start over")
+
+
+def _write_metadata(out_dir: Path, content: dict[str, Any]) -> None:
+    (out_dir / METADATA_FILE).write_text(json.dumps(content, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _chunks(rows: Sequence[BenchRow], size: int) -> Iterator[Sequence[BenchRow]]:
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def _existing(path: Path | None) -> Path | None:
+    return path if path is not None and path.is_file() else None
+
+
+def _duration(path: Path) -> float | None:
+    """The clip's length from its header (None when soundfile cannot read it; the scorer may)."""
+    try:
+        return float(sf.info(str(path)).duration)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        return None
+
+
+class _SubsetScorer:
+    """Scores the rows of one subset in the official order and appends their records."""
+
+    def __init__(self, model: BenchmarkModel, config: BenchConfig, writer: ManifestWriter,
+                 progress: Progress, task: Any) -> None:
+        self.model, self.config, self.writer = model, config, writer
+        self.progress, self.task = progress, task
+
+    def _side(self, batch: Sequence[BenchRow], side: str, refs: Mapping[str, Path | None]) -> dict[str, SideResult]:
+        """Score one side (``a`` or ``b``) of a batch; rows whose clip is missing are not sent."""
+        results: dict[str, SideResult] = {}
+        inputs, sent = [], []
+        for row in batch:
+            clip = row.audio_a if side == "a" else row.audio_b
+            if _existing(clip) is None:
+                name = "audio" if side == "a" else "audio2"
+                results[row.id] = SideResult(errors=[f"{name}_not_found:{clip}"])
+                continue
+            inputs.append(BenchmarkBatchInput(audio=str(clip), text=row.text, lyrics=row.lyrics,
+                                              ref_audio=None if refs[row.id] is None else str(refs[row.id])))
+            sent.append((row, clip))
+        if inputs:
+            where = f"{batch[0].subset}, side {side.upper()}, lines {[row.line for row, _ in sent]}"
+            scores = score(self.model, inputs, max_dur=self.config.max_dur,
+                           score_kwargs=self.config.score_kwargs, where=where)
+            for (row, clip), (alignment, musicality) in zip(sent, scores):
+                results[row.id] = SideResult.scored(alignment, musicality, _duration(clip))
+        return results
+
+    def run(self, rows: Sequence[BenchRow]) -> None:
+        size = self.config.batch_size
+        refs = {row.id: _existing(row.ref_audio) for row in rows}
+        missing_ref = {row.id: row.ref_audio if refs[row.id] is None else None for row in rows}
+        side_a: dict[str, SideResult] = {}
+        for batch in _chunks(rows, size):
+            side_a.update(self._side(batch, "a", refs))
+            for row in batch:
+                if not row.pairwise:
+                    self.writer.append(build_record(row, side_a.pop(row.id), None, missing_ref[row.id]))
+                self.progress.advance(self.task, 0.5 if row.pairwise else 1.0)
+        for batch in _chunks([row for row in rows if row.pairwise], size):
+            side_b = self._side(batch, "b", refs)
+            for row in batch:
+                self.writer.append(build_record(row, side_a.pop(row.id), side_b[row.id], missing_ref[row.id]))
+                self.progress.advance(self.task, 0.5)
+
+
+def run_benchmark(config: BenchConfig, scorer: BenchmarkModel | None = None, *, show_progress: bool = True,
+                  console: Console | None = None) -> BenchResult:
+    """Score every unfinished selected row, then write and return the metrics of all selected rows.
+
+    ``scorer`` (an object honouring the plug-in contract) replaces loading ``config.model_class``;
+    a trainer passes its in-memory model this way. The scorer is only loaded when rows remain.
+    """
+    if scorer is None and config.model is None and config.model_class == DEFAULT_MODEL_CLASS:
+        raise ConfigError("the CMI-RM scorer needs a checkpoint: pass --model (a hub id or a folder)")
+    data = load_benchmark(config.dataset_jsonl, config.dataset_root, split=config.split,
+                          subset=config.subset, skip_invalid=config.skip_invalid)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    identity = _scoring_identity(config, scorer)
+    _check_resume(out_dir, identity)
+    device = config.device or default_device()
+    metadata = {"scoring": identity, "dataset_jsonl": str(config.dataset_jsonl),
+                "dataset_root": str(config.dataset_root), "split": config.split, "subset": config.subset,
+                "device": device, "skipped": data.skipped}
+    _write_metadata(out_dir, metadata)
+
+    results_path = out_dir / RESULTS_FILE
+    done = latest_by_row_id(read_records(results_path))
+    pending = [row for row in data.rows if row.id not in done or (config.retry_errors and done[row.id].get(ERROR))]
+    if pending:
+        if scorer is None:
+            model = load_scorer(config.model_class, checkpoint=config.model, device=device,
+                                init_kwargs=config.init_kwargs)
+        else:
+            model = check_contract(scorer, identity["model_class"])
+        with ManifestWriter(results_path) as writer, \
+                Progress(console=console, disable=not show_progress, transient=False) as progress:
+            task = progress.add_task("scoring rows", total=len(pending))
+            subset_scorer = _SubsetScorer(model, config, writer, progress, task)
+            for subset in SUBSETS:
+                progress.update(task, description=f"scoring {subset}")
+                subset_scorer.run([row for row in pending if row.subset == subset])
+
+    records = latest_by_row_id(read_records(results_path))
+    rows = [records[row.id] for row in data.rows if row.id in records]
+    metrics = compute_metrics(rows, dataclasses.replace(config.metrics, split=config.split))
+    files = write_metrics(metrics, out_dir)
+    _write_metadata(out_dir, {**metadata, "rows": len(rows), "scored": len(pending),
+                              "reused": len(data.rows) - len(pending),
+                              "outputs": {"results": str(results_path), **files.as_dict()}})
+    return BenchResult(results_path=results_path, files=files, metrics=metrics, scored=len(pending),
+                       reused=len(data.rows) - len(pending), skipped=data.skipped)
