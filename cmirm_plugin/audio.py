@@ -8,6 +8,7 @@ non-empty and has a positive sample rate; silence is valid.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Iterator, Union
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio
 
 from cmirm_plugin.errors import AudioError
 
@@ -25,6 +26,12 @@ from cmirm_plugin.errors import AudioError
 SUPPORTED_SUFFIXES = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".mp3": "MP3"}
 
 AudioLike = Union["Audio", str, Path, bytes, np.ndarray, torch.Tensor]
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
+    """torchaudio's default resampler (its precomputed kernel matches the reference loader bit for bit)."""
+    return torchaudio.transforms.Resample(orig, new)
 
 
 def _describe(source: str | None) -> str:
@@ -148,12 +155,12 @@ class Audio:
         return self._derive(self.waveform.mean(dim=0, keepdim=True))
 
     def resample(self, sample_rate: int) -> "Audio":
-        """Resample the whole signal with torchaudio's default windowed-sinc (Hann) resampler."""
+        """Resample the whole signal with torchaudio's default windowed-sinc (Hann) ``Resample``."""
         if sample_rate == self.sample_rate:
             return self
         if sample_rate <= 0:
             raise AudioError(f"{_describe(self.source)}: cannot resample to {sample_rate} Hz")
-        return self._derive(AF.resample(self.waveform, self.sample_rate, int(sample_rate)), sample_rate)
+        return self._derive(_resampler(self.sample_rate, int(sample_rate))(self.waveform), sample_rate)
 
     def crop(self, seconds: float) -> "Audio":
         """Keep the first ``seconds`` (``int(seconds * sr)`` samples, as the reference loader)."""

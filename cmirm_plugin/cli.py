@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -41,6 +43,25 @@ def doctor() -> None:
     from cmirm_plugin.doctor import print_report
 
     print_report()
+
+
+@app.command()
+def score(
+    audio: list[Path] = typer.Argument(..., help="Audio files to score (wav, flac, ogg, mp3)."),
+    text: Optional[str] = typer.Option(None, "--text", "-t", help="Text description."),
+    lyrics: Optional[str] = typer.Option(None, "--lyrics", "-l", help="Lyrics, or the path of a lyrics text file."),
+    ref_audio: Optional[str] = typer.Option(None, "--ref-audio", "-r", help="Reference audio file."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="CMI-RM folder or hub id [default: HaiwenXia/CMI-RM]."),
+    tiny: bool = typer.Option(False, "--tiny", help="Use a tiny random model (offline smoke test; scores are meaningless)."),
+    max_dur: float = typer.Option(120.0, "--max-dur", help="Seconds of each clip that are scored."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available]."),
+    missing: str = typer.Option("mask", "--missing", help="Absent inputs: 'mask' (released behaviour) or 'null' embeddings."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+) -> None:
+    """Score audio files against one instruction (alignment and musicality)."""
+    from cmirm_plugin.score_command import score_files
+
+    score_files(audio, text, lyrics, ref_audio, model, tiny, max_dur, device, missing, as_json)
 
 
 def _register_plugins() -> None:

@@ -84,6 +84,18 @@ class Instruction:
         """The benchmark category: ``text``, ``text+lyrics``, ``text+ref`` or ``text+lyrics+ref``."""
         return "text" + ("+lyrics" if self.has_lyrics else "") + ("+ref" if self.has_ref else "")
 
+    @classmethod
+    def from_cli(cls, text: str | None, lyrics: str | None = None, ref_audio: str | None = None) -> "Instruction":
+        """Build from command-line values: ``lyrics`` may be literal text or the path of a text file."""
+        if lyrics and len(lyrics) < 4096 and "\n" not in lyrics and Path(lyrics).is_file():
+            try:
+                lyrics = Path(lyrics).read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise CmirmError(f"'{lyrics}': lyrics file is not UTF-8 text ({exc})") from exc
+        if ref_audio is not None and not Path(ref_audio).is_file():
+            raise CmirmError(f"'{ref_audio}': reference audio file not found")
+        return cls(text=text, lyrics=lyrics, ref_audio=ref_audio)
+
     def load_ref(self) -> Audio | None:
         """The reference clip as `Audio` (loading it if it is a path), or None."""
         if self.ref_audio is None:

@@ -1,0 +1,240 @@
+"""Resolve and load CMI-RM checkpoints and the MuQ-MuLan towers, from local folders or the hub.
+
+The released layout is a folder (or hub repo, e.g. ``HaiwenXia/CMI-RM``) holding
+``model.safetensors`` + ``config.yaml``. The frozen towers are built from the MuQ-MuLan hub config
+(``config.yaml: model_name``), loaded from its ``model.safetensors`` (``mulan.audio.*`` ->
+``audio_module.*``, ``mulan.text.*`` -> ``text_module.*``), and then every key of the CMI-RM
+checkpoint is overlaid. Weights are only ever read from safetensors: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, XLMRobertaConfig
+
+from cmirm_plugin.errors import CheckpointError
+from cmirm_plugin.model.config import CMIRMConfig
+from cmirm_plugin.model.mulan import MuLanConfig
+from cmirm_plugin.model.muq import MuQConfig
+from cmirm_plugin.model.reward_model import TOWER_PREFIXES, CMIRewardModel, TowerConfigs
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.yaml"
+#: MuQ-MuLan checkpoint prefix -> CMI-RM module prefix.
+HUB_TOWER_PREFIXES = {"mulan.audio.": "audio_module.", "mulan.text.": "text_module."}
+#: MuQ-MuLan parts CMI-RM does not keep (latent projections and the contrastive module).
+HUB_UNUSED_PREFIXES = ("mulan.audio_to_latents.", "mulan.text_to_latents.", "mulan.contrast.")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).suffix != ""
+
+
+def resolve_file(repo_or_dir: str | Path, filename: str) -> Path:
+    """Find ``filename`` in a local folder or a hub repo (hub cache first; works with HF_HUB_OFFLINE=1)."""
+    local = Path(repo_or_dir).expanduser()
+    if local.is_dir():
+        path = local / filename
+        if not path.is_file():
+            present = sorted(p.name for p in local.iterdir())
+            hint = ""
+            if filename == WEIGHTS_NAME and any(p.endswith(PICKLE_SUFFIXES) for p in present):
+                hint = " Only safetensors weights are loaded (pickle files such as .bin/.pt are never unpickled)."
+            raise CheckpointError(f"'{local}': missing {filename} (folder holds: {present or 'nothing'}).{hint}")
+        return path
+    name = str(repo_or_dir)
+    if _looks_like_path(name):
+        raise CheckpointError(f"'{name}': no such directory (expected a folder with {filename}, or a hub repo id)")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id=name, filename=filename))
+    except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError,
+            ValueError) as exc:
+        raise CheckpointError(
+            f"could not get '{filename}' of hub repo '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+            f"On a machine with access run `huggingface-cli download {name} --local-dir DIR` and pass DIR instead "
+            f"of '{name}', or point HF_HOME at a cache that holds it."
+        ) from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"'{path}': not valid JSON ({exc})") from exc
+
+
+def load_tower_configs(model_name: str) -> TowerConfigs:
+    """The MuQ-MuLan, MuQ and XLM-R configs named by ``model_name`` (a hub id or a folder)."""
+    mulan = MuLanConfig.from_dict(_read_json(resolve_file(model_name, "config.json")))
+    muq = MuQConfig.from_dict(_read_json(resolve_file(mulan.audio_model_name, "config.json")))
+    xlmr = XLMRobertaConfig.from_dict(_read_json(resolve_file(mulan.text_model_name, "config.json")))
+    return TowerConfigs(mulan, muq, xlmr)
+
+
+def load_tokenizer(text_model_name: str):
+    """The XLM-R tokenizer of the text backbone (fast tokenizer; never remote code)."""
+    resolve_file(text_model_name, "tokenizer_config.json")  # a clear error before transformers' own
+    source = text_model_name if not Path(text_model_name).expanduser().is_dir() else str(Path(text_model_name).expanduser())
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"'{path}': weights must be a .safetensors file (pickle formats are never loaded)")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"'{path}': not a readable safetensors file ({exc})") from exc
+
+
+def hub_to_model_keys(hub_state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Map MuQ-MuLan checkpoint keys to CMI-RM tower keys; return (mapped, keys that are not towers)."""
+    mapped, other = {}, []
+    for key, value in hub_state.items():
+        for src, dst in HUB_TOWER_PREFIXES.items():
+            if key.startswith(src):
+                mapped[dst + key[len(src):]] = value
+                break
+        else:
+            other.append(key)
+    return mapped, other
+
+
+def model_to_hub_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of `hub_to_model_keys` for the tower tensors of a CMI-RM state dict."""
+    out = {}
+    for key, value in state.items():
+        for src, dst in HUB_TOWER_PREFIXES.items():
+            if key.startswith(dst):
+                out[src + key[len(dst):]] = value
+    return out
+
+
+@dataclass
+class LoadReport:
+    """What a load did, in one readable summary (the reference silently ignores all of this)."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    tower_keys_from_hub: int = 0
+    overlaid_tower_keys: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    missing_towers: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    unexpected_hub: list[str] = field(default_factory=list)
+    upcast: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors from {self.source}; {self.tower_keys_from_hub} tower tensors from the MuQ-MuLan checkpoint"]
+        for label, keys in (("overlaid tower keys", self.overlaid_tower_keys),
+                            ("MISSING (left at initial values)", self.missing),
+                            ("missing tower keys (random init!)", self.missing_towers),
+                            ("unexpected keys (ignored)", self.unexpected),
+                            ("unexpected MuQ-MuLan keys (ignored)", self.unexpected_hub)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                lines.append(f"  {label}: {shown}")
+        if self.upcast:
+            kinds = sorted(set(self.upcast.values()))
+            lines.append(f"  {len(self.upcast)} tensors cast to the model dtype from {', '.join(kinds)}")
+        return "\n".join(lines)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.missing_towers or self.unexpected)
+
+
+def overlay(model: torch.nn.Module, state: Mapping[str, torch.Tensor], report: LoadReport,
+            tower_source: bool = False) -> None:
+    """Copy ``state`` into ``model`` non-strictly; a shape mismatch is an error naming key and shapes."""
+    own = model.state_dict()
+    accepted = {}
+    for key, value in state.items():
+        if key not in own:
+            (report.unexpected_hub if tower_source else report.unexpected).append(key)
+            continue
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(
+                f"{report.source}: shape mismatch for '{key}': checkpoint {tuple(value.shape)} vs model "
+                f"{tuple(own[key].shape)} (does config.yaml match this checkpoint?)"
+            )
+        if value.dtype != own[key].dtype and value.is_floating_point():
+            report.upcast[key] = str(value.dtype).replace("torch.", "")
+        accepted[key] = value.to(own[key].dtype)
+    model.load_state_dict(accepted, strict=False)
+    if tower_source:
+        report.tower_keys_from_hub += len(accepted)
+    else:
+        report.loaded.extend(accepted)
+        report.overlaid_tower_keys.extend(k for k in accepted if k.startswith(TOWER_PREFIXES))
+
+
+def build_model(config: CMIRMConfig, seed: int = 0, load_towers: bool = True) -> tuple[CMIRewardModel, LoadReport]:
+    """Build CMI-RM for ``config``: tower configs, tokenizer and (optionally) tower weights from ``model_name``.
+
+    Construction uses its own RNG stream (``seed``), so it never changes the caller's RNG state,
+    and a model built twice from the same config starts from the same weights.
+    """
+    towers = load_tower_configs(config.model_name)
+    tokenizer = load_tokenizer(towers.mulan.text_model_name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CMIRewardModel(config, towers, tokenizer)
+    report = LoadReport(source=config.model_name)
+    if load_towers:
+        hub_state = read_safetensors(resolve_file(config.model_name, WEIGHTS_NAME))
+        mapped, other = hub_to_model_keys(hub_state)
+        report.unexpected_hub.extend(k for k in other if not k.startswith(HUB_UNUSED_PREFIXES))
+        overlay(model, mapped, report, tower_source=True)
+        tower_keys = {k for k in model.state_dict() if k.startswith(TOWER_PREFIXES)}
+        report.missing_towers = sorted(tower_keys - set(mapped))
+    return model, report
+
+
+def load_pretrained(path_or_id: str | Path, device: str | torch.device = "cpu") -> tuple[CMIRewardModel, LoadReport]:
+    """Load a released-layout checkpoint (folder or hub repo); see the module docstring."""
+    source = str(path_or_id)
+    local = Path(source).expanduser()
+    if local.is_file():
+        raise CheckpointError(f"'{local}': expected the checkpoint folder (holding {WEIGHTS_NAME} + {CONFIG_NAME}), "
+                              f"not a file")
+    config = CMIRMConfig.from_yaml(resolve_file(source, CONFIG_NAME))
+    weights = resolve_file(source, WEIGHTS_NAME)
+    state = read_safetensors(weights)
+    model, report = build_model(config)
+    report.source = str(weights)
+    overlay(model, state, report)
+    report.missing = sorted(k for k in model.trainable_state_dict() if k not in state and not k.startswith(TOWER_PREFIXES))
+    model.to(device).eval()
+    return model, report
+
+
+def save_pretrained(model: CMIRewardModel, directory: str | Path) -> Path:
+    """Write ``config.yaml`` + ``model.safetensors`` in the released layout (towers only where they train)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.to_yaml(directory / CONFIG_NAME)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
+    # The `conv` downsampler shares one stage under several names; safetensors stores each name once.
+    save_file(_unshare(state), str(directory / WEIGHTS_NAME), metadata={"format": "pt", "producer": "cmirm"})
+    return directory
+
+
+def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    seen: dict[int, str] = {}
+    out = {}
+    for key, value in state.items():
+        ptr = value.data_ptr()
+        out[key] = value.clone() if ptr in seen else value
+        seen.setdefault(ptr, key)
+    return out
