@@ -160,6 +160,8 @@ def test_load_scorer_errors_name_what_failed(tmp_path, monkeypatch):
     # checkpoint and device are injected with setdefault: explicit init kwargs win
     model = load_scorer("test_bench_dataset:KwargsRecorder", checkpoint="ck", device="cpu", init_kwargs={"device": "cuda:1", "x": 1})
     assert model.kwargs == {"checkpoint": "ck", "device": "cuda:1", "x": 1}
+    # no checkpoint given: none is passed, so the class's own default applies
+    assert load_scorer("test_bench_dataset:KwargsRecorder", checkpoint=None, device="cpu").kwargs == {"device": "cpu"}
 
 
 def test_score_checks_output_shape():

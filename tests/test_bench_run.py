@@ -274,12 +274,10 @@ def test_retry_errors_rescores_rows_with_errors(bench_data, scorer, tmp_path):
     assert {(r["dataset"], r["task"]): r["n"] for r in result.metrics["summary"]}["PAM", "musicality"] == 4
 
 
-def test_bad_scorer_output_and_missing_checkpoint(bench_data, scorer, tmp_path):
+def test_bad_scorer_output(bench_data, scorer, tmp_path):
     cfg = config(bench_data, scorer, tmp_path / "out", init_kwargs={"scores": SCORES, "bad_shape": True})
     with pytest.raises(ScorerError, match=r"shape \[2, 3\] for 2 inputs \(PAM, side A, lines \[9, 10\]\)"):
         run_benchmark(cfg, show_progress=False)
-    with pytest.raises(ConfigError, match="needs a checkpoint"):
-        run_benchmark(BenchConfig(dataset_jsonl=bench_data[0], dataset_root=bench_data[1], out_dir=tmp_path))
 
 
 def test_in_memory_scorer_and_subset(bench_data, scorer, tmp_path):

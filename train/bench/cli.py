@@ -53,7 +53,7 @@ def bench(
     dataset_jsonl: Annotated[Path, typer.Option(help="The benchmark file.")] = Path("data/all_test.jsonl"),
     dataset_root: Annotated[Path, typer.Option(help="Folder the file's relative clip paths start from.")] = Path("data"),
     model: Annotated[Optional[str], typer.Option(
-        help="Checkpoint (hub id or folder), passed to the model class as 'checkpoint'.")] = None,
+        help="Checkpoint (hub id or folder), passed to the model class as 'checkpoint' (default: the class's own).")] = None,
     model_class: Annotated[str, typer.Option(
         help="Scorer as 'package.module:Class' honouring the plug-in contract.")] = DEFAULT_MODEL_CLASS,
     model_init_json: Annotated[str, typer.Option(help="JSON object of extra constructor arguments.")] = "{}",

@@ -43,7 +43,8 @@ from train.bench.scorer import DEFAULT_MODEL_CLASS, check_contract, load_scorer,
 class BenchConfig:
     """A benchmark run. Defaults are the official CLI's (batch 12, first 120 s, split ``test``).
 
-    ``model`` is the checkpoint (hub id or folder) passed to ``model_class`` as ``checkpoint``;
+    ``model`` is the checkpoint (hub id or folder) passed to ``model_class`` as ``checkpoint``
+    (when None, the class's own default applies, e.g. the released CMI-RM weights);
     ``init_kwargs`` are its other constructor arguments, ``score_kwargs`` go to every
     ``score_batch`` call. ``skip_invalid`` leaves bad lines out instead of failing;
     ``retry_errors`` rescores finished rows whose record carries an error (e.g. a clip that was
@@ -183,8 +184,6 @@ def run_benchmark(config: BenchConfig, scorer: BenchmarkModel | None = None, *, 
     ``scorer`` (an object honouring the plug-in contract) replaces loading ``config.model_class``;
     a trainer passes its in-memory model this way. The scorer is only loaded when rows remain.
     """
-    if scorer is None and config.model is None and config.model_class == DEFAULT_MODEL_CLASS:
-        raise ConfigError("the CMI-RM scorer needs a checkpoint: pass --model (a hub id or a folder)")
     data = load_benchmark(config.dataset_jsonl, config.dataset_root, split=config.split,
                           subset=config.subset, skip_invalid=config.skip_invalid)
     out_dir = Path(config.out_dir)

@@ -49,10 +49,14 @@ def check_contract(model: Any, name: str) -> BenchmarkModel:
 
 def load_scorer(spec: str, *, checkpoint: str | None, device: str,
                 init_kwargs: Mapping[str, Any] | None = None) -> BenchmarkModel:
-    """Instantiate ``spec`` as ``Class(**init_kwargs)`` with ``checkpoint`` and ``device`` set by default."""
+    """Instantiate ``spec`` as ``Class(**init_kwargs)`` with ``checkpoint`` and ``device`` set by default.
+
+    A None ``checkpoint`` is not passed, so the class's own default checkpoint applies.
+    """
     cls = import_object(spec)
     kwargs = dict(init_kwargs or {})
-    kwargs.setdefault("checkpoint", checkpoint)
+    if checkpoint is not None:
+        kwargs.setdefault("checkpoint", checkpoint)
     kwargs.setdefault("device", device)
     try:
         model = cls(**kwargs)
