@@ -195,26 +195,34 @@ def _duration_bin(seconds: float | None, edges: tuple[float, ...]) -> str | None
     return None
 
 
+def _modality(row: Row) -> str:
+    return row["_modality"]
+
+
+def _ref(row: Row) -> str | None:
+    return S.ref_category(row["_modality"])
+
+
+def _type(row: Row) -> str | None:
+    return S.modality_type(row["_modality"])
+
+
 def _cmi_details(cmi: list[Row], config: MetricsConfig) -> list[Metric]:
     """The CMI-Pref groups: by modality, by confidence x ref category, by ref subset, by modality type."""
     detail: list[Metric] = []
-
-    def modality(row: Row) -> str:
-        return row["_modality"]
-
     for task in _CMI_TASKS:
         if config.cmi_by_modality:
-            for value, group in _grouped(cmi, modality, MODALITIES):
+            for value, group in _grouped(cmi, _modality, MODALITIES):
                 detail.append(_detail(task, "modality", value, evaluate(task, group, config)))
         if config.cmi_by_confidence:
             by_conf = _grouped(cmi, lambda r, t=task: _confidence_group(r.get(t.confidence)), ("<3", "=3", ">3"))
             for value, group in by_conf:
-                for ref, sub in _grouped(group, lambda r: S.ref_category(modality(r)), ("no_ref", "ref")):
+                for ref, sub in _grouped(group, _ref, ("no_ref", "ref")):
                     detail.append(_detail(task, "confidence", value, evaluate(task, sub, config), ref))
                 detail.append(_detail(task, "confidence", value, evaluate(task, group, config), "all"))
-        for value, group in _grouped(cmi, lambda r: S.ref_category(modality(r)), ("no_ref", "ref")):
+        for value, group in _grouped(cmi, _ref, ("no_ref", "ref")):
             detail.append(_detail(task, "ref_subset", value, evaluate(task, group, config)))
-        for value, group in _grouped(cmi, lambda r: S.modality_type(modality(r)), ("instru", "vocal")):
+        for value, group in _grouped(cmi, _type, ("instru", "vocal")):
             detail.append(_detail(task, "modality_type", value, evaluate(task, group, config)))
     return detail
 
@@ -247,8 +255,11 @@ def compute_metrics(rows: Iterable[Row], config: MetricsConfig = MetricsConfig()
     detail.extend(_cmi_details(by_subset["CMI-Pref"], config))
     if config.by_duration:
         bins = _bin_labels(config.duration_bins)
+
+        def duration_bin(row: Row) -> str | None:
+            return _duration_bin(_row_duration(row), config.duration_bins)
+
         for task in SUMMARY_TASKS:
-            key = lambda r: _duration_bin(_row_duration(r), config.duration_bins)  # noqa: E731
-            for value, group in _grouped(by_subset[task.dataset], key, bins):
+            for value, group in _grouped(by_subset[task.dataset], duration_bin, bins):
                 detail.append(_detail(task, "duration", value, evaluate(task, group, config, full=False)))
     return {"config": config.to_dict(), "summary": summary, "detail": detail}

@@ -2,16 +2,17 @@
 
 Order and batching follow the official runner: subsets PAM, MusicEval, MusicArena, CMI-Pref; in
 each, side A of every row, then side B of the pairwise rows, in batches of ``batch_size`` rows that
-share each row's prompt, lyrics and reference. A row's record is appended to results.jsonl (flushed)
-as soon as its last side is scored, so a rerun skips finished rows; their batches are then formed
-from the remaining rows only.
+share each row's prompt, lyrics and reference. A missing reference is recorded as
+``ref_audio_not_found:<path>`` and the row scored without it, as officially.
+
+A row's record is appended to results.jsonl (flushed) as soon as its last side is scored, so a rerun
+skips finished rows, and batches the remaining rows among themselves. Side-A scores of pairwise rows
+live in memory until side B is scored: an interruption during a side-B pass rescores them.
 
 Differences from the official runner, on purpose:
 * a missing clip does not stop the run: that side is not scored (its predictions are null, its
   ``inference_valid_*`` False, ``audio_not_found:<path>`` in ``inference_error``), and the batch
   is sent without it;
-* a missing reference is recorded as ``ref_audio_not_found:<path>`` and the row scored without it
-  (as the official runner does);
 * the Music Arena path fallback of the evaluator is applied when selecting rows (see `schema.subset_of`).
 """
 
