@@ -136,12 +136,15 @@ class RewardScorer:
 
     def _encode_prompt_tokens(self, insts: Sequence[Instruction], ref_waves: dict[int, torch.Tensor]) -> TokenSeq:
         model = self.model
-        text = model.encode_text([inst.text or "" for inst in insts])
-        lyrics = model.encode_text([inst.lyrics or "" for inst in insts])
+        n = len(insts)
+        # Text and lyrics are encoded separately per item (own <s>...</s>) but in ONE tower call:
+        # padding is masked, so sharing the batch does not change any item's tokens.
+        both = model.encode_text([inst.text or "" for inst in insts] + [inst.lyrics or "" for inst in insts])
+        text, lyrics = both.select(range(n)), both.select(range(n, 2 * n))
         dim = model.config.dim
         encoded = dict(zip(ref_waves, model.encode_audio(list(ref_waves.values()), self.encode_batch_size))) if ref_waves else {}
         empty = torch.zeros(0, dim, device=self.device)
-        ref = TokenSeq.pad([encoded.get(i, empty) for i in range(len(insts))], dim, self.device, torch.float32)
+        ref = TokenSeq.pad([encoded.get(i, empty) for i in range(n)], dim, self.device, torch.float32)
         null = None
         if self.missing == "null":
             flags = lambda present: torch.tensor([not p for p in present], device=self.device)  # noqa: E731
@@ -191,7 +194,7 @@ class CMIRMBenchmarkModel:
     """
 
     def __init__(self, checkpoint: str = DEFAULT_MODEL, device: str | None = None, missing: MissingPolicy = "mask",
-                 bf16: bool | None = None, encode_batch_size: int = 8, **_: Any) -> None:
+                 bf16: bool | None = None, encode_batch_size: int = 8) -> None:
         self.scorer = RewardScorer.from_pretrained(checkpoint, device=device, missing=missing, bf16=bf16,
                                                    encode_batch_size=encode_batch_size)
 

@@ -10,3 +10,35 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PARITY = FIXTURES / "parity"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A released-layout tiny CMI-RM folder over tiny MuQ-MuLan towers, built offline once per session."""
+    from cmirm_plugin.model.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_checkpoint):
+    from cmirm_plugin.model import CMIRewardModel
+
+    return CMIRewardModel.from_pretrained(str(tiny_checkpoint))
+
+
+@pytest.fixture
+def parity_hub(monkeypatch):
+    """Serve the official-parity fixtures' fake hub cache (offline)."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(PARITY / "hf_home" / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return PARITY

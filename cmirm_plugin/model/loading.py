@@ -82,10 +82,21 @@ def load_tower_configs(model_name: str) -> TowerConfigs:
 
 
 def load_tokenizer(text_model_name: str):
-    """The XLM-R tokenizer of the text backbone (fast tokenizer; never remote code)."""
-    resolve_file(text_model_name, "tokenizer_config.json")  # a clear error before transformers' own
-    source = text_model_name if not Path(text_model_name).expanduser().is_dir() else str(Path(text_model_name).expanduser())
-    return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    """The XLM-R tokenizer of the text backbone (fast tokenizer; never remote code).
+
+    Its files are resolved like every other file (folder, or hub cache/download) into one folder,
+    which is then handed to transformers, so one code path decides where files come from.
+    """
+    folder = resolve_file(text_model_name, "config.json").parent
+    found = []
+    for name in ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json"):
+        try:
+            found.append(resolve_file(text_model_name, name).name)
+        except CheckpointError:
+            pass  # which of these exist depends on how the tokenizer was saved
+    if not {"tokenizer.json", "sentencepiece.bpe.model"} & set(found):
+        raise CheckpointError(f"'{text_model_name}': no tokenizer files (tokenizer.json or sentencepiece.bpe.model)")
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
