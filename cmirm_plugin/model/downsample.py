@@ -140,6 +140,8 @@ class GLUConvSiLUTwicePlusPointwise(nn.Module):
 
     def forward(self, seq: TokenSeq) -> TokenSeq:
         seq = self.block2(self.block1(seq))
+        if seq.x.shape[1] == 0:
+            return seq
         h = self.final_pw(seq.x.transpose(1, 2)).transpose(1, 2)
         return TokenSeq(h * seq.mask.unsqueeze(-1).to(h.dtype), seq.mask)
 

@@ -80,7 +80,9 @@ class MelFrontEnd(nn.Module):
         self.hop_length = hop_length
         self.mean, self.std = float(mean), float(std)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
-        fb = AF.melscale_fbanks(N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, n_mels, SAMPLE_RATE, norm=None, mel_scale="htk")
+        with torch.device("cpu"):  # melscale_fbanks inspects values, so not on the meta device
+            fb = AF.melscale_fbanks(N_FFT // 2 + 1, 0.0, SAMPLE_RATE / 2, n_mels, SAMPLE_RATE, norm=None,
+                                    mel_scale="htk")
         self.register_buffer("fb", fb, persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
