@@ -1,0 +1,265 @@
+"""The `Generator` contract every backend implements, and the records `sample()` returns.
+
+A generator turns an `Instruction` and a list of seeds into one `Candidate` per seed. Candidate i
+is defined by (generator, parameters, instruction, seed_i): each backend draws candidate i's
+randomness from its own seed only, so regenerating seed_i alone reproduces it (bit-identically
+on the same machine at ``batch_size=1``; see each backend for what batching guarantees).
+
+A candidate that fails (an exception, a command exiting non-zero, no output file, NaN or empty
+audio, a timeout) does not sink its siblings: `sample` returns a `GenerationResult`, which is
+the list of successful candidates plus ``.failures``, typed `CandidateFailure` records that
+serialise to the same manifests as candidates.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence, Union
+
+import torch
+
+from cmirm_plugin.audio import Audio
+from cmirm_plugin.errors import CmirmError, ConfigError
+from cmirm_plugin.records import Candidate, Instruction
+from generators.params import GenerationParams, check_number, validate_duration
+
+logger = logging.getLogger(__name__)
+
+#: The instruction inputs a generator may honour, in display order.
+INPUT_KINDS = ("text", "lyrics", "ref_audio")
+
+#: Why a candidate failed (`CandidateFailure.kind`).
+FAILURE_KINDS = ("exception", "nonzero_exit", "no_output", "invalid_audio", "timeout")
+
+#: Largest seed accepted (seeds go to torch.Generator.manual_seed and to external commands).
+MAX_SEED = 2**63 - 1
+
+#: How much of a command's stderr or a traceback a failure keeps.
+DETAIL_CHARS = 2000
+
+
+def instruction_inputs(instruction: Instruction) -> tuple[str, ...]:
+    """The inputs ``instruction`` carries, in `INPUT_KINDS` order."""
+    present = {"text": instruction.has_text, "lyrics": instruction.has_lyrics, "ref_audio": instruction.has_ref}
+    return tuple(kind for kind in INPUT_KINDS if present[kind])
+
+
+def tail(text: str, limit: int = DETAIL_CHARS) -> str:
+    """The last ``limit`` characters of ``text`` (stderr tails, traceback tails)."""
+    text = text.rstrip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+class UnsupportedInputError(CmirmError):
+    """The instruction carries an input the generator cannot honour (or lacks one it needs)."""
+
+
+class CandidateError(Exception):
+    """Raised (or returned) by a backend when one candidate fails; becomes a `CandidateFailure`."""
+
+    def __init__(self, kind: str, message: str, detail: str = "") -> None:
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown failure kind {kind!r}; expected one of {FAILURE_KINDS}")
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class CandidateFailure:
+    """A candidate that could not be generated: which one, why, and the evidence.
+
+    ``detail`` is the tail of the command's stderr, or of the Python traceback.
+    """
+
+    instruction_id: str
+    generator: str
+    seed: int
+    kind: str
+    message: str
+    detail: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest record (``status: failed`` tells it apart from a candidate record)."""
+        return {"status": "failed", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "CandidateFailure":
+        for key in ("instruction_id", "generator", "seed", "kind", "message"):
+            if data.get(key) is None:
+                raise CmirmError(f"failure record lacks field '{key}': {dict(data)!r}")
+        return cls(data["instruction_id"], data["generator"], int(data["seed"]), data["kind"], data["message"],
+                   data.get("detail") or "", dict(data.get("params") or {}))
+
+    def __str__(self) -> str:
+        last = self.detail.strip().splitlines()[-1] if self.detail.strip() else ""
+        return f"{self.generator} seed {self.seed}: {self.kind}: {self.message}" + (f" [{last}]" if last else "")
+
+
+class GenerationResult(list):
+    """The successful candidates, in seed order (it *is* the list), plus ``failures``."""
+
+    def __init__(self, candidates: Iterable[Candidate] = (), failures: Iterable[CandidateFailure] = ()) -> None:
+        super().__init__(candidates)
+        self.failures: list[CandidateFailure] = list(failures)
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return list(self)
+
+    def raise_for_failures(self) -> "GenerationResult":
+        """Raise `CmirmError` listing every failure, if any; otherwise return self (for chaining)."""
+        if self.failures:
+            raise CmirmError(f"{len(self.failures)} candidate(s) failed:\n" + "\n".join(map(str, self.failures)))
+        return self
+
+
+#: What a backend returns per seed: a waveform ``[channels, samples]`` at the generator's sample
+#: rate, an `Audio` (resampled to it if needed), or a `CandidateError`.
+Outcome = Union[torch.Tensor, Audio, CandidateError]
+
+
+def validate_seeds(seeds: Sequence[int]) -> list[int]:
+    """Seeds as a list of distinct ints in [0, 2**63 - 1] (a duplicate would collide candidate ids)."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):
+        raise ConfigError(f"seeds must be a list of integers, got {seeds!r}")
+    seeds = list(seeds)
+    if not seeds:
+        raise ConfigError("seeds is empty: give at least one seed")
+    for seed in seeds:
+        check_number("seed", seed, low=0, high=MAX_SEED, integer=True)
+    duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+    if duplicates:
+        raise ConfigError(f"seeds must be distinct; repeated: {duplicates}")
+    return seeds
+
+
+def batches(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    """Consecutive chunks of ``size`` (the last may be shorter)."""
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+class Generator(ABC):
+    """A music generator: ``sample(instruction, seeds, duration, **params) -> GenerationResult``.
+
+    Subclasses set the class attributes, a `GenerationParams` subclass as ``params_type``, and
+    implement `_generate`; `sample` does the rest (input checks, parameter validation, batching,
+    per-candidate failure capture, length trimming, `Candidate` records).
+
+    Attributes:
+        name: what candidates record as their generator (the registry name by default).
+        sample_rate: the rate of every candidate's audio.
+        inputs: the instruction inputs this generator honours (subset of `INPUT_KINDS`).
+        required_inputs: inputs it cannot run without.
+        batch_size: default number of seeds per backend call.
+        exact_batching: whether a batch gives bit-identical audio to generating each seed alone.
+        trims_to_duration: whether outputs are cut to exactly ``duration`` (model backends); external
+            commands and functions own their output length.
+    """
+
+    name: str
+    sample_rate: int
+    inputs: ClassVar[frozenset[str]] = frozenset({"text"})
+    required_inputs: ClassVar[frozenset[str]] = frozenset()
+    params_type: ClassVar[type[GenerationParams]] = GenerationParams
+    exact_batching: ClassVar[bool] = False
+    trims_to_duration: ClassVar[bool] = True
+    batch_size: int = 1
+
+    # ------------------------------------------------------------------ inputs
+    def unsupported_inputs(self, instruction: Instruction) -> list[str]:
+        """Problems that stop this generator honouring ``instruction`` (empty when it can)."""
+        present = set(instruction_inputs(instruction))
+        problems = [f"cannot honour {kind}" for kind in INPUT_KINDS if kind in present and kind not in self.inputs]
+        problems += [f"needs {kind}" for kind in INPUT_KINDS if kind in self.required_inputs and kind not in present]
+        return problems
+
+    def supports(self, instruction: Instruction) -> bool:
+        """Whether every input of ``instruction`` (text, lyrics, reference audio) is honoured."""
+        return not self.unsupported_inputs(instruction)
+
+    def require_supported(self, instruction: Instruction) -> None:
+        """Raise `UnsupportedInputError` naming the input and this generator, instead of ignoring it."""
+        problems = self.unsupported_inputs(instruction)
+        if problems:
+            honoured = ", ".join(k for k in INPUT_KINDS if k in self.inputs) or "nothing"
+            raise UnsupportedInputError(
+                f"generator '{self.name}' {' and '.join(problems)} (instruction {instruction.id}); "
+                f"it honours: {honoured}. Choose a generator that does, or drop that input."
+            )
+
+    # ------------------------------------------------------------------ sampling
+    def max_duration(self, params: GenerationParams) -> float | None:
+        """The longest clip this backend can make with ``params`` (None: no limit known)."""
+        return None
+
+    def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
+               batch_size: int | None = None, **params: Any) -> GenerationResult:
+        """Generate one candidate per seed; failed seeds go to ``result.failures``.
+
+        ``duration`` is in seconds; ``params`` are this backend's `params_type` fields; they are
+        validated up front and recorded (with ``duration``) on every candidate. ``batch_size``
+        (default: the generator's) is how many seeds one backend call handles.
+        """
+        self.require_supported(instruction)
+        seeds = validate_seeds(seeds)
+        typed = self.params_type.from_kwargs(self.name, params)
+        duration = validate_duration(duration, self.max_duration(typed))
+        size = self.batch_size if batch_size is None else batch_size
+        check_number("batch_size", size, low=1, integer=True)
+        record = {"duration": duration, **typed.to_dict()}
+        result = GenerationResult()
+        for chunk in batches(seeds, size):
+            for seed, outcome in zip(chunk, self._run_batch(instruction, chunk, duration, typed)):
+                self._collect(result, instruction, seed, outcome, duration, record)
+        return result
+
+    def _run_batch(self, instruction: Instruction, seeds: list[int], duration: float,
+                   params: GenerationParams) -> list[Outcome]:
+        """Call the backend once; an exception fails every seed of this batch (and only them)."""
+        try:
+            outcomes = self._generate(instruction, seeds, duration, params)
+        except Exception as exc:  # a backend crash must not lose the other batches
+            error = CandidateError("exception", f"{type(exc).__name__}: {exc}", tail(traceback.format_exc()))
+            return [error] * len(seeds)
+        if len(outcomes) != len(seeds):
+            error = CandidateError("exception", f"backend returned {len(outcomes)} outputs for {len(seeds)} seeds")
+            return [error] * len(seeds)
+        return list(outcomes)
+
+    def _collect(self, result: GenerationResult, instruction: Instruction, seed: int, outcome: Outcome,
+                 duration: float, record: dict[str, Any]) -> None:
+        """Turn one outcome into a `Candidate` (validated, trimmed) or a `CandidateFailure`."""
+        if not isinstance(outcome, CandidateError):
+            try:
+                audio = self._to_audio(outcome, duration)
+            except CmirmError as exc:  # Audio validation: empty, NaN/Inf, wrong shape
+                outcome = CandidateError("invalid_audio", str(exc))
+            else:
+                result.append(Candidate(audio, instruction.id, self.name, seed, dict(record)))
+                return
+        failure = CandidateFailure(instruction.id, self.name, seed, outcome.kind, outcome.message, outcome.detail,
+                                   dict(record))
+        logger.warning("candidate failed: %s", failure)
+        result.failures.append(failure)
+
+    def _to_audio(self, outcome: torch.Tensor | Audio, duration: float) -> Audio:
+        audio = outcome if isinstance(outcome, Audio) else Audio(outcome, self.sample_rate)
+        audio = audio.resample(self.sample_rate)
+        if self.trims_to_duration:
+            audio = Audio(audio.waveform[:, :round(duration * self.sample_rate)], self.sample_rate)
+        return audio
+
+    @abstractmethod
+    def _generate(self, instruction: Instruction, seeds: list[int], duration: float,
+                  params: GenerationParams) -> Sequence[Outcome]:
+        """Generate one outcome per seed, each from that seed's randomness only."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, sample_rate={self.sample_rate}, inputs={sorted(self.inputs)})"
