@@ -13,6 +13,7 @@ batched matrix products round differently, so they match lone regenerations to f
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar, Sequence
 
 import torch
@@ -75,7 +76,10 @@ class StableAudioGenerator(Generator):
                   params: DiffusionParams) -> Sequence[torch.Tensor]:
         n = len(seeds)
         negative = [params.negative_prompt] * n if params.negative_prompt else None
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # The Brownian tree spans [sigma_min, sigma_max]; the last step queries sigma=0, where the
+            # noise is multiplied by sigma_next=0 anyway. torchsde warns about it on every call.
+            warnings.filterwarnings("ignore", message="Should have t", module="torchsde")
             out = self.pipeline(
                 prompt=[instruction.text or ""] * n, negative_prompt=negative, num_waveforms_per_prompt=1,
                 audio_end_in_s=duration, num_inference_steps=params.steps, guidance_scale=params.guidance_scale,

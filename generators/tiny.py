@@ -76,8 +76,14 @@ def _tiny_sub_configs(vocab_size: int, decoder_config_cls: type) -> tuple:
     return text, audio, decoder
 
 
-def _finish_generation_config(model: torch.nn.Module) -> None:
-    """Set the special tokens transformers 5.x needs on the generation config (see dependencies.md)."""
+def _finish_musicgen(model: torch.nn.Module) -> None:
+    """Give EnCodec random codebooks and set the special tokens transformers 5.x needs.
+
+    EnCodec's codebooks start as zeros (real ones are learned), which would decode every token
+    sequence to the same waveform and hide seed handling; call inside the seeded RNG block.
+    """
+    for layer in model.audio_encoder.quantizer.layers:
+        layer.codebook.embed.normal_()
     gc = model.generation_config
     gc.decoder_start_token_id = gc.pad_token_id = gc.bos_token_id = 64
     gc.do_sample, gc.guidance_scale, gc.max_length = True, 3.0, 1500
@@ -93,7 +99,7 @@ def tiny_musicgen(seed: int = 0) -> tuple["MusicgenForConditionalGeneration", "M
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder))
-    _finish_generation_config(model)
+        _finish_musicgen(model)
     extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=TINY_MUSICGEN_SAMPLE_RATE, padding_value=0.0)
     return model.eval(), MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
 
@@ -109,7 +115,7 @@ def tiny_musicgen_melody(seed: int = 0) -> tuple["MusicgenMelodyForConditionalGe
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenMelodyForConditionalGeneration(config)
-    _finish_generation_config(model)
+        _finish_musicgen(model)
     extractor = MusicgenMelodyFeatureExtractor(sampling_rate=TINY_MUSICGEN_SAMPLE_RATE)
     return model.eval(), MusicgenMelodyProcessor(feature_extractor=extractor, tokenizer=tokenizer)
 

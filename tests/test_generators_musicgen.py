@@ -1,0 +1,114 @@
+"""transformers MusicGen and MusicGen-Melody on tiny random checkpoints loaded from disk by path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cmirm_plugin import ConfigError, Instruction
+from cmirm_plugin.testing import sine
+from generators import UnsupportedInputError, build_generator
+from generators.musicgen import MusicGenGenerator, MusicGenMelodyGenerator
+from generators.tiny import save_tiny
+
+TEXT = Instruction(text="upbeat pop with bright piano")
+REF = Instruction(text="upbeat pop", ref_audio=sine(330.0, seconds=1.5, sample_rate=24000, harmonics=3))
+FAST = {"top_k": 32}
+
+
+@pytest.fixture(scope="module")
+def musicgen(tmp_path_factory) -> MusicGenGenerator:
+    path = save_tiny("musicgen", tmp_path_factory.mktemp("musicgen") / "tiny")
+    return MusicGenGenerator.from_pretrained(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def melody(tmp_path_factory) -> MusicGenMelodyGenerator:
+    path = save_tiny("musicgen-melody", tmp_path_factory.mktemp("melody") / "tiny")
+    return MusicGenMelodyGenerator.from_pretrained(str(path), name="tiny-melody")
+
+
+def waves(result):
+    return [c.audio.waveform for c in result]
+
+
+def test_loads_from_a_directory_and_reports_its_shape(musicgen):
+    assert musicgen.sample_rate == 32000 and musicgen.frame_rate == 50 and musicgen.num_codebooks == 4
+    assert musicgen.name.endswith("tiny") and musicgen.inputs == {"text", "ref_audio"}
+    result = musicgen.sample(TEXT, [0, 1], 0.5, **FAST)
+    assert not result.failures
+    for cand in result:
+        assert cand.audio.sample_rate == 32000 and tuple(cand.audio.waveform.shape) == (1, 16000)
+        assert cand.params["top_k"] == 32 and cand.params["duration"] == 0.5
+
+
+def test_same_seed_is_bit_identical_and_seeds_differ(musicgen):
+    first, second = waves(musicgen.sample(TEXT, [7, 8], 0.4, **FAST)), waves(musicgen.sample(TEXT, [7, 8], 0.4, **FAST))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    assert not torch.equal(first[0], first[1])
+
+
+def test_candidate_regenerated_alone_equals_it_in_the_job(musicgen):
+    job = waves(musicgen.sample(TEXT, [3, 4, 5], 0.4, **FAST))  # batch_size=1: the exact mode
+    alone = waves(musicgen.sample(TEXT, [4], 0.4, **FAST))
+    assert torch.equal(job[1], alone[0])
+
+
+def test_batched_candidates_keep_their_own_random_streams(musicgen):
+    """Batched: same tokens per seed; audio differs from a lone run only by float rounding."""
+    batched = waves(musicgen.sample(TEXT, [3, 4, 5], 0.4, batch_size=3, **FAST))
+    reordered = waves(musicgen.sample(TEXT, [5, 4], 0.4, batch_size=2, **FAST))
+    alone = waves(musicgen.sample(TEXT, [4], 0.4, **FAST))
+    torch.testing.assert_close(batched[1], alone[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(reordered[1], alone[0], atol=1e-5, rtol=0)
+    assert not musicgen.exact_batching
+
+
+def test_sampling_parameters_are_honoured(musicgen):
+    greedyish = musicgen.sample(TEXT, [1], 0.3, top_k=1, guidance_scale=1.0)
+    nucleus = musicgen.sample(TEXT, [1], 0.3, top_p=0.5, temperature=0.7)
+    assert not greedyish.failures and not nucleus.failures
+    # top_k=1 leaves nothing to chance: two seeds give the same clip.
+    assert torch.equal(greedyish[0].audio.waveform, musicgen.sample(TEXT, [2], 0.3, top_k=1, guidance_scale=1.0)[0].audio.waveform)
+
+
+def test_audio_prompt_continuation(musicgen):
+    result = musicgen.sample(REF, [1, 2], 0.5, prompt_seconds=0.5, **FAST)
+    assert not result.failures
+    assert [tuple(w.shape) for w in waves(result)] == [(1, 16000), (1, 16000)]
+    again = musicgen.sample(REF, [2], 0.5, prompt_seconds=0.5, **FAST)
+    assert torch.equal(again[0].audio.waveform, result[1].audio.waveform)
+    # A prompt longer than the reference uses the whole reference.
+    assert not musicgen.sample(REF, [1], 0.2, prompt_seconds=10.0, **FAST).failures
+
+
+def test_too_short_reference_fails_with_a_clear_message(musicgen):
+    blip = Instruction(text="x", ref_audio=sine(seconds=0.01, sample_rate=32000))
+    (failure,) = musicgen.sample(blip, [1], 0.2, **FAST).failures
+    assert "shorter than one codec frame" in failure.message and failure.seed == 1
+
+
+def test_lyrics_are_refused_not_ignored(musicgen):
+    with pytest.raises(UnsupportedInputError, match="cannot honour lyrics"):
+        musicgen.sample(Instruction(text="pop", lyrics="hello world"), [1], 0.2)
+
+
+def test_duration_beyond_the_position_table_is_refused(musicgen):
+    with pytest.raises(ConfigError, match="'duration'"):
+        musicgen.sample(TEXT, [1], 1000.0)
+
+
+def test_melody_conditioning(melody):
+    assert melody.name == "tiny-melody" and melody.sample_rate == 32000
+    result = melody.sample(REF, [1, 2], 0.4, **FAST)
+    assert not result.failures and [tuple(w.shape) for w in waves(result)] == [(1, 12800)] * 2
+    again = melody.sample(REF, [2], 0.4, **FAST)
+    assert torch.equal(again[0].audio.waveform, result[1].audio.waveform)
+    text_only = melody.sample(TEXT, [2], 0.4, **FAST)
+    assert not torch.equal(text_only[0].audio.waveform, result[1].audio.waveform)
+
+
+def test_registry_builds_the_tiny_model_offline():
+    gen = build_generator("tiny-musicgen", batch_size=2)
+    assert isinstance(gen, MusicGenGenerator) and gen.name == "tiny-musicgen" and gen.batch_size == 2
+    assert len(gen.sample(TEXT, [1, 2], 0.2, **FAST)) == 2
