@@ -214,8 +214,8 @@ def run_command(args: list[str], *, cwd: Path | None, env: Mapping[str, str], ti
     try:
         proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as exc:
-        raise CandidateError("nonzero_exit", f"cannot start {args[0]!r}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # missing executable or working directory
+        raise CandidateError("nonzero_exit", f"cannot start {args[0]!r} (cwd {cwd or '.'}): {exc}") from exc
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
