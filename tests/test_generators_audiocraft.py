@@ -1,0 +1,96 @@
+"""audiocraft backend on a tiny random MusicGen saved in audiocraft's export layout.
+
+Skipped (with the reason) where the optional audiocraft package does not import; install it with
+``scripts/install_audiocraft.sh``. The missing-package message is tested either way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import pytest
+import torch
+
+from cmirm_plugin import ConfigError, Instruction
+from cmirm_plugin.testing import sine
+from generators import UnsupportedInputError, build_generator
+from generators.audiocraft_backend import AudiocraftGenerator, MagnetParams, import_audiocraft
+
+
+def _audiocraft_available() -> str | None:
+    """None when audiocraft imports, else why not."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import_audiocraft()
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+MISSING = _audiocraft_available()
+needs_audiocraft = pytest.mark.skipif(MISSING is not None, reason=f"audiocraft unavailable: {MISSING}")
+TEXT = Instruction(text="lofi beat")
+FAST = {"top_k": 32}
+
+
+def test_missing_package_message_says_how_to_install(monkeypatch):
+    if MISSING is None:
+        monkeypatch.setitem(__import__("sys").modules, "audiocraft.models", None)
+    with pytest.raises(ConfigError, match="scripts/install_audiocraft.sh"):
+        import_audiocraft()
+
+
+def test_magnet_params_validation():
+    assert MagnetParams().to_dict()["decoding_steps"] == [20, 10, 10, 10]
+    with pytest.raises(ConfigError, match="'decoding_steps'"):
+        MagnetParams(decoding_steps=[0])
+    with pytest.raises(ConfigError, match="'span_arrangement'"):
+        MagnetParams(span_arrangement="random")
+
+
+@pytest.fixture(scope="module")
+def tiny_audiocraft(tmp_path_factory) -> AudiocraftGenerator:
+    if MISSING is not None:
+        pytest.skip(f"audiocraft unavailable: {MISSING}")
+    from generators.tiny import save_tiny_audiocraft_musicgen
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = save_tiny_audiocraft_musicgen(tmp_path_factory.mktemp("audiocraft") / "tiny")
+    return build_generator(f"audiocraft:{path}")
+
+
+@needs_audiocraft
+def test_loads_by_path_and_generates(tiny_audiocraft):
+    gen = tiny_audiocraft
+    assert gen.name.startswith("audiocraft:") and gen.sample_rate == 32000 and gen.inputs == {"text", "ref_audio"}
+    result = gen.sample(TEXT, [1, 2], 0.4, **FAST)
+    assert not result.failures and [tuple(c.audio.waveform.shape) for c in result] == [(1, 12800)] * 2
+    assert result[0].params["top_k"] == 32
+
+
+@needs_audiocraft
+def test_each_seed_reproduces_alone_and_the_global_rng_is_untouched(tiny_audiocraft):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    job = tiny_audiocraft.sample(TEXT, [4, 5], 0.3, **FAST)
+    assert torch.equal(torch.rand(1), expected_next)
+    alone = tiny_audiocraft.sample(TEXT, [5], 0.3, **FAST)
+    assert torch.equal(job[1].audio.waveform, alone[0].audio.waveform)
+    assert not torch.equal(job[0].audio.waveform, job[1].audio.waveform)
+
+
+@needs_audiocraft
+def test_continuation_and_refusals(tiny_audiocraft):
+    ref = Instruction(text="lofi", ref_audio=sine(seconds=1.0, sample_rate=16000))
+    result = tiny_audiocraft.sample(ref, [1], 0.4, prompt_seconds=0.5, **FAST)
+    assert not result.failures and tuple(result[0].audio.waveform.shape) == (1, 12800)
+    with pytest.raises(ConfigError, match="use batch_size=1"):
+        tiny_audiocraft.sample(TEXT, [1, 2], 0.3, batch_size=2)
+    with pytest.raises(UnsupportedInputError, match="cannot honour lyrics"):
+        tiny_audiocraft.sample(Instruction(text="x", lyrics="y"), [1], 0.3)
+    with pytest.raises(ConfigError, match="picks its own dtype"):
+        AudiocraftGenerator.from_pretrained("unused", dtype=torch.float16)
