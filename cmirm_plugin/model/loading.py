@@ -232,12 +232,21 @@ def load_pretrained(path_or_id: str | Path, device: str | torch.device = "cpu") 
 
 def save_pretrained(model: CMIRewardModel, directory: str | Path) -> Path:
     """Write ``config.yaml`` + ``model.safetensors`` in the released layout (towers only where they train)."""
+    return save_state_dict(model.config, model.trainable_state_dict(), directory)
+
+
+def save_state_dict(config: CMIRMConfig, state: Mapping[str, torch.Tensor], directory: str | Path) -> Path:
+    """Write ``config`` and an explicit ``state`` (module-path keys) in the released layout.
+
+    For state dicts that are not a plain model's, e.g. with LoRA weights merged into tower tensors;
+    tower keys present in ``state`` are overlaid on the MuQ-MuLan weights when loading.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_yaml(directory / CONFIG_NAME)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
+    config.to_yaml(directory / CONFIG_NAME)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     # The `conv` downsampler shares one stage under several names; safetensors stores each name once.
-    save_file(_unshare(state), str(directory / WEIGHTS_NAME), metadata={"format": "pt", "producer": "cmirm"})
+    save_file(_unshare(tensors), str(directory / WEIGHTS_NAME), metadata={"format": "pt", "producer": "cmirm"})
     return directory
 
 

@@ -1,0 +1,67 @@
+"""``cmirm train``: the options are generated from `TrainConfig`, whose field docs are their help.
+
+Registered under the ``cmirm.commands`` entry-point group (pyproject.toml), so `cmirm_plugin.cli`
+never imports this package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from train.config import TrainConfig
+from train.trainer import TrainResult, train_reward_model
+
+
+def _option(f: dataclasses.Field) -> Any:
+    """The typer option of one `TrainConfig` field (booleans get ``--x/--no-x``)."""
+    name = "--" + f.name.replace("_", "-")
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = ...
+    decl = f"{name}/--no-{name[2:]}" if isinstance(default, bool) else name
+    # Escape "[": rich would read "[default: ...]" in a help text as markup and drop it.
+    return typer.Option(default, decl, help=f.metadata["help"].replace("[", "\\["), show_default=default is not ...)
+
+
+def _print_result(console: Console, result: TrainResult) -> None:
+    final = result.state.history[-1] if result.state.history else {}
+    table = Table(title=f"cmirm train: {result.state.global_step} steps, {result.state.epoch} epochs")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in final.items():
+        if key.startswith("eval/acc") or key in ("train/loss", "eval/loss"):
+            table.add_row(key, "-" if value is None else f"{value:.4f}")
+    console.print(table)
+    console.print(f"last checkpoint: {result.last}")
+    if result.best is not None:
+        console.print(f"best checkpoint: {result.best} (epoch {result.state.best_epoch}, held-out accuracy "
+                      f"{result.state.best_metric:.4f})")
+
+
+def train(**options: Any) -> None:
+    console = Console()
+    result = train_reward_model(TrainConfig(**options), console=console)
+    _print_result(console, result)
+
+
+_hints = typing.get_type_hints(TrainConfig)
+train.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+    inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_option(f), annotation=_hints[f.name])
+    for f in dataclasses.fields(TrainConfig)])
+train.__annotations__ = {f.name: _hints[f.name] for f in dataclasses.fields(TrainConfig)}
+train.__doc__ = (
+    "Train CMI-RM on preference pairs (Bradley-Terry per axis): --stage pretrain on pseudo-labelled pairs, then "
+    "--stage finetune --init OUT/best on human pairs.\n\n"
+    "Writes OUT/best and OUT/last in the released layout (model.safetensors + config.yaml), "
+    "OUT/metrics/{steps,epochs}.{jsonl,csv} and OUT/train_config.json. Frozen-tower features are cached under "
+    "--cache-dir and reused by later epochs, runs and stages.")

@@ -1,0 +1,68 @@
+"""The run's metric files: one JSON line per logged step and per epoch, mirrored as CSV.
+
+``OUT/metrics/steps.jsonl`` (+ ``steps.csv``): ``step, epoch, lr, grad_norm, pairs_per_s`` and the
+training-batch metrics of `train.evaluation` under ``train/`` (averaged over the steps since the
+last line). ``OUT/metrics/epochs.jsonl`` (+ ``epochs.csv``): ``epoch, step`` with the epoch's
+training metrics under ``train/`` and the held-out metrics under ``eval/``. JSONL lines are
+written and flushed one by one (crash-safe, `cmirm_plugin.manifest`); the CSV files are rewritten
+from them at each epoch end, with the union of all keys as columns. On resume, lines past the
+checkpoint's step are dropped so the files read as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from cmirm_plugin.manifest import ManifestWriter, read_records
+
+
+class MetricsLog:
+    """Appends step and epoch records under ``directory`` (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.steps_path = self.directory / "steps.jsonl"
+        self.epochs_path = self.directory / "epochs.jsonl"
+
+    def reset(self) -> None:
+        """Remove the metric files (a new run in a folder that holds no resumable run)."""
+        for path in (self.steps_path, self.epochs_path):
+            for file in (path, path.with_suffix(".csv")):
+                file.unlink(missing_ok=True)
+
+    def log_step(self, record: Mapping[str, Any]) -> None:
+        with ManifestWriter(self.steps_path) as writer:
+            writer.append(dict(record))
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        with ManifestWriter(self.epochs_path) as writer:
+            writer.append(dict(record))
+        self.write_csv()
+
+    def write_csv(self) -> None:
+        """Rewrite ``steps.csv`` and ``epochs.csv`` from the JSONL files."""
+        for source in (self.steps_path, self.epochs_path):
+            rows = read_records(source)
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            tmp = source.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(rows)
+            os.replace(tmp, source.with_suffix(".csv"))
+
+    def truncate(self, step: int, epochs_done: int) -> None:
+        """Drop step lines after ``step`` and epoch lines after ``epochs_done`` (resuming from that point)."""
+        for path, keep in ((self.steps_path, lambda r: r.get("step", 0) <= step),
+                           (self.epochs_path, lambda r: r.get("epoch", 0) <= epochs_done)):
+            rows = [r for r in read_records(path) if keep(r)]
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.unlink(missing_ok=True)
+            with ManifestWriter(tmp) as writer:
+                for row in rows:
+                    writer.append(row)
+            os.replace(tmp, path)

@@ -1,0 +1,128 @@
+"""The model a run trains: where it comes from, which parts train, and how many parameters that is.
+
+Sources (one of): ``init`` (a released-layout folder, adapters in ``text_lora/`` attached),
+``model_config`` (a config.yaml, fresh heads), ``tiny`` (tiny offline towers), or the default
+config (MuQ-MuLan-large towers from the hub); ``towers`` overrides a fresh model's towers.
+Then ``train_muq_depth`` unfreezes MuQ layers and ``lora_r`` adds text-encoder adapters.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cmirm_plugin.errors import CheckpointError
+from cmirm_plugin.model.config import CMIRMConfig
+from cmirm_plugin.model.loading import CONFIG_NAME, build_model, load_pretrained
+from cmirm_plugin.model.reward_model import CMIRewardModel
+from cmirm_plugin.model.tiny import default_tiny_checkpoint
+from train.config import TrainConfig
+from train.lora import ADAPTER_DIR, apply_text_lora, has_text_lora, load_adapters
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Parameter counts of a model being trained."""
+
+    total: int
+    trainable: int
+    lora: int
+    towers: int
+
+    def describe(self) -> str:
+        share = 100.0 * self.trainable / max(1, self.total)
+        return (f"trainable parameters: {self.trainable:,} of {self.total:,} ({share:.2f} %); "
+                f"of which text-encoder LoRA {self.lora:,}, other tower parameters {self.towers:,}")
+
+
+def count_parameters(model: CMIRewardModel) -> ParameterCount:
+    """Total and trainable parameter counts, with the trainable ones inside the towers broken out."""
+    total = trainable = lora = towers = 0
+    for name, param in model.named_parameters():
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+            if ".lora_" in name:
+                lora += param.numel()
+            elif name.startswith(("audio_module.", "text_module.")):
+                towers += param.numel()
+    return ParameterCount(total, trainable, lora, towers)
+
+
+def load_for_training(directory: str | Path, trainable_adapters: bool = True) -> CMIRewardModel:
+    """A released-layout folder, with the text-encoder adapters of its ``text_lora/`` attached if present."""
+    model, report = load_pretrained(directory)
+    if not report.clean:
+        warnings.warn(report.summary())
+    if (Path(directory) / ADAPTER_DIR).is_dir():
+        load_adapters(model, directory, trainable=trainable_adapters)
+    return model
+
+
+def fresh_model_config(config: TrainConfig) -> CMIRMConfig:
+    """The architecture of a fresh model: --model-config, --tiny, or the released defaults; --towers applied."""
+    if config.model_config is not None:
+        model_config = CMIRMConfig.from_yaml(config.model_config)
+    elif config.tiny:
+        model_config = CMIRMConfig.from_yaml(default_tiny_checkpoint() / CONFIG_NAME)
+    else:
+        model_config = CMIRMConfig()
+    if config.towers is not None:
+        model_config.model_name = config.towers
+    return model_config
+
+
+def init_null_embeddings(model: CMIRewardModel, seed: int, std: float = 0.02) -> None:
+    """Give all-zero null embeddings small random values, N(0, std^2), drawn from their own seeded generator.
+
+    The release initialises them to zeros (spec §2.8). A zero token has no direction under the
+    attention's QK L2-norm, whose gradient there is about 1/eps = 1e12: the first steps would then
+    be spent entirely by gradient clipping on the null embeddings, and Adam's second moments for
+    them would stay inflated for thousands of steps.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for null in (model.null_text_embedding, model.null_lyrics_embedding, model.null_audio_embedding):
+            if not bool(null.any()):
+                null.copy_(torch.randn(null.shape, generator=generator) * std)
+
+
+def build_training_model(config: TrainConfig) -> tuple[CMIRewardModel, str]:
+    """The model to train and a sentence saying where it came from (for the log)."""
+    if config.init is not None:
+        model = load_for_training(config.init)
+        source = f"initialised from {config.init}"
+    else:
+        model_config = fresh_model_config(config)
+        model, report = build_model(model_config, seed=config.seed)
+        if report.missing_towers:
+            raise CheckpointError(f"towers '{model_config.model_name}' lack {len(report.missing_towers)} weights "
+                                    f"(e.g. {report.missing_towers[0]}); they would train on random features")
+        init_null_embeddings(model, config.seed)
+        source = f"fresh model (seed {config.seed}) over towers {model_config.model_name}"
+    if config.train_muq_depth is not None:
+        model.config.train_muq_depth = config.train_muq_depth
+        model.apply_freezing()
+    if config.lora_r and not has_text_lora(model):
+        apply_text_lora(model, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_targets)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, source
+
+
+def freeze_tower_norm_statistics(model: CMIRewardModel) -> None:
+    """Put the towers' BatchNorm layers in eval mode, also inside unfrozen MuQ layers.
+
+    `CMIRewardModel.train` keeps a fully frozen tower in eval mode, but a partly trainable one
+    (``train_muq_depth``) switches to train mode as a whole, which would move the running
+    statistics of frozen front-end BatchNorms and of the unfrozen layers; neither is saved with
+    the released weights. Call after every ``model.train()``.
+    """
+    for tower in (model.audio_module, model.text_module):
+        for module in tower.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()

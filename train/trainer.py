@@ -1,0 +1,285 @@
+"""Bradley-Terry training of CMI-RM on preference pairs: `train_reward_model(TrainConfig)`.
+
+One run: read and validate the pairs, split off the held-out pairs, build the model (fresh or
+``--init``), cache the frozen towers' features, then train the trainable part with AdamW (warm-up
++ cosine decay, gradient clipping) for ``epochs`` passes. After each epoch the held-out pairs are
+scored (pairwise accuracy per axis and per modality); the best epoch is saved to ``best/`` and
+every epoch end (and every ``save_steps`` steps) to ``last/``, both in the released layout, so
+``cmirm score`` / ``cmirm bench`` / `CMIRewardModel.from_pretrained` read them directly.
+
+Reproducibility: the data order of epoch e depends only on (seed, e), and the global torch RNG
+(modality dropout, dropout) is saved with ``last/``, so an interrupted run resumed with
+``resume=True`` ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.model.reward_model import CMIRewardModel
+from train.batching import CachedAudio, CachedText, LiveAudio, LiveText, needed_inputs, score_pairs
+from train.checkpoint import BEST, LAST, TrainState, atomic_directory, find_last, load_last, save_last, save_release
+from train.config import TrainConfig
+from train.data import PreferencePair, load_pairs
+from train.evaluation import PairwiseMetrics, evaluate_pairs
+from train.feature_cache import FeatureCache
+from train.losses import LossConfig, bradley_terry_loss, make_targets
+from train.metrics_log import MetricsLog
+from train.model_setup import build_training_model, count_parameters, freeze_tower_norm_statistics
+from train.optim import build_optimizer, warmup_cosine
+from train.splits import Split, split_pairs, subsample
+
+#: Called after every optimisation step with the run's state (e.g. to stop early, or in tests to interrupt).
+StepCallback = Callable[[TrainState], None]
+#: Metric that picks the best epoch: held-out pairwise accuracy averaged over the two axes.
+BEST_METRIC = "eval/acc"
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run left its outputs, and its state (with the per-epoch history)."""
+
+    out: Path
+    best: Path | None
+    last: Path
+    state: TrainState
+
+
+def _data_fingerprint(split: Split) -> str:
+    """Identifies the training and held-out pairs (content, labels, order) so a resume uses the same data."""
+    digest = hashlib.sha256()
+    for group in (split.train, split.eval):
+        for p in group:
+            digest.update(json.dumps([p.key, p.labels, p.confidences]).encode())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def _prefixed(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+
+class Trainer:
+    """One training run (see the module docstring); `run` does everything and returns a `TrainResult`."""
+
+    def __init__(self, config: TrainConfig, callbacks: Sequence[StepCallback] = (), console: Console | None = None) -> None:
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.console = console or Console()
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.out = Path(config.out)
+        self.log = MetricsLog(self.out / "metrics")
+        self.loss_config = LossConfig(config.smoothing, config.both, config.confidence_weighting)
+
+    # ------------------------------------------------------------------ setup
+    def _load_data(self) -> Split:
+        c = self.config
+        pair_set = load_pairs(c.pairs, c.dataset_root, skip_invalid=c.skip_invalid)
+        if pair_set.skipped_lines:
+            self.console.print(f"[yellow]skipped {pair_set.skipped_lines} invalid line(s) of {c.pairs} "
+                               f"({len(pair_set.skipped)} problem(s)); first: {pair_set.skipped[0]}")
+        split = split_pairs(pair_set.pairs, c.train_split, c.eval_split, c.eval_fraction, c.seed)
+        kept = subsample(split.train, c.max_pairs, c.seed)
+        note = f" (seeded subset of {len(split.train)})" if len(kept) < len(split.train) else ""
+        self.console.print(f"pairs: {len(kept)} training{note}, {len(split.eval)} held out; {split.how}")
+        return Split(train=kept, eval=split.eval, how=split.how)
+
+    def _sources(self, model: CMIRewardModel, pairs: Sequence[PreferencePair]) -> tuple[Any, Any]:
+        """Text and audio sources: cached for frozen towers (filled now), live for towers that train."""
+        c = self.config
+        text_live = not c.feature_cache or any(p.requires_grad for p in model.text_module.parameters())
+        audio_live = not c.feature_cache or any(p.requires_grad for p in model.audio_module.parameters())
+        text: Any = LiveText(model)
+        audio: Any = LiveAudio(model, c.max_dur, c.encode_batch_size)
+        if not (text_live and audio_live):
+            cache = FeatureCache(c.features_dir, model, c.max_dur, c.cache_dtype, c.encode_batch_size, c.progress)
+            texts, clips = needed_inputs(pairs)
+            done = cache.precompute(texts=() if text_live else sorted(texts), audio=() if audio_live else sorted(clips))
+            self.console.print(f"feature cache {c.features_dir}: encoded {done['text']} new texts and "
+                               f"{done['audio']} new clips")
+            text = text if text_live else CachedText(model, cache)
+            audio = audio if audio_live else CachedAudio(model, cache)
+        for name, live in (("text", text_live), ("audio", audio_live)):
+            if live:
+                self.console.print(f"{name} tower runs live on every batch")
+        return text, audio
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.bf16 and self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _resume_point(self):
+        last = find_last(self.out)
+        if last is not None and not self.config.resume:
+            raise ConfigError(f"'{self.out}' already holds a run ({last}); pass --resume to continue it, or choose "
+                              f"another --out")
+        if last is None:
+            if self.config.resume:
+                self.console.print(f"nothing to resume in {self.out}: starting a new run")
+            return None
+        point = load_last(last)
+        changed = self.config.changed_fields(point.config)
+        if changed:
+            raise ConfigError(f"cannot resume {last}: option(s) {', '.join(changed)} differ from the interrupted "
+                              f"run (saved values: {', '.join(f'{k}={point.config.get(k)!r}' for k in changed)})")
+        return point
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> TrainResult:
+        c = self.config
+        point = self._resume_point()
+        split = self._load_data()
+        torch.manual_seed(c.seed)
+        model, source = build_training_model(c)
+        model.to(self.device)
+        self.console.print(f"model: {source}")
+        self.console.print(count_parameters(model).describe())
+        text, audio = self._sources(model, split.train + split.eval)
+        self.model, self.text, self.audio, self.split = model, text, audio, split
+
+        steps_per_epoch = math.ceil(len(split.train) / c.batch_size)
+        total = steps_per_epoch * c.epochs
+        self.optimizer = build_optimizer(model, c.lr, c.weight_decay)
+        self.scheduler = warmup_cosine(self.optimizer, total, int(c.warmup * total))
+        state = TrainState(total_steps=total, data_fingerprint=_data_fingerprint(split))
+        if point is not None:
+            if point.state.data_fingerprint != state.data_fingerprint:
+                raise ConfigError(f"cannot resume {point.directory}: the training or held-out pairs differ from the "
+                                  f"interrupted run's (was {c.pairs} edited?)")
+            point.restore(model, self.optimizer, self.scheduler)
+            state = point.state
+            self.log.truncate(state.global_step, state.epoch)
+            self.console.print(f"resumed {point.directory} at step {state.global_step} (epoch {state.epoch + 1}, "
+                               f"{state.batches_done} batches done)")
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.log.reset()
+            (self.out / "train_config.json").write_text(json.dumps(c.to_dict(), indent=1))
+            if split.eval:
+                self._log_epoch(state, {}, self._evaluate())
+
+        with self._progress() as progress:
+            task = progress.add_task("training", total=total, completed=state.global_step)
+            while state.epoch < c.epochs:
+                train_metrics = self._train_epoch(state, progress, task)
+                eval_metrics = self._evaluate() if split.eval else {}
+                state.epoch += 1
+                state.batches_done = 0
+                self._log_epoch(state, train_metrics, eval_metrics)
+                self._save_last(state)
+        self.log.write_csv()
+        best = self.out / BEST
+        return TrainResult(out=self.out, best=best if best.is_dir() else None, last=self.out / LAST, state=state)
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=self.console, disable=not self.config.progress)
+
+    def _train_epoch(self, state: TrainState, progress: Progress, task: Any) -> dict[str, Any]:
+        c, model = self.config, self.model
+        pairs = self.split.train
+        order = _epoch_order(len(pairs), c.seed, state.epoch)
+        batches = [order[s : s + c.batch_size] for s in range(0, len(order), c.batch_size)]
+        epoch_metrics, window = PairwiseMetrics(), PairwiseMetrics()
+        window_norms: list[float] = []
+        window_start, window_pairs = time.perf_counter(), 0
+        params = [p for p in model.parameters() if p.requires_grad]
+        model.train()
+        freeze_tower_norm_statistics(model)
+        for indices in batches[state.batches_done:]:
+            batch = [pairs[i] for i in indices]
+            labels = [p.labels for p in batch]
+            targets = make_targets(labels, [p.confidences for p in batch], self.loss_config).to(self.device)
+            with self._autocast():
+                score_a, score_b = score_pairs(model, batch, self.text, self.audio, c.missing)
+            loss, _ = bradley_terry_loss(score_a.float(), score_b.float(), targets)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else math.inf)
+            self.optimizer.step()
+            self.scheduler.step()
+            state.global_step += 1
+            state.batches_done += 1
+            modalities = [p.modality for p in batch]
+            for metrics in (epoch_metrics, window):
+                metrics.update((score_a - score_b).float(), targets, labels, modalities)
+            window_norms.append(float(norm))
+            window_pairs += len(batch)
+            progress.update(task, advance=1, description=f"epoch {state.epoch + 1}/{c.epochs} loss {loss.item():.4f}")
+            if state.global_step % c.log_steps == 0:
+                elapsed = time.perf_counter() - window_start
+                self.log.log_step({"step": state.global_step, "epoch": state.epoch + 1,
+                                   "lr": self.scheduler.get_last_lr()[0],
+                                   "grad_norm": sum(window_norms) / len(window_norms),
+                                   "pairs_per_s": window_pairs / max(elapsed, 1e-9),
+                                   **_prefixed("train", window.compute())})
+                window, window_norms, window_start, window_pairs = PairwiseMetrics(), [], time.perf_counter(), 0
+            if c.save_steps and state.global_step % c.save_steps == 0 and state.batches_done < len(batches):
+                self._save_last(state)
+            for callback in self.callbacks:
+                callback(state)
+        return epoch_metrics.compute()
+
+    def _evaluate(self) -> dict[str, Any]:
+        with self._autocast():
+            return evaluate_pairs(self.model, self.split.eval, self.text, self.audio, self.loss_config,
+                                  batch_size=2 * self.config.batch_size, missing=self.config.missing)
+
+    def _info(self, state: TrainState) -> dict[str, Any]:
+        return {"stage": self.config.stage, "step": state.global_step, "epoch": state.epoch,
+                "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+                "metrics": state.history[-1] if state.history else None}
+
+    def _log_epoch(self, state: TrainState, train_metrics: dict[str, Any], eval_metrics: dict[str, Any]) -> None:
+        record = {"epoch": state.epoch, "step": state.global_step, **_prefixed("train", train_metrics),
+                  **_prefixed("eval", eval_metrics)}
+        state.history.append(record)
+        self.log.log_epoch(record)
+        self.console.print(self._summary(record))
+        score = record.get(BEST_METRIC)
+        if state.epoch > 0 and score is not None and (state.best_metric is None or score > state.best_metric):
+            state.best_metric, state.best_epoch = score, state.epoch
+            with atomic_directory(self.out / BEST) as tmp:
+                save_release(self.model, tmp, self.config.merge_lora, self._info(state))
+
+    @staticmethod
+    def _summary(record: dict[str, Any]) -> str:
+        def fmt(key: str) -> str:
+            value = record.get(key)
+            return "-" if value is None else f"{value:.4f}"
+
+        parts = [f"epoch {record['epoch']} (step {record['step']})"]
+        if "train/loss" in record:
+            parts.append(f"train loss {fmt('train/loss')} acc {fmt('train/acc')}")
+        if "eval/loss" in record:
+            parts.append(f"eval loss {fmt('eval/loss')} acc alignment {fmt('eval/acc/alignment')} "
+                         f"musicality {fmt('eval/acc/musicality')}")
+        return " | ".join(parts)
+
+    def _save_last(self, state: TrainState) -> None:
+        save_last(self.out, self.model, self.optimizer, self.scheduler, state, self.config.to_dict(),
+                  self.config.merge_lora, self._info(state))
+
+
+def train_reward_model(config: TrainConfig, callbacks: Sequence[StepCallback] = (),
+                       console: Console | None = None) -> TrainResult:
+    """Run one training stage (see the module docstring) and return where its outputs are."""
+    return Trainer(config, callbacks, console).run()
