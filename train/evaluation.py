@@ -74,18 +74,14 @@ class PairwiseMetrics:
 
 def evaluate_pairs(model: CMIRewardModel, pairs: Sequence[PreferencePair], text: TextSource, audio: AudioSource,
                    loss_config: LossConfig, batch_size: int = 32, missing: MissingPolicy = "mask") -> dict[str, float | int | None]:
-    """`PairwiseMetrics` of ``model`` (in eval mode, no modality dropout) over ``pairs``."""
-    was_training = model.training
+    """`PairwiseMetrics` of ``model`` over ``pairs``; leaves the model in eval mode (no modality dropout)."""
     model.eval()
     metrics = PairwiseMetrics()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(pairs), batch_size):
-                batch = pairs[start : start + batch_size]
-                score_a, score_b = score_pairs(model, batch, text, audio, missing)
-                labels = [p.labels for p in batch]
-                targets = make_targets(labels, [p.confidences for p in batch], loss_config)
-                metrics.update(score_a - score_b, targets, labels, [p.modality for p in batch])
-    finally:
-        model.train(was_training)
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            score_a, score_b = score_pairs(model, batch, text, audio, missing)
+            labels = [p.labels for p in batch]
+            targets = make_targets(labels, [p.confidences for p in batch], loss_config)
+            metrics.update(score_a - score_b, targets, labels, [p.modality for p in batch])
     return metrics.compute()

@@ -37,7 +37,7 @@ from train.evaluation import PairwiseMetrics, evaluate_pairs
 from train.feature_cache import FeatureCache
 from train.losses import LossConfig, bradley_terry_loss, make_targets
 from train.metrics_log import MetricsLog
-from train.model_setup import build_training_model, count_parameters, freeze_tower_norm_statistics
+from train.model_setup import build_training_model, count_parameters, set_training_modes
 from train.optim import build_optimizer, warmup_cosine
 from train.splits import Split, split_pairs, subsample
 
@@ -74,6 +74,28 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def _prefixed(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+
+class _Window:
+    """Training metrics of the steps since the last step line (averaged into the next one)."""
+
+    def __init__(self) -> None:
+        self.flush()
+
+    def add(self, diff: torch.Tensor, targets: Any, labels: Any, modalities: list[str], grad_norm: float) -> None:
+        self.metrics.update(diff, targets, labels, modalities)
+        self.norms.append(grad_norm)
+        self.pairs += len(modalities)
+
+    def flush(self) -> dict[str, Any]:
+        """The window's line fields (grad_norm, pairs_per_s, train/...), then start a new window."""
+        record = {}
+        if getattr(self, "norms", None):
+            elapsed = time.perf_counter() - self.start
+            record = {"grad_norm": sum(self.norms) / len(self.norms), "pairs_per_s": self.pairs / max(elapsed, 1e-9),
+                      **_prefixed("train", self.metrics.compute())}
+        self.metrics, self.norms, self.pairs, self.start = PairwiseMetrics(), [], 0, time.perf_counter()
+        return record
 
 
 class Trainer:
@@ -198,12 +220,10 @@ class Trainer:
         pairs = self.split.train
         order = _epoch_order(len(pairs), c.seed, state.epoch)
         batches = [order[s : s + c.batch_size] for s in range(0, len(order), c.batch_size)]
-        epoch_metrics, window = PairwiseMetrics(), PairwiseMetrics()
-        window_norms: list[float] = []
-        window_start, window_pairs = time.perf_counter(), 0
+        epoch_metrics = PairwiseMetrics()
+        window = _Window()
         params = [p for p in model.parameters() if p.requires_grad]
-        model.train()
-        freeze_tower_norm_statistics(model)
+        set_training_modes(model)
         for indices in batches[state.batches_done:]:
             batch = [pairs[i] for i in indices]
             labels = [p.labels for p in batch]
@@ -218,20 +238,13 @@ class Trainer:
             self.scheduler.step()
             state.global_step += 1
             state.batches_done += 1
-            modalities = [p.modality for p in batch]
-            for metrics in (epoch_metrics, window):
-                metrics.update((score_a - score_b).float(), targets, labels, modalities)
-            window_norms.append(float(norm))
-            window_pairs += len(batch)
+            diff, modalities = (score_a - score_b).float(), [p.modality for p in batch]
+            epoch_metrics.update(diff, targets, labels, modalities)
+            window.add(diff, targets, labels, modalities, float(norm))
             progress.update(task, advance=1, description=f"epoch {state.epoch + 1}/{c.epochs} loss {loss.item():.4f}")
-            if state.global_step % c.log_steps == 0:
-                elapsed = time.perf_counter() - window_start
+            if state.global_step % c.log_steps == 0 or state.batches_done == len(batches):
                 self.log.log_step({"step": state.global_step, "epoch": state.epoch + 1,
-                                   "lr": self.scheduler.get_last_lr()[0],
-                                   "grad_norm": sum(window_norms) / len(window_norms),
-                                   "pairs_per_s": window_pairs / max(elapsed, 1e-9),
-                                   **_prefixed("train", window.compute())})
-                window, window_norms, window_start, window_pairs = PairwiseMetrics(), [], time.perf_counter(), 0
+                                   "lr": self.scheduler.get_last_lr()[0], **window.flush()})
             if c.save_steps and state.global_step % c.save_steps == 0 and state.batches_done < len(batches):
                 self._save_last(state)
             for callback in self.callbacks:
