@@ -1,0 +1,153 @@
+"""Best-of-N in Python: generate N candidates, score them, return the top k (in memory, no files).
+
+Two forms::
+
+    from rerank.best_of_n import best_of, best_of_n
+
+    best = best_of_n(my_fn, "calm ambient pad", n=8, k=2, scorer=scorer, sample_rate=22050)
+    best[0].candidate.audio, best[0].scores, best[0].rank
+
+    @best_of(n=8, k=1, scorer=scorer, sample_rate=22050)
+    def compose(instruction, seed, duration, brightness=0.5): ...   # returns (waveform, sample_rate)
+    compose("calm ambient pad", brightness=0.7)                     # -> the best candidate(s)
+
+``generator_or_fn`` is a `generators.Generator` or a plain ``fn(instruction, seed, duration, **params)
+-> (waveform, sample_rate)`` (wrapped in `CallableGenerator`; it must draw its randomness from
+``seed``). ``scorer`` is a `RewardScorer` (or anything with ``score_batch(audios, instruction)
+-> [N, 2]``) or a started `ScorerPool`. Candidate i uses seed ``seed_base + i`` unless ``seeds``
+are given. Failed generations and clips that cannot be scored are left out and reported on the
+result (``generation_failures``, ``score_errors``); fewer than k survivors is not an error.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol, Sequence, Union
+
+import numpy as np
+
+from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.records import Candidate, Instruction, Scores
+from generators import CandidateFailure, Generator
+from generators.python_fn import CallableGenerator
+from rerank.generate import DEFAULT_POLICY
+from rerank.policies import Policy, parse_policy
+from rerank.pool import ScoreItem, ScorerPool
+
+
+class BatchScorer(Protocol):
+    """Anything that scores clips against an instruction like `RewardScorer.score_batch`."""
+
+    def score_batch(self, audios: Sequence[Any], instructions: Instruction) -> np.ndarray: ...
+
+
+ScorerLike = Union[BatchScorer, ScorerPool]
+GeneratorOrFn = Union[Generator, Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class RankedCandidate:
+    """A selected candidate: the clip and its recipe, its scores, its rank (1 = best) and the policy's composite."""
+
+    candidate: Candidate
+    scores: Scores
+    rank: int
+    composite: float
+
+
+class BestOfN(list):
+    """The selected `RankedCandidate`s, best first (it *is* the list), plus what was left out."""
+
+    def __init__(self, ranked: Iterable[RankedCandidate] = (), generation_failures: Iterable[CandidateFailure] = (),
+                 score_errors: dict[str, str] | None = None) -> None:
+        super().__init__(ranked)
+        self.generation_failures: list[CandidateFailure] = list(generation_failures)
+        self.score_errors: dict[str, str] = dict(score_errors or {})
+
+
+def _as_generator(generator_or_fn: GeneratorOrFn, sample_rate: int | None) -> Generator:
+    if isinstance(generator_or_fn, Generator):
+        return generator_or_fn
+    return CallableGenerator(generator_or_fn, sample_rate=sample_rate)
+
+
+def _as_policy(policy: str | Policy) -> Policy:
+    return parse_policy(policy) if isinstance(policy, str) else policy
+
+
+def score_candidates(scorer: ScorerLike, candidates: Sequence[Candidate],
+                     instruction: Instruction) -> list[tuple[Scores | None, str | None]]:
+    """``(scores, error)`` per candidate; a clip that cannot be scored gets an error, not an exception.
+
+    A batch scorer that rejects the batch is retried clip by clip to find the bad ones (CMI-RM's
+    scores do not depend on the batch, so the others' scores are unchanged).
+    """
+    if isinstance(scorer, ScorerPool):
+        return [(r.scores, r.error) for r in scorer.score([ScoreItem(c.id, c.audio, instruction) for c in candidates])]
+    try:
+        rows = scorer.score_batch([c.audio for c in candidates], instruction)
+        return [(Scores.from_array(row), None) for row in rows]
+    except CmirmError as exc:
+        if len(candidates) == 1:
+            return [(None, f"{type(exc).__name__}: {exc}")]
+    return [score_candidates(scorer, [c], instruction)[0] for c in candidates]
+
+
+def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *, n: int = 16, k: int = 2,
+              scorer: ScorerLike, policy: str | Policy = DEFAULT_POLICY, seeds: Sequence[int] | None = None,
+              seed_base: int = 0, duration: float = 10.0, batch_size: int | None = None,
+              sample_rate: int | None = None, **params: Any) -> BestOfN:
+    """Generate ``n`` candidates (or one per seed), score them, return the top ``k`` as `RankedCandidate`s.
+
+    ``instruction`` may be a plain text. ``params`` go to the generator; ``sample_rate`` is needed
+    for a plain function not decorated with `generators.python_fn.generation_function`. Raises
+    `CmirmError` only when no candidate could be generated and scored.
+    """
+    generator = _as_generator(generator_or_fn, sample_rate)
+    instruction = Instruction(text=instruction) if isinstance(instruction, str) else instruction
+    selection_policy = _as_policy(policy)
+    seeds = list(seeds) if seeds is not None else [seed_base + i for i in range(n)]
+    result = generator.sample(instruction, seeds, duration, batch_size=batch_size, **params)
+    scored: list[tuple[Candidate, Scores]] = []
+    errors: dict[str, str] = {}
+    for candidate, (scores, error) in zip(result, score_candidates(scorer, result, instruction) if result else []):
+        if scores is None:
+            errors[candidate.id] = error or "no scores"
+        else:
+            scored.append((candidate, scores))
+    if not scored:
+        problems = [str(f) for f in result.failures] + [f"{key}: {value}" for key, value in errors.items()]
+        raise CmirmError(f"best_of_n: none of the {len(seeds)} candidates could be generated and scored:\n  "
+                         + "\n  ".join(problems))
+    matrix = np.array([s.as_tuple() for _, s in scored])
+    selection = selection_policy.select(matrix, k, allow_fewer=True)
+    ranked = [RankedCandidate(scored[i][0], scored[i][1], rank, float(value))
+              for rank, (i, value) in enumerate(zip(selection.indices, selection.composite), start=1)]
+    return BestOfN(ranked, result.failures, errors)
+
+
+def best_of(n: int = 8, k: int = 1, *, scorer: ScorerLike, policy: str | Policy = DEFAULT_POLICY,
+            duration: float = 10.0, seed_base: int = 0, sample_rate: int | None = None,
+            batch_size: int | None = None) -> Callable[[Callable[..., Any]], Callable[..., BestOfN]]:
+    """Decorator: turn ``fn(instruction, seed, duration, **params) -> (waveform, sample_rate)`` into
+    ``fn(instruction, duration=None, **params) -> BestOfN`` (see `best_of_n`).
+
+    The wrapped function keeps the original as ``.generator`` (a `CallableGenerator`).
+    """
+    selection_policy = _as_policy(policy)
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., BestOfN]:
+        generator = CallableGenerator(fn, sample_rate=sample_rate)
+        default_duration = duration
+
+        @functools.wraps(fn)
+        def run(instruction: Instruction | str, duration: float | None = None, **params: Any) -> BestOfN:
+            return best_of_n(generator, instruction, n=n, k=k, scorer=scorer, policy=selection_policy,
+                             seed_base=seed_base, duration=default_duration if duration is None else duration,
+                             batch_size=batch_size, **params)
+
+        run.generator = generator  # type: ignore[attr-defined]
+        return run
+
+    return wrap

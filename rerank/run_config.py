@@ -1,0 +1,140 @@
+"""``run.json``: how a run directory's candidates were made and scored, and the rerun check.
+
+A run directory is one pool of candidates. Rerunning into it may add candidates (more seeds,
+more instructions) and may rank them differently, but must not mix candidates made or scored
+differently. So `run.json` holds three parts:
+
+* ``result``: the settings that determine a candidate's audio and scores (generator, its
+  parameters, duration, reward model, scoring crop and missing-input policy). A rerun with any
+  of them different is refused, naming each difference;
+* ``request``: what the last invocation asked for (n, seeds, k, policy, number of instructions);
+* ``pool``: how it was computed (backend, actors, batch sizes, device).
+
+``request`` and ``pool`` never change results and are simply overwritten. (Generation batch size
+is a ``pool`` setting: batching changes a candidate's audio only by float rounding, see
+`generators.musicgen`.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.scoring import DEFAULT_MODEL
+from rerank.run_records import RunPaths, write_atomic
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A reward model: the ``label`` records carry, and where it is loaded from.
+
+    The label is the hub id, the resolved folder, or ``tiny-v<version>`` for ``--tiny``; the
+    tiny checkpoint is built (once, cached) only when `source` is first asked for.
+    """
+
+    label: str
+    location: str | None = None
+
+    @property
+    def source(self) -> str:
+        """The folder or hub id to load."""
+        if self.location is not None:
+            return self.location
+        from cmirm_plugin.model.tiny import default_tiny_checkpoint
+
+        return str(default_tiny_checkpoint())
+
+
+def resolve_reward(reward: str | None, tiny: bool, option: str = "--reward") -> Reward:
+    """The reward model a command asked for: ``--tiny``, a local folder, or a hub id (default CMI-RM)."""
+    if tiny:
+        if reward is not None:
+            raise ConfigError(f"{option} {reward!r} and --tiny both name a reward model; give one of them")
+        from cmirm_plugin.model.tiny import TINY_VERSION
+
+        return Reward(f"tiny-v{TINY_VERSION}")
+    reward = reward or DEFAULT_MODEL
+    path = Path(reward).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{option} {reward!r} is a file; give a checkpoint folder or a hub id")
+        return Reward(str(path.resolve()), str(path.resolve()))
+    return Reward(reward, reward)
+
+
+@dataclass(frozen=True)
+class ResultSettings:
+    """The settings a rerun must repeat (see the module docstring)."""
+
+    generator: str
+    params: dict[str, Any]
+    duration: float
+    reward: str
+    max_dur: float
+    missing: str = "mask"
+
+    def differences(self, saved: "ResultSettings") -> list[str]:
+        """``field: saved vs now`` for every setting that differs from ``saved``."""
+        now, before = _plain(asdict(self)), _plain(asdict(saved))
+        return [f"{key}: {before[key]!r} (saved) vs {now[key]!r} (now)" for key in now if now[key] != before.get(key)]
+
+
+@dataclass
+class RunConfig:
+    """The content of ``run.json``."""
+
+    result: ResultSettings
+    request: dict[str, Any] = field(default_factory=dict)
+    pool: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, "result": asdict(self.result), "request": self.request, "pool": self.pool}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "run.json") -> "RunConfig":
+        if data.get("format") != FORMAT_VERSION:
+            raise ConfigError(f"{source}: unknown format {data.get('format')!r} (this cmirm writes {FORMAT_VERSION})")
+        try:
+            result = ResultSettings(**data["result"])
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"{source}: field 'result' is missing or malformed ({exc})") from exc
+        return cls(result, dict(data.get("request") or {}), dict(data.get("pool") or {}))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON would give it back (tuples become lists), so saved and new values compare."""
+    return json.loads(json.dumps(value))
+
+
+def load_run_config(root: str | Path) -> RunConfig | None:
+    """The ``run.json`` of a run directory, or None when there is none."""
+    path = RunPaths(Path(root)).run_config
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    return RunConfig.from_dict(data, str(path))
+
+
+def save_run_config(root: str | Path, config: RunConfig) -> Path:
+    """Check ``config`` against the directory's saved ``run.json`` (refusing a different ``result``), then save it."""
+    paths = RunPaths(Path(root))
+    saved = load_run_config(paths.root)
+    if saved is not None:
+        differences = config.result.differences(saved.result)
+        if differences:
+            raise ConfigError(
+                f"{paths.run_config}: this directory holds candidates made or scored with other settings:\n  "
+                + "\n  ".join(differences)
+                + "\nRepeat the saved settings to resume, or choose another --out. (n, seeds, k, policy and pool "
+                  "options may change between runs.)")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    write_atomic(paths.run_config, json.dumps(_plain(config.to_dict()), indent=2) + "\n")
+    return paths.run_config

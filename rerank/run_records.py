@@ -1,0 +1,225 @@
+"""The files of a run directory, the records of its manifest, and the per-candidate view of them.
+
+A run directory (what ``cmirm generate --out DIR`` writes)::
+
+    DIR/run.json            how candidates were made and scored (see `rerank.run_config`)
+    DIR/manifest.jsonl      append-only event log (below)
+    DIR/candidates/<id>.wav every generated candidate
+    DIR/ranking.jsonl       one complete record per candidate: rewritten atomically by each ranking
+    DIR/top/<instruction id>_rank<r>.wav   the selected candidates of the last ranking
+
+The manifest is written while the job runs and never rewritten, so a crash loses nothing that
+finished. Every record names its candidate by ``id`` (`Candidate.id`) and says what it is:
+
+* ``"record": "candidate"``: a generated clip: `Candidate.to_dict` (audio path relative to DIR)
+  plus ``index`` (its position in the instruction's seed list) and ``instruction`` (the
+  instruction's dict with its ``modality``).
+* ``"record": "generation_failed"``: the same identity fields plus `CandidateFailure` fields
+  (``kind``, ``message``, ``detail``).
+* ``"record": "scores"``: ``scorer`` (the reward model's label) with ``alignment``, ``musicality``.
+* ``"record": "score_failed"``: ``scorer`` and ``error`` (e.g. unreadable audio).
+
+`fold_records` replays the log into one `CandidateView` per candidate: a later generation record
+replaces an earlier one and drops the scores made of the old audio; a later score record for the
+same scorer replaces an earlier one. `read_run` does that for a directory, in a stable order
+(instructions in order of first appearance, then candidate index), which is the order every
+ranking sees, so ties always go to the lower candidate index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+
+from cmirm_plugin.audio import Audio
+from cmirm_plugin.errors import ManifestError
+from cmirm_plugin.manifest import iter_records
+from cmirm_plugin.records import Candidate, Instruction, Scores
+from generators.base import CandidateFailure
+
+MANIFEST = "manifest.jsonl"
+RUN_CONFIG = "run.json"
+RANKING = "ranking.jsonl"
+CANDIDATES = "candidates"
+TOP = "top"
+
+GENERATION_RECORDS = ("candidate", "generation_failed")
+SCORE_RECORDS = ("scores", "score_failed")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each file of a run directory lives."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / RUN_CONFIG
+
+    @property
+    def ranking(self) -> Path:
+        return self.root / RANKING
+
+    @property
+    def candidates(self) -> Path:
+        return self.root / CANDIDATES
+
+    @property
+    def top(self) -> Path:
+        return self.root / TOP
+
+    def candidate_wav(self, candidate_id: str) -> Path:
+        return self.candidates / f"{candidate_id}.wav"
+
+
+def candidate_id(instruction_id: str, generator: str, seed: int) -> str:
+    """`Candidate.id` of a candidate that has no audio (a failed one); the one id rule stays in `Candidate`."""
+    placeholder = Audio(torch.zeros(1, 1), 1)
+    return Candidate(placeholder, instruction_id, generator, seed).id
+
+
+def instruction_record(instruction: Instruction) -> dict[str, Any]:
+    """The instruction as stored in every candidate record: its dict plus its modality."""
+    return {**instruction.to_dict(), "modality": instruction.modality}
+
+
+def instruction_from_record(data: Mapping[str, Any]) -> Instruction:
+    """Inverse of `instruction_record` (the modality is derived, so it is dropped)."""
+    return Instruction.from_dict({key: value for key, value in data.items() if key != "modality"})
+
+
+def candidate_record(candidate: Candidate, instruction: Instruction, index: int, audio_path: str) -> dict[str, Any]:
+    """The manifest record of a generated candidate (``audio_path`` relative to the run directory)."""
+    return {"record": "candidate", **candidate.to_dict(audio_path=audio_path), "index": index,
+            "instruction": instruction_record(instruction)}
+
+
+def failure_record(failure: CandidateFailure, instruction: Instruction, index: int) -> dict[str, Any]:
+    """The manifest record of a candidate whose generation failed."""
+    fields = {key: value for key, value in failure.to_dict().items() if key != "status"}
+    return {"record": "generation_failed", "id": candidate_id(failure.instruction_id, failure.generator, failure.seed),
+            **fields, "index": index, "instruction": instruction_record(instruction)}
+
+
+def score_record(candidate: str, scorer: str, scores: Scores | None, error: str | None) -> dict[str, Any]:
+    """The manifest record of one candidate's scores by ``scorer`` (or of the error that stopped them)."""
+    if scores is None:
+        return {"record": "score_failed", "id": candidate, "scorer": scorer, "error": error or "no scores"}
+    return {"record": "scores", "id": candidate, "scorer": scorer, **scores.to_dict()}
+
+
+@dataclass
+class CandidateView:
+    """Everything the manifest says about one candidate (see the module docstring)."""
+
+    id: str
+    instruction: Instruction
+    index: int
+    seed: int
+    generator: str
+    params: dict[str, Any]
+    audio_path: str | None = None
+    sample_rate: int | None = None
+    duration: float | None = None
+    generation_error: dict[str, str] | None = None
+    scores: dict[str, Scores] = field(default_factory=dict)
+    score_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def generated(self) -> bool:
+        """Whether the candidate has audio (its generation did not fail)."""
+        return self.audio_path is not None
+
+    def errors(self) -> list[str]:
+        """Human-readable errors: the generation failure and every scorer's error."""
+        out = []
+        if self.generation_error:
+            out.append(f"generation {self.generation_error['kind']}: {self.generation_error['message']}")
+        out += [f"scoring ({scorer}): {error}" for scorer, error in self.score_errors.items()]
+        return out
+
+
+def _generation_view(record: Mapping[str, Any], instructions: dict[str, Instruction]) -> CandidateView:
+    inst_data = record["instruction"]
+    instruction = instructions.get(inst_data.get("id"))
+    if instruction is None:
+        instruction = instructions.setdefault(inst_data["id"], instruction_from_record(inst_data))
+    view = CandidateView(record["id"], instruction, int(record["index"]), int(record["seed"]), record["generator"],
+                         dict(record.get("params") or {}))
+    if record["record"] == "candidate":
+        view.audio_path, view.sample_rate, view.duration = record["audio_path"], record["sample_rate"], record["duration"]
+    else:
+        view.generation_error = {key: record.get(key) or "" for key in ("kind", "message", "detail")}
+    return view
+
+
+def fold_records(records: Iterable[Mapping[str, Any]], source: str = "manifest",
+                 views: dict[str, CandidateView] | None = None) -> dict[str, CandidateView]:
+    """Replay manifest records into one `CandidateView` per candidate id (insertion = first-seen order).
+
+    ``views`` continues an earlier fold (e.g. score records of another file on top of a manifest).
+    """
+    views = {} if views is None else views
+    instructions: dict[str, Instruction] = {v.instruction.id: v.instruction for v in views.values()}
+    for number, record in enumerate(records, start=1):
+        kind, key = record.get("record"), record.get("id")
+        if not key or kind not in GENERATION_RECORDS + SCORE_RECORDS:
+            raise ManifestError(f"{source}: record {number} is not a run record (record={kind!r}, id={key!r})")
+        try:
+            if kind in GENERATION_RECORDS:
+                views.pop(key, None)      # a regeneration replaces the candidate and its old scores
+                views[key] = _generation_view(record, instructions)
+                continue
+            view = views.get(key)
+            if view is None:
+                raise ManifestError(f"{source}: record {number} scores candidate {key!r} before it was generated")
+            scorer = record["scorer"]
+            view.scores.pop(scorer, None)
+            view.score_errors.pop(scorer, None)
+            if kind == "scores":
+                view.scores[scorer] = Scores(float(record["alignment"]), float(record["musicality"]))
+            else:
+                view.score_errors[scorer] = str(record.get("error"))
+        except ManifestError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(f"{source}: record {number} ({kind} of {key!r}) is malformed: {exc!r}") from exc
+    return views
+
+
+def read_run(root: str | Path, score_files: Sequence[str | Path] = ()) -> list[CandidateView]:
+    """Every candidate of a run directory, instructions in first-seen order, then by candidate index.
+
+    ``score_files`` are further logs of score records folded in after the manifest (e.g. scores
+    by an evaluation model kept outside the run directory).
+    """
+    paths = RunPaths(Path(root))
+    views: dict[str, CandidateView] = {}
+    for source in [paths.manifest, *map(Path, score_files)]:
+        fold_records(iter_records(source), str(source), views)
+    first_seen: dict[str, int] = {}
+    for view in views.values():
+        first_seen.setdefault(view.instruction.id, len(first_seen))
+    return sorted(views.values(), key=lambda v: (first_seen[v.instruction.id], v.index, v.seed))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Write ``records`` as JSONL, atomically (see `write_atomic`)."""
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n" for r in records))

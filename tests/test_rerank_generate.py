@@ -1,0 +1,284 @@
+"""`cmirm generate`: the files it writes, resuming, failures as records, run.json checks, prompts files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from typer.testing import CliRunner
+
+from cmirm_plugin import ConfigError, Instruction, read_records
+from cmirm_plugin.cli import app
+from generators.python_fn import CallableGenerator
+from rerank.generate import GenerateConfig, run_generate
+from rerank.instructions import load_prompts
+from rerank.pool_options import PoolOptions
+from rerank.run_config import Reward
+from rerank.run_records import read_run
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    """Where `--tiny` builds its reward model (never the user's cache)."""
+    return tmp_path_factory.mktemp("cmirm-cache")
+
+
+def _invoke(args: list[str], cache: Path):
+    result = CliRunner(env={"COLUMNS": "200", "CMIRM_CACHE": str(cache)}).invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
+    out = tmp_path / "run"
+    result = _invoke(["generate", "Upbeat pop with bright piano", "-n", "3", "-k", "2", "--tiny", "--duration", "0.5",
+                      "--gen-batch-size", "3", "--temperature", "0.9", "--out", str(out)], tiny_cache)
+    inst = Instruction(text="Upbeat pop with bright piano")
+    records = read_records(out / "manifest.jsonl")
+    generated = [r for r in records if r["record"] == "candidate"]
+    scores = [r for r in records if r["record"] == "scores"]
+    assert len(generated) == 3 and len(scores) == 3
+    first = generated[0]
+    assert first["instruction"] == {**inst.to_dict(), "modality": "text"}
+    assert first["generator"] == "tiny-musicgen" and first["seed"] == 0 and first["index"] == 0
+    assert first["params"]["temperature"] == 0.9 and first["params"]["duration"] == 0.5
+    for record in generated:
+        data, sr = sf.read(out / record["audio_path"])
+        assert sr == record["sample_rate"] == 32000 and len(data) == 16000
+    assert {s["scorer"] for s in scores} == {"tiny-v1"}
+
+    ranking = read_records(out / "ranking.jsonl")
+    assert len(ranking) == 3 and sorted(r["rank"] for r in ranking) == [1, 2, 3]
+    selected = sorted((r for r in ranking if r["selected"]), key=lambda r: r["rank"])
+    assert [r["rank"] for r in selected] == [1, 2]
+    assert all(r["scores"]["musicality"] >= s["scores"]["musicality"] for r in selected for s in ranking if not s["selected"])
+    assert sorted(p.name for p in (out / "top").iterdir()) == [f"{inst.id}_rank1.wav", f"{inst.id}_rank2.wav"]
+    assert (out / "top" / f"{inst.id}_rank1.wav").read_bytes() == (out / selected[0]["audio_path"]).read_bytes()
+
+    run = json.loads((out / "run.json").read_text())
+    assert run["result"] == {"generator": "tiny-musicgen", "params": {"temperature": 0.9}, "duration": 0.5,
+                             "reward": "tiny-v1", "max_dur": 120.0, "missing": "mask"}
+    assert run["request"]["k"] == 2 and run["request"]["policy"] == "axis:musicality"
+    assert "top-2 by axis:musicality" in result.output and inst.id in result.output
+    assert "generated 3 new candidate(s)" in result.output
+
+    # A rerun finds everything finished: nothing regenerated (same bytes, same mtimes) or rescored.
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "candidates").iterdir()}
+    again = _invoke(["generate", "Upbeat pop with bright piano", "-n", "3", "-k", "1", "--tiny", "--duration", "0.5",
+                     "--temperature", "0.9", "--out", str(out)], tiny_cache)
+    assert "generated 0 new candidate(s) (0 failed, 3 reused), scored 0" in again.output
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "candidates").iterdir()} == mtimes
+    assert len(read_records(out / "manifest.jsonl")) == 6
+    assert [p.name for p in (out / "top").iterdir()] == [f"{inst.id}_rank1.wav"]
+
+    refused = CliRunner(env={"CMIRM_CACHE": str(tiny_cache)}).invoke(
+        app, ["generate", "Upbeat pop with bright piano", "-n", "3", "--tiny", "--duration", "1.0", "--out", str(out)])
+    assert refused.exit_code != 0
+    assert isinstance(refused.exception, ConfigError)
+    message = str(refused.exception)
+    assert "duration: 0.5 (saved) vs 1.0 (now)" in message and "params: {'temperature': 0.9} (saved) vs {}" in message
+
+
+# ------------------------------------------------------------------------------------------------
+# Python-level runs with a counting plain-function generator
+
+
+class Synth:
+    """A seeded plain generation function that counts its calls and can misbehave on chosen seeds."""
+
+    def __init__(self, interrupt_after: int | None = None, fail: dict[int, str] | None = None) -> None:
+        self.calls: list[int] = []
+        self.interrupt_after = interrupt_after
+        self.fail = fail or {}
+
+    def __call__(self, instruction, seed, duration):
+        if self.interrupt_after is not None and len(self.calls) == self.interrupt_after:
+            raise KeyboardInterrupt           # like Ctrl-C in the middle of the job
+        self.calls.append(seed)
+        mode = self.fail.get(seed)
+        if mode == "raise":
+            raise RuntimeError(f"model crashed on seed {seed}")
+        n = 40 if mode == "short" else int(duration * 16000)
+        wave = 0.1 * torch.randn(n, generator=torch.Generator().manual_seed(seed))
+        if mode == "nan":
+            wave[3] = float("nan")
+        return wave, 16000
+
+
+def _config(out: Path, checkpoint: Path, **overrides) -> GenerateConfig:
+    values = dict(out=out, instructions=[Instruction(text="calm piano"), Instruction(text="rock", id="rock")],
+                  generator="synth", reward=Reward("tiny-test", str(checkpoint)), n=4, k=2, duration=0.5,
+                  pool=PoolOptions(backend="local", score_batch_size=2, device="cpu"))
+    values.update(overrides)
+    return GenerateConfig(**values)
+
+
+def _generator(fn: Synth) -> CallableGenerator:
+    return CallableGenerator(fn, sample_rate=16000, name="synth")
+
+
+def _quiet():
+    from rich.console import Console
+
+    return Console(quiet=True)
+
+
+def test_interrupted_run_resumes_without_redoing_finished_work(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    first = Synth(interrupt_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        run_generate(_config(out, tiny_checkpoint), generator=_generator(first), console=_quiet())
+    assert first.calls == [0, 1, 2]
+    assert [r["seed"] for r in read_records(out / "manifest.jsonl")] == [0, 1, 2]
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "candidates").iterdir()}
+
+    # Second attempt: generation finishes, then scoring is interrupted after the first score record.
+    second = Synth()
+
+    def stop_at_first_score(record):
+        if record["record"] == "scores":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_generate(_config(out, tiny_checkpoint), generator=_generator(second), console=_quiet(),
+                     on_record=stop_at_first_score)
+    assert second.calls == [3, 0, 1, 2, 3]     # instruction 1's last seed, then all of instruction 2
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "candidates").iterdir() if p.name in mtimes} == mtimes
+
+    third = Synth()
+    result = run_generate(_config(out, tiny_checkpoint), generator=_generator(third), console=_quiet())
+    assert third.calls == []
+    assert result.counts.reused == 8 and result.counts.generated == 0 and result.counts.scored == 7
+    records = read_records(out / "manifest.jsonl")
+    score_ids = [r["id"] for r in records if r["record"] == "scores"]
+    assert len(score_ids) == len(set(score_ids)) == 8          # every candidate scored exactly once
+    assert sum(r["selected"] for r in read_records(out / "ranking.jsonl")) == 4
+
+
+def test_failures_are_records_and_the_job_completes(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    synth = Synth(fail={1: "raise", 2: "short", 3: "nan"})
+    config = _config(out, tiny_checkpoint, instructions=[Instruction(text="calm piano")], n=5, k=3)
+    result = run_generate(config, generator=_generator(synth), console=_quiet())
+    assert result.counts.generated == 3 and result.counts.generation_failed == 2
+    assert result.counts.scored == 2 and result.counts.score_failed == 1
+    by_seed = {v.seed: v for v in read_run(out)}
+    assert by_seed[1].generation_error["kind"] == "exception" and "crashed on seed 1" in by_seed[1].generation_error["message"]
+    assert by_seed[3].generation_error["kind"] == "invalid_audio"
+    assert "too short to score" in by_seed[2].score_errors["tiny-test"]
+    ranking = {r["seed"]: r for r in read_records(out / "ranking.jsonl")}
+    assert {s for s, r in ranking.items() if r["selected"]} == {0, 4}            # k=3, only two scorable
+    assert ranking[1]["rank"] is None and ranking[1]["errors"][0].startswith("generation exception")
+    assert ranking[2]["rank"] is None and "too short" in ranking[2]["errors"][0]
+    assert len(list((out / "top").iterdir())) == 2
+
+    # Failures are finished work: a plain rerun does not retry them; --retry-errors does.
+    rerun = Synth()
+    run_generate(config, generator=_generator(rerun), console=_quiet())
+    assert rerun.calls == []
+    retry = Synth()
+    result = run_generate(_config(out, tiny_checkpoint, instructions=[Instruction(text="calm piano")], n=5, k=3,
+                                  retry_errors=True), generator=_generator(retry), console=_quiet())
+    assert retry.calls == [1, 3]
+    assert result.counts.scored == 2 and result.counts.score_failed == 1     # the short clip is rescored, fails again
+    assert sum(r["selected"] for r in read_records(out / "ranking.jsonl")) == 3
+
+
+@pytest.mark.timeout(240)
+def test_generate_on_a_ray_pool(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    config = _config(out, tiny_checkpoint, pool=PoolOptions(backend="ray", num_actors=1, threads_per_actor=1,
+                                                            score_batch_size=2, device="cpu"))
+    result = run_generate(config, generator=_generator(Synth()), console=_quiet())
+    assert result.counts.scored == 8
+    local = _config(tmp_path / "local", tiny_checkpoint)
+    run_generate(local, generator=_generator(Synth()), console=_quiet())
+    ray_scores = {v.id: v.scores["tiny-test"] for v in read_run(out)}
+    local_scores = {v.id: v.scores["tiny-test"] for v in read_run(tmp_path / "local")}
+    assert ray_scores.keys() == local_scores.keys()
+    for key in ray_scores:
+        np.testing.assert_allclose(ray_scores[key].as_tuple(), local_scores[key].as_tuple(), atol=1e-5)
+
+
+def test_rerun_may_change_k_policy_pool_and_add_candidates(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    run_generate(_config(out, tiny_checkpoint, n=2), generator=_generator(Synth()), console=_quiet())
+    more = Synth()
+    result = run_generate(_config(out, tiny_checkpoint, n=3, k=1, policy="zsum", pool=PoolOptions(backend="local",
+                                                                                                     score_batch_size=1)),
+                          generator=_generator(more), console=_quiet())
+    assert more.calls == [2, 2] and result.counts.reused == 4
+    assert result.ranking.policy == "zsum" and len(result.ranking.selected) == 2
+    with pytest.raises(ConfigError, match="reward: 'tiny-test' \\(saved\\) vs 'other' \\(now\\)"):
+        run_generate(_config(out, tiny_checkpoint, reward=Reward("other", str(tiny_checkpoint))),
+                     generator=_generator(Synth()), console=_quiet())
+
+
+def test_generator_name_must_match_the_job(tmp_path: Path, tiny_checkpoint: Path):
+    gen = CallableGenerator(Synth(), sample_rate=16000, name="other")
+    with pytest.raises(ConfigError, match="named 'other' but the job says 'synth'"):
+        run_generate(_config(tmp_path / "run", tiny_checkpoint), generator=gen, console=_quiet())
+
+
+# ------------------------------------------------------------------------------------------------
+# Prompts files and command-line validation
+
+
+def test_prompts_file_relative_reference_and_ids(tmp_path: Path):
+    from cmirm_plugin.testing import sine
+
+    sine(220, 1.0).save(tmp_path / "refs" / "ref.wav")
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"text": "calm piano", "id": "calm"}\n\n'
+                    '{"text": "rock", "lyrics": "oh yeah", "ref_audio": "refs/ref.wav"}\n')
+    calm, rock = load_prompts(path)
+    assert calm.id == "calm" and calm.modality == "text"
+    assert rock.modality == "text+lyrics+ref" and rock.ref_audio == str((tmp_path / "refs" / "ref.wav").resolve())
+
+
+def test_prompts_file_reports_every_bad_line(tmp_path: Path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("\n".join([
+        '{"text": "ok", "id": "a"}',
+        '{"text": "x", "mood": "sad"}',
+        'not json',
+        '{"text": 3}',
+        '{"text": "y", "ref_audio": "missing.wav"}',
+        '{"text": "z", "id": "a"}',
+        '{"lyrics": null}',
+        '{"text": "w", "id": "bad/id"}',
+    ]) + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_prompts(path)
+    message = str(info.value)
+    assert "7 invalid line(s)" in message
+    for expected in (":2: unknown field(s) 'mood'", ":3: not valid JSON", ":4: field 'text' must be a string",
+                     ":5: field 'ref_audio': file not found", ":6: instruction id 'a' repeats line 1",
+                     ":7: needs at least one of", ":8: field 'id' 'bad/id'"):
+        assert expected in message
+
+
+def test_cli_errors_are_clear(tmp_path: Path, tiny_cache: Path):
+    runner = CliRunner(env={"CMIRM_CACHE": str(tiny_cache)})
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"text": "a"}\n')
+    cases = [
+        (["generate", "--out", str(tmp_path / "o")], "give an instruction"),
+        (["generate", "pop", "--prompts", str(prompts), "--tiny", "--out", str(tmp_path / "o")], "not both"),
+        (["generate", "pop", "--out", str(tmp_path / "o")], "give --generator NAME"),
+        (["generate", "pop", "--tiny", "--reward", "x", "--out", str(tmp_path / "o")], "both name a reward model"),
+        (["generate", "pop", "--tiny", "--policy", "best", "--out", str(tmp_path / "o")], "unknown policy 'best'"),
+        (["generate", "pop", "--tiny", "--param", "oops", "--out", str(tmp_path / "o")], "--param expects key=value"),
+        (["generate", "pop", "--tiny", "--seeds", "1,1", "--out", str(tmp_path / "o")], "seeds must be distinct"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0, args
+        assert expected in str(result.exception), (args, result.exception)
+    assert not (tmp_path / "o").exists()
