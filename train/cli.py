@@ -1,7 +1,8 @@
 """``cmirm train``: the options are generated from `TrainConfig`, whose field docs are their help.
 
 Registered under the ``cmirm.commands`` entry-point group (pyproject.toml), so `cmirm_plugin.cli`
-never imports this package.
+never imports this package. The trainer (torch, transformers) is imported only when the command
+runs, so ``cmirm --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -9,14 +10,16 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from train.config import TrainConfig
-from train.trainer import TrainResult, train_reward_model
+
+if TYPE_CHECKING:
+    from train.trainer import TrainResult
 
 
 def _option(f: dataclasses.Field) -> Any:
@@ -33,7 +36,7 @@ def _option(f: dataclasses.Field) -> Any:
     return typer.Option(default, decl, help=f.metadata["help"].replace("[", "\\["), show_default=default is not ...)
 
 
-def _print_result(console: Console, result: TrainResult) -> None:
+def _print_result(console: Console, result: "TrainResult") -> None:
     final = result.state.history[-1] if result.state.history else {}
     table = Table(title=f"cmirm train: {result.state.global_step} steps, {result.state.epoch} epochs")
     table.add_column("metric")
@@ -49,6 +52,8 @@ def _print_result(console: Console, result: TrainResult) -> None:
 
 
 def train(**options: Any) -> None:
+    from train.trainer import train_reward_model
+
     console = Console()
     result = train_reward_model(TrainConfig(**options), console=console)
     _print_result(console, result)

@@ -27,7 +27,6 @@ from cmirm_plugin.records import AXES
 from cmirm_plugin.testing import noise, sine
 
 REGISTERS = {"low": (100.0, 250.0), "high": (800.0, 2000.0)}
-SAMPLE_RATE = 24000
 
 
 @dataclass(frozen=True)
@@ -37,18 +36,19 @@ class SyntheticClip:
     clean: bool
 
 
-def _make_clips(root: Path, prefix: str, count: int, seconds: float, rng: random.Random) -> list[SyntheticClip]:
+def _make_clips(root: Path, prefix: str, count: int, seconds: float, rng: random.Random, sample_rate: int,
+                suffix: str) -> list[SyntheticClip]:
     clips = []
     for i in range(count):
         register = "low" if i % 2 == 0 else "high"
         clean = (i // 2) % 2 == 0
         lo, hi = REGISTERS[register]
         freq = math.exp(rng.uniform(math.log(lo), math.log(hi)))
-        wave = sine(freq, seconds, SAMPLE_RATE, amplitude=rng.uniform(0.3, 0.6), harmonics=4).waveform
+        wave = sine(freq, seconds, sample_rate, amplitude=rng.uniform(0.3, 0.6), harmonics=4).waveform
         if not clean:
-            wave = wave + noise(seconds, SAMPLE_RATE, amplitude=rng.uniform(0.3, 0.5), seed=rng.randrange(2**31)).waveform
-        rel = f"clips/{prefix}{i:04d}.wav"
-        Audio(wave.clamp(-1.0, 1.0), SAMPLE_RATE).save(root / rel)
+            wave = wave + noise(seconds, sample_rate, amplitude=rng.uniform(0.3, 0.5), seed=rng.randrange(2**31)).waveform
+        rel = f"clips/{prefix}{i:04d}.{suffix}"
+        Audio(wave.clamp(-1.0, 1.0), sample_rate).save(root / rel)
         clips.append(SyntheticClip(rel, register, clean))
     return clips
 
@@ -82,18 +82,21 @@ def _pairs(clips: list[SyntheticClip], count: int, split: str, rng: random.Rando
 
 def write_synthetic_pairs(root: str | Path, n_train: int = 400, n_test: int = 200, clips_per_split: int = 32,
                           seconds: float = 1.0, seed: int = 0, swap_labels: bool = False,
-                          name: str = "pairs.jsonl") -> Path:
+                          name: str = "pairs.jsonl", sample_rate: int = 24000, audio_format: str = "wav") -> Path:
     """Write clips under ``root/clips`` and the pair file ``root/name`` (CMI-Pref layout); return its path.
 
     The output is a function of the arguments: a call that differs only in ``swap_labels`` /
     ``name`` writes the same clips (byte for byte, so they share cached features) and the same
-    pairs with every label flipped.
+    pairs with every label flipped. ``sample_rate`` / ``audio_format`` (``wav``, ``flac``, ``mp3`` ...)
+    shape the files, e.g. 44.1 kHz mp3 like CMI-Pref's, which must be decoded and resampled.
     """
     root = Path(root)
     rng = random.Random(seed)
-    clips = {split: _make_clips(root, split, clips_per_split, seconds, rng) for split in ("train", "test")}
-    rows = (_pairs(clips["train"], n_train, "train", rng, swap_labels)
-            + _pairs(clips["test"], n_test, "test", rng, swap_labels))
+    rows = []
+    for split, count in (("train", n_train), ("test", n_test)):
+        if count:
+            clips = _make_clips(root, split, clips_per_split, seconds, rng, sample_rate, audio_format)
+            rows += _pairs(clips, count, split, rng, swap_labels)
     path = root / name
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

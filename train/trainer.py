@@ -29,8 +29,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.model.reward_model import CMIRewardModel
-from train.batching import CachedAudio, CachedText, LiveAudio, LiveText, needed_inputs, score_pairs
-from train.checkpoint import BEST, LAST, TrainState, atomic_directory, find_last, load_last, save_last, save_release
+from train.batching import (AudioSource, CachedAudio, CachedText, LiveAudio, LiveText, TextSource, needed_inputs,
+                            score_pairs)
+from train.checkpoint import (BEST, LAST, ResumePoint, TrainState, atomic_directory, find_last, load_last, save_last,
+                              save_release)
 from train.config import TrainConfig
 from train.data import PreferencePair, load_pairs
 from train.evaluation import PairwiseMetrics, evaluate_pairs
@@ -123,13 +125,13 @@ class Trainer:
         self.console.print(f"pairs: {len(kept)} training{note}, {len(split.eval)} held out; {split.how}")
         return Split(train=kept, eval=split.eval, how=split.how)
 
-    def _sources(self, model: CMIRewardModel, pairs: Sequence[PreferencePair]) -> tuple[Any, Any]:
+    def _sources(self, model: CMIRewardModel, pairs: Sequence[PreferencePair]) -> tuple[TextSource, AudioSource]:
         """Text and audio sources: cached for frozen towers (filled now), live for towers that train."""
         c = self.config
         text_live = not c.feature_cache or any(p.requires_grad for p in model.text_module.parameters())
         audio_live = not c.feature_cache or any(p.requires_grad for p in model.audio_module.parameters())
-        text: Any = LiveText(model)
-        audio: Any = LiveAudio(model, c.max_dur, c.encode_batch_size)
+        text: TextSource = LiveText(model)
+        audio: AudioSource = LiveAudio(model, c.max_dur, c.encode_batch_size)
         if not (text_live and audio_live):
             cache = FeatureCache(c.features_dir, model, c.max_dur, c.cache_dtype, c.encode_batch_size, c.progress)
             texts, clips = needed_inputs(pairs)
@@ -148,7 +150,8 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _resume_point(self):
+    def _resume_point(self) -> ResumePoint | None:
+        """The checkpoint to continue from (None: a new run); refuses to overwrite a run or change its options."""
         last = find_last(self.out)
         if last is not None and not self.config.resume:
             raise ConfigError(f"'{self.out}' already holds a run ({last}); pass --resume to continue it, or choose "
