@@ -1,0 +1,1 @@
+"""Judges behind one `Judge` protocol (`base`): reward model, OpenAI-compatible endpoint, local transformers model."""
