@@ -193,39 +193,43 @@ class FeatureCache:
         self.encode_batch_size = encode_batch_size
         self.progress = progress
         self.sr = model.config.sr
-        self._common = {"dtype": dtype, "model_name": model.config.model_name, "dim": model.config.dim}
+        self._common = {"dtype": dtype, "dim": model.config.dim}
         self._digests_path = self.root / "file-digests.jsonl"
         self._digests = {(r["path"], r["size"], r["mtime_ns"]): r["sha256"] for r in read_records(self._digests_path)}
         self._audio_keys: dict[str, str] = {}
+        self._unsaved_digests: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ stores (built on first use:
     # fingerprinting reads every weight of a tower, and a tower that trains is never cached)
     @functools.cached_property
     def text_store(self) -> FeatureStore:
-        meta = {**self._common, "tower": "text", "tokenizer": _tokenizer_identity(self.model)}
-        return FeatureStore(self.root / f"text-{module_fingerprint(self.model.text_module, meta)}", meta)
+        spec = {**self._common, "tower": "text", "tokenizer": _tokenizer_identity(self.model)}
+        return self._store(self.model.text_module, spec)
 
     @functools.cached_property
     def audio_store(self) -> FeatureStore:
-        meta = {**self._common, "tower": "audio", "sr": self.sr, "chunk_seconds": CHUNK_SECONDS}
-        return FeatureStore(self.root / f"audio-{module_fingerprint(self.model.audio_module, meta)}", meta)
+        spec = {**self._common, "tower": "audio", "sr": self.sr, "chunk_seconds": CHUNK_SECONDS}
+        return self._store(self.model.audio_module, spec)
+
+    def _store(self, tower: nn.Module, spec: dict[str, Any]) -> FeatureStore:
+        """The store of ``tower``'s fingerprint (``meta.json`` also names the towers' source, for humans)."""
+        folder = self.root / f"{spec['tower']}-{module_fingerprint(tower, spec)}"
+        return FeatureStore(folder, {**spec, "model_name": self.model.config.model_name})
 
     # ------------------------------------------------------------------ keys
     def audio_key(self, path: str | Path) -> str:
         """sha256 of the file's bytes and of the preprocessing (sample rate, max_dur)."""
-        path = str(Path(path).resolve())
-        key = self._audio_keys.get(path)
+        key = self._audio_keys.get(str(path))
         if key is None:
-            stat = os.stat(path)
-            memo = (path, stat.st_size, stat.st_mtime_ns)
+            resolved = str(Path(path).resolve())
+            stat = os.stat(resolved)
+            memo = (resolved, stat.st_size, stat.st_mtime_ns)
             digest = self._digests.get(memo)
             if digest is None:
-                digest = file_sha256(path)
-                self._digests[memo] = digest
-                with ManifestWriter(self._digests_path) as writer:
-                    writer.append({"path": memo[0], "size": memo[1], "mtime_ns": memo[2], "sha256": digest})
+                digest = self._digests[memo] = file_sha256(path)
+                self._unsaved_digests.append({"path": memo[0], "size": memo[1], "mtime_ns": memo[2], "sha256": digest})
             key = hashlib.sha256(f"{digest}|sr={self.sr}|max_dur={self.max_dur!r}".encode()).hexdigest()
-            self._audio_keys[path] = key
+            self._audio_keys[str(path)] = key
         return key
 
     @staticmethod
@@ -251,9 +255,13 @@ class FeatureCache:
             with self._bar() as bar, torch.inference_mode():
                 task = bar.add_task(description, total=len(todo))
                 for batch, loaded in zip(batches, _prefetch([[item for _, item in b] for b in batches], load)):
-                    for (key, _), features in zip(batch, encode(loaded)):
-                        pending[key] = features.to(self.dtype)
-                        size += pending[key].numel() * pending[key].element_size()
+                    for (key, item), features in zip(batch, encode(loaded)):
+                        stored = features.to(self.dtype)
+                        if not bool(torch.isfinite(stored).all()):
+                            raise ConfigError(f"features of {item!r} overflow the cache dtype {self.dtype} "
+                                              f"(use cache_dtype float32)")
+                        pending[key] = stored
+                        size += stored.numel() * stored.element_size()
                     bar.advance(task, len(batch))
                     if size >= SHARD_BYTES:
                         store.write_shard(pending)
@@ -268,6 +276,11 @@ class FeatureCache:
         """Encode every text and clip not cached yet; return how many of each were encoded."""
         text_items = {self.text_key(t): t for t in texts}
         audio_items = {self.audio_key(p): p for p in audio}
+        if self._unsaved_digests:
+            with ManifestWriter(self._digests_path) as writer:
+                for record in self._unsaved_digests:
+                    writer.append(record)
+            self._unsaved_digests.clear()
         done = {"text": 0, "audio": 0}
         if text_items:   # (a tower whose items are not asked for is never fingerprinted)
             todo = [(k, t) for k, t in text_items.items() if k not in self.text_store]

@@ -20,27 +20,46 @@ from cmirm_plugin.manifest import ManifestWriter, read_records
 
 
 class MetricsLog:
-    """Appends step and epoch records under ``directory`` (see the module docstring)."""
+    """Appends step and epoch records under ``directory`` (see the module docstring).
+
+    The JSONL files stay open from the first record to `close` (a context manager closes them).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.steps_path = self.directory / "steps.jsonl"
         self.epochs_path = self.directory / "epochs.jsonl"
+        self._writers: dict[Path, ManifestWriter] = {}
+
+    def _append(self, path: Path, record: Mapping[str, Any]) -> None:
+        if path not in self._writers:
+            self._writers[path] = ManifestWriter(path)
+        self._writers[path].append(dict(record))
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+    def __enter__(self) -> "MetricsLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def reset(self) -> None:
         """Remove the metric files (a new run in a folder that holds no resumable run)."""
+        self.close()
         for path in (self.steps_path, self.epochs_path):
             for file in (path, path.with_suffix(".csv")):
                 file.unlink(missing_ok=True)
 
     def log_step(self, record: Mapping[str, Any]) -> None:
-        with ManifestWriter(self.steps_path) as writer:
-            writer.append(dict(record))
+        self._append(self.steps_path, record)
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
-        with ManifestWriter(self.epochs_path) as writer:
-            writer.append(dict(record))
+        self._append(self.epochs_path, record)
         self.write_csv()
 
     def write_csv(self) -> None:
@@ -57,6 +76,7 @@ class MetricsLog:
 
     def truncate(self, step: int, epochs_done: int) -> None:
         """Drop step lines after ``step`` and epoch lines after ``epochs_done`` (resuming from that point)."""
+        self.close()
         for path, keep in ((self.steps_path, lambda r: r.get("step", 0) <= step),
                            (self.epochs_path, lambda r: r.get("epoch", 0) <= epochs_done)):
             rows = [r for r in read_records(path) if keep(r)]

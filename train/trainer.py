@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from cmirm_plugin.errors import ConfigError
@@ -34,10 +35,10 @@ from train.batching import (AudioSource, CachedAudio, CachedText, LiveAudio, Liv
 from train.checkpoint import (BEST, LAST, ResumePoint, TrainState, atomic_directory, find_last, load_last, save_last,
                               save_release)
 from train.config import TrainConfig
-from train.data import PreferencePair, load_pairs
+from train.data import Label, PreferencePair, load_pairs
 from train.evaluation import PairwiseMetrics, evaluate_pairs
 from train.feature_cache import FeatureCache
-from train.losses import LossConfig, bradley_terry_loss, make_targets
+from train.losses import LossConfig, Targets, bradley_terry_loss, make_targets
 from train.metrics_log import MetricsLog
 from train.model_setup import build_training_model, count_parameters, set_training_modes
 from train.optim import build_optimizer, warmup_cosine
@@ -82,21 +83,25 @@ class _Window:
     """Training metrics of the steps since the last step line (averaged into the next one)."""
 
     def __init__(self) -> None:
-        self.flush()
+        self._reset()
 
-    def add(self, diff: torch.Tensor, targets: Any, labels: Any, modalities: list[str], grad_norm: float) -> None:
+    def _reset(self) -> None:
+        self.metrics, self.norms, self.pairs, self.start = PairwiseMetrics(), [], 0, time.perf_counter()
+
+    def add(self, diff: torch.Tensor, targets: Targets, labels: Sequence[Sequence[Label | None]],
+            modalities: Sequence[str], grad_norm: float) -> None:
         self.metrics.update(diff, targets, labels, modalities)
         self.norms.append(grad_norm)
         self.pairs += len(modalities)
 
     def flush(self) -> dict[str, Any]:
         """The window's line fields (grad_norm, pairs_per_s, train/...), then start a new window."""
-        record = {}
-        if getattr(self, "norms", None):
+        record: dict[str, Any] = {}
+        if self.norms:
             elapsed = time.perf_counter() - self.start
             record = {"grad_norm": sum(self.norms) / len(self.norms), "pairs_per_s": self.pairs / max(elapsed, 1e-9),
                       **_prefixed("train", self.metrics.compute())}
-        self.metrics, self.norms, self.pairs, self.start = PairwiseMetrics(), [], 0, time.perf_counter()
+        self._reset()
         return record
 
 
@@ -117,8 +122,8 @@ class Trainer:
         c = self.config
         pair_set = load_pairs(c.pairs, c.dataset_root, skip_invalid=c.skip_invalid)
         if pair_set.skipped_lines:
-            self.console.print(f"[yellow]skipped {pair_set.skipped_lines} invalid line(s) of {c.pairs} "
-                               f"({len(pair_set.skipped)} problem(s)); first: {pair_set.skipped[0]}")
+            self.console.print(f"[yellow]skipped {pair_set.skipped_lines} invalid line(s) of {escape(str(c.pairs))} "
+                               f"({len(pair_set.skipped)} problem(s)); first: {escape(pair_set.skipped[0])}")
         split = split_pairs(pair_set.pairs, c.train_split, c.eval_split, c.eval_fraction, c.seed)
         kept = subsample(split.train, c.max_pairs, c.seed)
         note = f" (seeded subset of {len(split.train)})" if len(kept) < len(split.train) else ""
@@ -169,6 +174,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
+        with self.log:
+            return self._run()
+
+    def _run(self) -> TrainResult:
         c = self.config
         point = self._resume_point()
         split = self._load_data()
