@@ -146,7 +146,8 @@ def _write(curves: ScalingCurves, out: Path, stem: str) -> list[Path]:
 def _print_summary(console: Console, columns: Sequence[ScalingCurves], axis: str) -> None:
     """N against the mean (and band) of ``axis`` over all instructions, one column per evaluation model."""
     k = columns[0].ks[0]
-    table = Table(title=f"{axis} of {'best' if k == 1 else f'top-{k}'}-of-N ({columns[0].policy}; all instructions)")
+    title = f"{axis} of {'best' if k == 1 else f'top-{k}'}-of-N ({columns[0].policy}; all instructions)"
+    table = Table(title=title, min_width=len(title))
     table.add_column("N", justify="right")
     for curves in columns:
         table.add_column(f"evaluated by {curves.evaluation_scorer}", justify="right")
