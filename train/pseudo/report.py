@@ -121,8 +121,8 @@ class PseudoLabelReport:
         """The per-axis table and the totals, on the terminal."""
         pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
         table = Table(title=f"pseudo-labels by {self.judge} (ties: {self.ties}, filter: {self.filter})")
-        for name in ("axis", "judged", "agreement", "first-clip rate", "first/second/tie/error", "labels a/b/both",
-                     "dropped incons./tie/error"):
+        for name in ("axis", "judged", "agreement", "first-clip rate", "1st/2nd/tie/err", "labels a/b/both",
+                     "no label: incons./tie/err"):
             table.add_column(name, justify="left" if name == "axis" else "right")
         for axis, s in self.axis.items():
             v, lab, d = s.verdicts, s.labels, s.dropped
