@@ -24,7 +24,7 @@ from train.checkpoint import save_release
 from train.config import TrainConfig
 from train.data import PairDataError
 from train.lora import has_text_lora
-from train.model_setup import load_for_training, set_training_modes
+from train.model_setup import load_for_training
 from train.synthetic import write_synthetic_pairs
 from train.trainer import train_reward_model
 
@@ -200,7 +200,7 @@ def test_unfrozen_muq_layers_train_live_and_are_saved(env):
 
 def test_frozen_parts_of_a_partly_trainable_tower_run_as_at_inference(env):
     model = CMIRewardModel.from_pretrained(str(env["root"] / "muq" / "last"))   # train_muq_depth = 1
-    set_training_modes(model)
+    model.train()
     conformer = model.audio_module.model.model.conformer
     assert model.training and conformer.layers[1].training and conformer.layers[1].self_attn_dropout.training
     assert not conformer.training and not conformer.layers[0].training and not model.audio_module.model.model.conv.training

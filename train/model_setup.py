@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from cmirm_plugin.errors import CheckpointError
 from cmirm_plugin.model.config import CMIRMConfig
@@ -113,26 +112,3 @@ def build_training_model(config: TrainConfig) -> tuple[CMIRewardModel, str]:
         model.gradient_checkpointing_enable()
     return model, source
 
-
-def set_training_modes(model: CMIRewardModel) -> None:
-    """``model.train()``, with the frozen parts of partly trainable towers running as at inference.
-
-    `CMIRewardModel.train` keeps a fully frozen tower in eval mode, but a partly trainable one
-    (unfrozen MuQ layers, LoRA) would switch to train mode as a whole. Inside such a tower:
-
-    * every fully frozen sub-module (MuQ front end, frozen layers, XLM-R embeddings) is in eval mode;
-    * every BatchNorm is in eval mode, so running statistics never move (they are not saved with
-      the released weights, which hold only trainable tensors);
-    * a module whose config has LayerDrop (the MuQ conformer encoder) is itself in eval mode, so
-      no layer is skipped at random; its trainable layers still apply their dropout.
-    """
-    model.train()
-    for tower in (model.audio_module, model.text_module):
-        if not any(p.requires_grad for p in tower.parameters()):
-            continue
-        for module in tower.modules():
-            params = list(module.parameters())
-            if (params and not any(p.requires_grad for p in params)) or isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
-            elif getattr(getattr(module, "config", None), "layerdrop", 0.0):
-                module.training = False

@@ -40,7 +40,7 @@ from train.evaluation import PairwiseMetrics, evaluate_pairs
 from train.feature_cache import FeatureCache
 from train.losses import LossConfig, Targets, bradley_terry_loss, make_targets
 from train.metrics_log import MetricsLog
-from train.model_setup import build_training_model, count_parameters, set_training_modes
+from train.model_setup import build_training_model, count_parameters
 from train.optim import build_optimizer, warmup_cosine
 from train.splits import Split, split_pairs, subsample
 
@@ -235,7 +235,7 @@ class Trainer:
         epoch_metrics = PairwiseMetrics()
         window = _Window()
         params = [p for p in model.parameters() if p.requires_grad]
-        set_training_modes(model)
+        model.train()
         for indices in batches[state.batches_done:]:
             batch = [pairs[i] for i in indices]
             labels = [p.labels for p in batch]

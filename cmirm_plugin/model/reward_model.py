@@ -112,11 +112,27 @@ class CMIRewardModel(nn.Module):
         return any(p.requires_grad for p in tower.parameters())
 
     def train(self, mode: bool = True) -> "CMIRewardModel":
-        """Frozen towers stay in eval mode (MuQ's BatchNorm statistics and dropouts must not move)."""
+        """Train mode for what trains; the frozen parts of the towers keep running as at inference.
+
+        A fully frozen tower stays in eval mode. Inside a partly trainable tower (unfrozen MuQ
+        layers, LoRA): every fully frozen sub-module and every BatchNorm stays in eval mode (running
+        statistics must not move: they are not saved with the released weights), and a module whose
+        config has LayerDrop (the MuQ conformer) is kept out of train mode so no layer is skipped at
+        random; its trainable layers still apply their dropout.
+        """
         super().train(mode)
+        if not mode:
+            return self
         for tower in (self.audio_module, self.text_module):
             if not self._tower_trainable(tower):
                 tower.eval()
+                continue
+            for module in tower.modules():
+                params = list(module.parameters())
+                if (params and not any(p.requires_grad for p in params)) or isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+                elif getattr(getattr(module, "config", None), "layerdrop", 0.0):
+                    module.training = False
         return self
 
     def gradient_checkpointing_enable(self) -> None:
