@@ -24,7 +24,7 @@ _EXPORTS = {
     "AxisVerdict": "train.pseudo.judges.base", "PairView": "train.pseudo.judges.base",
     "JudgeUnavailable": "train.pseudo.judges.base", "RewardJudge": "train.pseudo.judges.reward",
     "HttpJudge": "train.pseudo.judges.http", "HttpJudgeSettings": "train.pseudo.judges.http",
-    "LocalAudioLLMJudge": "train.pseudo.judges.local", "load_audio_llm": "train.pseudo.judges.local",
+    "LocalAudioLLMJudge": "train.pseudo.judges.local", "load_model": "train.pseudo.judges.local",
     "build_tiny_audio_llm": "train.pseudo.judges.tiny", "build_prompt": "train.pseudo.prompt",
     "parse_verdicts": "train.pseudo.prompt", "load_unlabeled_pairs": "train.pseudo.pairs",
 }

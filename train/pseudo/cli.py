@@ -28,13 +28,13 @@ def _reward_judge(model: Optional[str], tiny: bool, margin: float, max_dur: floa
 
 
 def _local_judge(model: Optional[str], tiny: bool, max_dur: float, max_new_tokens: int, device: Optional[str]):
-    from train.pseudo.judges.local import LocalAudioLLMJudge, load_audio_llm
+    from train.pseudo.judges.local import LocalAudioLLMJudge
 
     if tiny:
         from train.pseudo.judges.tiny import default_tiny_audio_llm
 
-        llm, processor = load_audio_llm(default_tiny_audio_llm(), device)
-        return LocalAudioLLMJudge(llm, processor, "tiny-qwen2-audio", max_new_tokens, max_dur)
+        return LocalAudioLLMJudge.from_pretrained(default_tiny_audio_llm(), device, name="tiny-qwen2-audio",
+                                                  max_new_tokens=max_new_tokens, max_dur=max_dur)
     if not model:
         raise ConfigError("--judge local needs --judge-model (a transformers folder or hub id, e.g. "
                           "Qwen/Qwen2-Audio-7B-Instruct) or --tiny")

@@ -31,9 +31,8 @@ FAMILIES: dict[str, tuple[str, str | None]] = {
 }
 
 
-def load_audio_llm(model_id: str | Path, device: str | torch.device | None = None,
-                   dtype: torch.dtype | None = None) -> tuple[Any, Any]:
-    """The model (eval mode, on ``device``) and processor of a local folder or hub id.
+def load_model(model_id: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Any:
+    """The text-generating model of a local folder or hub id (the thinker of an omni model), in eval mode.
 
     ``dtype`` defaults to bfloat16 on CUDA and float32 on CPU. Raises `ConfigError` for a
     ``model_type`` outside `FAMILIES`.
@@ -51,8 +50,21 @@ def load_audio_llm(model_id: str | Path, device: str | torch.device | None = Non
     model = getattr(transformers, class_name).from_pretrained(
         str(model_id), config=getattr(config, sub_config) if sub_config else config, dtype=dtype,
         trust_remote_code=False)
-    processor = transformers.AutoProcessor.from_pretrained(str(model_id), trust_remote_code=False)
-    return model.to(device).eval(), processor
+    return model.to(device).eval()
+
+
+def load_processor(model_id: str | Path) -> Any:
+    """The processor (tokenizer, chat template, audio feature extractor) of a local folder or hub id.
+
+    The omni models' processors also build image and video processors, which need torchvision.
+    """
+    import transformers
+
+    try:
+        return transformers.AutoProcessor.from_pretrained(str(model_id), trust_remote_code=False)
+    except ImportError as exc:
+        raise ConfigError(f"'{model_id}': its processor needs a package that is not installed ({exc}). The "
+                          "Qwen2.5-Omni / Qwen3-Omni processors need torchvision (the build matching torch).") from exc
 
 
 class LocalAudioLLMJudge:
@@ -72,10 +84,9 @@ class LocalAudioLLMJudge:
 
     @classmethod
     def from_pretrained(cls, model_id: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
-                        **options: Any) -> "LocalAudioLLMJudge":
-        """Load `load_audio_llm` (``model_id`` = folder or hub id) and wrap it."""
-        model, processor = load_audio_llm(model_id, device, dtype)
-        return cls(model, processor, str(model_id), **options)
+                        name: str | None = None, **options: Any) -> "LocalAudioLLMJudge":
+        """Load model and processor of ``model_id`` (folder or hub id); ``name`` defaults to ``model_id``."""
+        return cls(load_model(model_id, device, dtype), load_processor(model_id), name or str(model_id), **options)
 
     def render(self, prompt: Prompt) -> str:
         """The prompt as the model's chat text, with the processor's audio placeholders, ready to generate."""

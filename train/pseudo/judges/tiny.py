@@ -2,7 +2,7 @@
 
 The folder holds what a hub checkpoint holds (``config.json``, weights, a tokenizer trained here
 with `tokenizers` that has Qwen's chat and audio special tokens, a Whisper feature-extractor
-config, the processor config), so `load_audio_llm` loads it through the real code path. Its
+config, the processor config), so `LocalAudioLLMJudge.from_pretrained` loads it through the real code path. Its
 answers are garbage (random weights): every verdict is a recorded parse error.
 """
 
