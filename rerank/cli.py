@@ -187,12 +187,18 @@ def rerank(
         "--scorer", help="Rank by this scorer's records [default: the run's reward model].")] = None,
 ) -> None:
     """Rerank the candidates of a run without generating or scoring: rewrites ranking.jsonl and top/."""
-    run_dir = run.parent if run.name == MANIFEST or run.is_file() else run
+    if run.is_file() and run.name != MANIFEST:
+        raise ConfigError(f"'{run}': expected a run directory or its {MANIFEST}")
+    run_dir = run.parent if run.is_file() else run
     if not (run_dir / MANIFEST).is_file():
         raise ConfigError(f"'{run}': no {MANIFEST} there; give a `cmirm generate` output directory")
     views = read_run(run_dir)
-    ranking = rank_run(run_dir, views, scorer or selection_scorer(run_dir, views), parse_policy(policy, minimums or ()),
-                       k, out)
+    scorer = scorer or selection_scorer(run_dir, views)
+    if not any(scorer in v.scores for v in views):
+        known = sorted({s for v in views for s in v.scores})
+        raise ConfigError(f"{run_dir / MANIFEST}: no candidate has scores from {scorer!r} (scorers with scores: "
+                          f"{', '.join(known) or 'none'}); rerun `cmirm generate` into it to score them")
+    ranking = rank_run(run_dir, views, scorer, parse_policy(policy, minimums or ()), k, out)
     print_ranking_summary(Console(), ranking)
 
 

@@ -100,9 +100,6 @@ def rank_run(run_dir: str | Path, views: Sequence[CandidateView], scorer: str, p
     """
     run = RunPaths(Path(run_dir))
     target = RunPaths(Path(out) if out is not None else run.root)
-    if not any(scorer in v.scores for v in views):
-        raise ConfigError(f"{run.manifest}: no candidate has scores from {scorer!r}; nothing to rank "
-                          "(run `cmirm generate` into this directory to score them)")
     records = rank_records(views, scorer, policy, k)
     target.root.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.scoring import DEFAULT_MODEL
 from rerank.run_records import RunPaths, write_atomic
 
@@ -124,10 +125,14 @@ def load_run_config(root: str | Path) -> RunConfig | None:
 
 
 def save_run_config(root: str | Path, config: RunConfig) -> Path:
-    """Check ``config`` against the directory's saved ``run.json`` (refusing a different ``result``), then save it."""
+    """Check ``config`` against the directory's saved ``run.json``, then save it.
+
+    A different ``result`` is refused once the manifest holds a record; before that (a run that
+    stopped at a bad option, before its first candidate) the new settings simply replace the old.
+    """
     paths = RunPaths(Path(root))
     saved = load_run_config(paths.root)
-    if saved is not None:
+    if saved is not None and any(True for _ in iter_records(paths.manifest)):
         differences = config.result.differences(saved.result)
         if differences:
             raise ConfigError(

@@ -282,3 +282,22 @@ def test_cli_errors_are_clear(tmp_path: Path, tiny_cache: Path):
         assert result.exit_code != 0, args
         assert expected in str(result.exception), (args, result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_stopped_by_a_bad_option_does_not_block_the_corrected_rerun(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="has no parameter\\(s\\) 'brightnes'"):
+        run_generate(_config(out, tiny_checkpoint, params={"brightnes": 0.5}), generator=_generator(Synth()),
+                     console=_quiet())
+    result = run_generate(_config(out, tiny_checkpoint, n=1), generator=_generator(Synth()), console=_quiet())
+    assert result.counts.generated == 2
+    assert json.loads((out / "run.json").read_text())["result"]["params"] == {}
+
+
+def test_a_job_whose_every_candidate_failed_still_completes(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    synth = Synth(fail={0: "raise", 1: "nan"})
+    result = run_generate(_config(out, tiny_checkpoint, n=2), generator=_generator(synth), console=_quiet())
+    assert result.counts.generation_failed == 4 and result.ranking.selected == []
+    assert [r["rank"] for r in read_records(out / "ranking.jsonl")] == [None] * 4
+    assert list((out / "top").iterdir()) == []

@@ -87,7 +87,8 @@ def test_rerank_errors(tmp_path: Path):
     result = runner.invoke(app, ["rerank", str(tmp_path)])
     assert "no manifest.jsonl there" in str(result.exception)
     result = runner.invoke(app, ["rerank", str(paths.root), "--scorer", "other"])
-    assert isinstance(result.exception, ConfigError) and "no candidate has scores from 'other'" in str(result.exception)
+    assert isinstance(result.exception, ConfigError)
+    assert "no candidate has scores from 'other' (scorers with scores: rm)" in str(result.exception)
 
 
 def test_fold_regeneration_replaces_scores_and_later_scores_win():
@@ -125,3 +126,11 @@ def test_read_run_order_is_instruction_then_index(tmp_path: Path):
     order = [(v.instruction.id, v.index, v.seed) for v in read_run(paths.root)]
     assert order == [("calm", 0, 0), ("calm", 0, 9), ("calm", 1, 1), ("calm", 2, 2), ("calm", 3, 3), ("calm", 4, 4),
                      ("rock", 0, 0)]
+
+
+def test_rerank_refuses_a_file_that_is_not_the_manifest(tmp_path: Path):
+    paths = _make_run(tmp_path / "run")
+    other = paths.root / "other.jsonl"
+    other.write_text("")
+    result = CliRunner().invoke(app, ["rerank", str(other)])
+    assert "expected a run directory or its manifest.jsonl" in str(result.exception)
