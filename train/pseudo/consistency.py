@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence, get_args
 
-from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.errors import ConfigError
 from train.data import Label
 from train.pseudo.judges.base import Choice
 
@@ -44,9 +44,9 @@ FILTER_MODES: tuple[str, ...] = get_args(FilterMode)
 def check_policy(ties: str, filter_mode: str) -> None:
     """Raise naming the option when a tie policy or filter mode is unknown."""
     if ties not in TIE_POLICIES:
-        raise CmirmError(f"--ties: expected one of {', '.join(TIE_POLICIES)}, got {ties!r}")
+        raise ConfigError(f"--ties: expected one of {', '.join(TIE_POLICIES)}, got {ties!r}")
     if filter_mode not in FILTER_MODES:
-        raise CmirmError(f"--filter: expected one of {', '.join(FILTER_MODES)}, got {filter_mode!r}")
+        raise ConfigError(f"--filter: expected one of {', '.join(FILTER_MODES)}, got {filter_mode!r}")
 
 
 def outcome(order: Order, choice: Choice) -> Outcome:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
-from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.records import AXES
 from train.pseudo.judges.base import AxisVerdict, Choice, PairView
 
@@ -87,7 +87,7 @@ def check_axes(axes: Sequence[str]) -> tuple[str, ...]:
     """The axes as a tuple, in `AXES` order; raise naming an unknown or repeated axis."""
     unknown = [a for a in axes if a not in AXES]
     if unknown or not axes or len(set(axes)) != len(axes):
-        raise CmirmError(f"axes must be a non-empty selection of {', '.join(AXES)} without repeats, got {list(axes)}")
+        raise ConfigError(f"axes must be a non-empty selection of {', '.join(AXES)} without repeats, got {list(axes)}")
     return tuple(a for a in AXES if a in axes)
 
 

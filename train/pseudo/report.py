@@ -118,18 +118,26 @@ class PseudoLabelReport:
         return path
 
     def print(self, console: Console) -> None:
-        """The per-axis table and the totals, on the terminal."""
+        """A table with one column per axis (fits a narrow terminal), then the totals."""
         pct = lambda x: "-" if x is None else f"{100 * x:.1f}%"  # noqa: E731
         table = Table(title=f"pseudo-labels by {self.judge} (ties: {self.ties}, filter: {self.filter})")
-        for name in ("axis", "judged", "agreement", "first-clip rate", "1st/2nd/tie/err", "labels a/b/both",
-                     "no label: incons./tie/err"):
-            table.add_column(name, justify="left" if name == "axis" else "right")
-        for axis, s in self.axis.items():
-            v, lab, d = s.verdicts, s.labels, s.dropped
-            table.add_row(axis, str(s.judged), f"{pct(s.agreement)} ({s.consistent})", pct(s.first_rate),
-                          f"{v['first']}/{v['second']}/{v['tie']}/{v['error']}",
-                          f"{lab['model_a']}/{lab['model_b']}/{lab['both']}",
-                          f"{d['inconsistent']}/{d['tie']}/{d['error']}")
+        table.add_column("")
+        for axis in self.axis:
+            table.add_column(axis, justify="right")
+        stats = list(self.axis.values())
+        rows = {
+            "judged (both orders valid)": [str(s.judged) for s in stats],
+            "agreement (consistent)": [f"{pct(s.agreement)} ({s.consistent})" for s in stats],
+            "first-clip rate (0.5 = unbiased)": [pct(s.first_rate) for s in stats],
+            "verdicts first/second/tie/error": ["/".join(str(s.verdicts[k]) for k in ("first", "second", "tie", "error"))
+                                                for s in stats],
+            "labels model_a/model_b/both": ["/".join(str(s.labels[k]) for k in ("model_a", "model_b", "both"))
+                                            for s in stats],
+            "no label: inconsistent/tie/error": ["/".join(str(s.dropped[k]) for k in ("inconsistent", "tie", "error"))
+                                                 for s in stats],
+        }
+        for name, cells in rows.items():
+            table.add_row(name, *cells)
         console.print(table)
         console.print(f"{self.pairs} pairs, {self.judged} judged ({self.judged_before} from an earlier run), "
                       f"{self.rows_written} rows written, {self.judged - self.rows_written} dropped"

@@ -16,7 +16,6 @@ clip that cannot be decoded, is recorded as an error on that pair and order.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,12 +107,12 @@ class _Labeller:
 
 
 def _rewrite(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Replace ``path`` with ``rows`` atomically (JSONL)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace ``path`` with ``rows`` atomically (a manifest written aside, then renamed over it)."""
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    tmp.unlink(missing_ok=True)
+    with ManifestWriter(tmp) as writer:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+            writer.append(row)
     os.replace(tmp, path)
 
 

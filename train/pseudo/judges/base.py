@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Mapping, Protocol, Sequence
 
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import Instruction
@@ -64,7 +64,6 @@ class JudgeReply:
         return cls({axis: AxisVerdict(None, error) for axis in axes}, raw)
 
 
-@runtime_checkable
 class Judge(Protocol):
     """Anything that compares two clips under an instruction on the requested axes.
 
