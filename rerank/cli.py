@@ -47,14 +47,20 @@ Policy = Annotated[str, typer.Option(
 Minimums = Annotated[Optional[list[str]], typer.Option(
     "--min", rich_help_panel=_SEL, help="Threshold axis=value (repeatable): candidates below it are never selected.")]
 Duration = Annotated[float, typer.Option("--duration", rich_help_panel=_GEN, help="Seconds per candidate.")]
-Temperature = Annotated[Optional[float], typer.Option("--temperature", rich_help_panel=_GEN, help="Sampling temperature (LM generators).")]
+Temperature = Annotated[Optional[float], typer.Option(
+    "--temperature", rich_help_panel=_GEN, help="Sampling temperature (LM generators).")]
 TopK = Annotated[Optional[int], typer.Option("--top-k", rich_help_panel=_GEN, help="Top-k sampling (LM generators).")]
-TopP = Annotated[Optional[float], typer.Option("--top-p", rich_help_panel=_GEN, help="Nucleus sampling; > 0 overrides top-k.")]
-Guidance = Annotated[Optional[float], typer.Option("--guidance", rich_help_panel=_GEN, help="Classifier-free guidance scale.")]
-Steps = Annotated[Optional[int], typer.Option("--steps", rich_help_panel=_GEN, help="Denoising steps (diffusion generators).")]
+TopP = Annotated[Optional[float], typer.Option(
+    "--top-p", rich_help_panel=_GEN, help="Nucleus sampling; > 0 overrides top-k.")]
+Guidance = Annotated[Optional[float], typer.Option(
+    "--guidance", rich_help_panel=_GEN, help="Classifier-free guidance scale.")]
+Steps = Annotated[Optional[int], typer.Option(
+    "--steps", rich_help_panel=_GEN, help="Denoising steps (diffusion generators).")]
 Params = Annotated[Optional[list[str]], typer.Option(
-    "--param", rich_help_panel=_GEN, help="Any other generator parameter, key=value (value read as JSON if it parses).")]
-SeedBase = Annotated[int, typer.Option("--seed-base", rich_help_panel=_GEN, help="Candidate i gets seed seed_base + i.")]
+    "--param", rich_help_panel=_GEN,
+    help="Any other generator parameter, key=value (value read as JSON if it parses).")]
+SeedBase = Annotated[int, typer.Option(
+    "--seed-base", rich_help_panel=_GEN, help="Candidate i gets seed seed_base + i.")]
 Seeds = Annotated[Optional[str], typer.Option(
     "--seeds", rich_help_panel=_GEN, help="Explicit comma-separated seeds (one candidate each; replaces -n).")]
 GenBatch = Annotated[int, typer.Option("--gen-batch-size", rich_help_panel=_GEN, help="Seeds per generator call.")]
@@ -65,9 +71,11 @@ GpusPerActor = Annotated[float, typer.Option(
     "--num-gpus-per-actor", rich_help_panel=_POOL, help="GPUs per actor (fractions share a GPU).")]
 Threads = Annotated[Optional[int], typer.Option(
     "--threads-per-actor", rich_help_panel=_POOL, help="Torch threads per actor [default: CPUs / actors].")]
-ScoreBatch = Annotated[int, typer.Option("--score-batch-size", rich_help_panel=_POOL, help="Candidates per scoring batch.")]
+ScoreBatch = Annotated[int, typer.Option(
+    "--score-batch-size", rich_help_panel=_POOL, help="Candidates per scoring batch.")]
 InFlight = Annotated[int, typer.Option("--max-in-flight", rich_help_panel=_POOL, help="Batches queued per actor.")]
-RayAddress = Annotated[Optional[str], typer.Option("--ray-address", rich_help_panel=_POOL, help="Join this Ray cluster.")]
+RayAddress = Annotated[Optional[str], typer.Option(
+    "--ray-address", rich_help_panel=_POOL, help="Join this Ray cluster.")]
 Device = Annotated[Optional[str], typer.Option(
     "--device", help="cpu, cuda, cuda:1 ... for the generator and the scorers [default: cuda if available].")]
 MaxDur = Annotated[float, typer.Option("--max-dur", help="Seconds of each candidate that are scored.")]
@@ -213,17 +221,21 @@ def scaling(
     out: Out = ...,
     prompts: Prompts = None,
     from_dir: Annotated[Optional[Path], typer.Option(
-        "--from", help="Reuse the candidates and scores of a `cmirm generate` directory (nothing is generated).")] = None,
+        "--from",
+        help="Reuse the candidates and scores of a `cmirm generate` directory (nothing is generated).")] = None,
     n_max: Annotated[Optional[int], typer.Option(
-        "--n-max", help="M: candidates per instruction (with --from: use the first M) [required with --prompts].")] = None,
+        "--n-max",
+        help="M: candidates per instruction (with --from: use the first M) [required with --prompts].")] = None,
     generator: GeneratorName = None,
     reward: RewardOpt = None,
     policy: Policy = DEFAULT_POLICY,
     minimums: Minimums = None,
     eval_reward: Annotated[Optional[str], typer.Option(
-        "--eval-reward", help="Score the same candidates with this model too and report its view of the selections.")] = None,
+        "--eval-reward",
+        help="Score the same candidates with this model too and report its view of the selections.")] = None,
     eval_axis: Annotated[str, typer.Option(
-        "--eval-axis", help="Axis the summary table reports: alignment, musicality or composite (files hold all).")] = "composite",
+        "--eval-axis",
+        help="Axis the summary table reports: alignment, musicality or composite (files hold all).")] = "composite",
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the instructions.")] = 1000,
     ci: Annotated[float, typer.Option("--ci", help="Bootstrap band level.")] = 0.95,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
@@ -259,7 +271,8 @@ def scaling(
     generate_config = None
     if from_dir is not None:
         if prompts is not None or generator is not None or reward is not None:
-            raise ConfigError("--from reuses a run's candidates and reward model: drop --prompts, --generator and --reward")
+            raise ConfigError("--from reuses a run's candidates and reward model: "
+                              "drop --prompts, --generator and --reward")
         if load_run_config(from_dir) is None and not (from_dir / MANIFEST).is_file():
             raise ConfigError(f"--from '{from_dir}': not a `cmirm generate` output directory (no {MANIFEST})")
     else:

@@ -41,8 +41,7 @@ from rerank.pool_options import PoolOptions
 from rerank.report import progress_bar
 from rerank.rerank_run import Ranking, rank_run
 from rerank.run_config import ResultSettings, Reward, RunConfig, save_run_config
-from rerank.run_records import (CandidateView, RunPaths, candidate_record, failure_record, read_run,
-                                score_record)
+from rerank.run_records import CandidateView, RunPaths, candidate_record, failure_record, read_run, score_record
 
 #: The selection policy when none is given.
 DEFAULT_POLICY = "axis:musicality"
@@ -108,7 +107,8 @@ class GenerateConfig:
         if not ids:
             raise ConfigError("no instructions to generate for")
         if len(set(ids)) != len(ids):
-            raise ConfigError(f"instruction ids must be distinct, got {sorted(i for i in set(ids) if ids.count(i) > 1)}")
+            repeated = sorted(i for i in set(ids) if ids.count(i) > 1)
+            raise ConfigError(f"instruction ids must be distinct, got {repeated} more than once")
         self.selection_policy()  # a bad policy fails before any work
 
     def candidate_seeds(self) -> list[int]:
@@ -225,7 +225,8 @@ def generate_missing(config: GenerateConfig, paths: RunPaths, log: RunLog, progr
             for candidate in result:
                 wav = paths.candidate_wav(candidate.id)
                 _save_wav(candidate.audio, wav)
-                log.append(candidate_record(candidate, inst, index_of[candidate.seed], wav.relative_to(paths.root).as_posix()))
+                relative = wav.relative_to(paths.root).as_posix()
+                log.append(candidate_record(candidate, inst, index_of[candidate.seed], relative))
                 counts.generated += 1
             for failure in result.failures:
                 log.append(failure_record(failure, inst, index_of[failure.seed]))

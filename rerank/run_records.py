@@ -157,7 +157,8 @@ def _generation_view(record: Mapping[str, Any], instructions: dict[str, Instruct
     view = CandidateView(record["id"], instruction, int(record["index"]), int(record["seed"]), record["generator"],
                          dict(record.get("params") or {}))
     if record["record"] == "candidate":
-        view.audio_path, view.sample_rate, view.duration = record["audio_path"], record["sample_rate"], record["duration"]
+        view.audio_path = record["audio_path"]
+        view.sample_rate, view.duration = record["sample_rate"], record["duration"]
     else:
         view.generation_error = {key: record.get(key) or "" for key in ("kind", "message", "detail")}
     return view

@@ -88,7 +88,8 @@ def load_run(run_dir: str | Path, scorer: str | None = None, *, evaluation_score
     if not kept:
         raise ConfigError(f"{run_dir}: no candidate has scores from {' and '.join(wanted)}")
     return RunScores(
-        [v.id for v in kept], [v.instruction.id for v in kept], {v.instruction.id: v.instruction.modality for v in kept},
+        [v.id for v in kept], [v.instruction.id for v in kept],
+        {v.instruction.id: v.instruction.modality for v in kept},
         np.array([v.scores[scorer].as_tuple() for v in kept]),
         np.array([v.scores[evaluation_scorer].as_tuple() for v in kept]) if evaluation_scorer else None, skipped)
 

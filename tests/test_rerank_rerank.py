@@ -12,8 +12,15 @@ from cmirm_plugin.cli import app
 from cmirm_plugin.records import Candidate
 from cmirm_plugin.testing import sine
 from generators import CandidateFailure
-from rerank.run_records import (RunPaths, candidate_id, candidate_record, failure_record, fold_records, read_run,
-                                score_record)
+from rerank.run_records import (
+    RunPaths,
+    candidate_id,
+    candidate_record,
+    failure_record,
+    fold_records,
+    read_run,
+    score_record,
+)
 
 INST = Instruction(text="calm piano", id="calm")
 # seed -> (alignment, musicality): axis:alignment keeps seeds 2, 0; axis:musicality keeps 1, 3.
