@@ -20,10 +20,10 @@ import torch
 
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.manifest import read_records
+from cmirm_plugin.records import Instruction
 from train.pseudo.judges.base import JudgeUnavailable, PairView
 from train.pseudo.judges.http import HttpJudge, HttpJudgeSettings
 from train.pseudo.runner import PseudoLabelOptions, judgments_path, pseudo_label
-from cmirm_plugin.records import Instruction
 
 
 def audio_parts(request: dict) -> list[np.ndarray]:
@@ -205,19 +205,23 @@ def test_retries_with_backoff_on_503_429_and_timeouts(server, data):
     assert reply.verdicts["musicality"].choice == "first"
     assert len(server.requests) == 4                                     # 503, 429, timed out, answered
     assert sleeps == [0.5, 2.0, 2.0]                                     # 0.5*2**0; Retry-After 2 > 1.0; 0.5*2**2
+    sleeps.clear()
     server.script = [("status", 502, {})] * 4
     with pytest.raises(JudgeUnavailable, match=r"no answer after 4 attempt\(s\); last problem: HTTP 502"):
-        judge.judge(view(data), ["musicality"])
-    assert len(server.requests) == 8
-    assert judge_for(server, max_backoff=3.0, backoff=1.0)._delay(5, {}) == 3.0
+        judge_for(server, sleeps, retries=3, max_backoff=0.7).judge(view(data), ["musicality"])
+    assert len(server.requests) == 8 and sleeps == [0.5, 0.7, 0.7]        # capped at max_backoff
 
 
 def test_fatal_statuses_stop_at_once(server, data, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server.script = [("status", 401, {})]
-    with pytest.raises(JudgeUnavailable, match=r"HTTP 401, unauthorised \(check the API key in \$OPENAI_API_KEY\)"):
+    with pytest.raises(JudgeUnavailable, match=r"HTTP 401 \(check the API key in \$OPENAI_API_KEY\)"):
         judge_for(server).judge(view(data), ["musicality"])
     assert len(server.requests) == 1 and "Authorization" not in server.headers[0]
+    server.script = [("status", 404, {})]
+    with pytest.raises(JudgeUnavailable, match=r"HTTP 404 \(check --url and --model-name\)"):
+        judge_for(server).judge(view(data), ["musicality"])
+    assert len(server.requests) == 2
 
 
 def test_unreachable_server_is_bounded_in_time(data):

@@ -32,8 +32,6 @@ from train.pseudo.judges.clips import load_clip, wav_bytes
 from train.pseudo.prompt import PROMPT_VERSION, Prompt, build_prompt, parse_verdicts
 
 _RETRY_STATUS = frozenset({429}) | frozenset(range(500, 600))
-_FATAL_STATUS = {401: "unauthorised (check the API key in ${env})", 403: "forbidden (check the API key in ${env})",
-                 404: "not found (check --url and --model-name)"}
 _SNIPPET = 2000
 
 
@@ -124,7 +122,7 @@ class HttpJudge:
             delay = max(delay, float(retry_after))
         return min(delay, s.max_backoff)
 
-    def post(self, payload: dict[str, Any]) -> tuple[int, bytes]:
+    def _post(self, payload: dict[str, Any]) -> tuple[int, bytes]:
         """POST ``payload`` with retries; the final status and body, or raise `JudgeUnavailable`."""
         s = self.settings
         body = json.dumps(payload).encode("utf-8")
@@ -135,9 +133,9 @@ class HttpJudge:
             except (OSError, http.client.HTTPException) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
-                if status in _FATAL_STATUS:
-                    reason = _FATAL_STATUS[status].replace("${env}", f"${s.api_key_env}")
-                    raise JudgeUnavailable(f"{s.endpoint}: HTTP {status}, {reason}: {data[:300]!r}")
+                if status in (401, 403, 404):
+                    hint = "check --url and --model-name" if status == 404 else f"check the API key in ${s.api_key_env}"
+                    raise JudgeUnavailable(f"{s.endpoint}: HTTP {status} ({hint}): {data[:300]!r}")
                 if status not in _RETRY_STATUS:
                     return status, data
                 problem = f"HTTP {status}"
@@ -152,7 +150,7 @@ class HttpJudge:
         payload = {"model": self.settings.model, "temperature": 0, "max_tokens": self.settings.max_tokens, "n": 1,
                    "messages": [{"role": "system", "content": prompt.system},
                                 {"role": "user", "content": self._content(prompt)}]}
-        status, data = self.post(payload)
+        status, data = self._post(payload)
         text = data.decode("utf-8", errors="replace")
         if status != 200:
             return JudgeReply.failed(axes, f"HTTP {status}", raw=text[:_SNIPPET])
