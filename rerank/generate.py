@@ -193,7 +193,9 @@ def _free_memory() -> None:
 def generate_missing(config: GenerateConfig, paths: RunPaths, log: RunLog, progress: Progress,
                      generator: Generator | None, counts: JobCounts) -> None:
     """Phase 1 (see the module docstring)."""
-    existing = {(v.instruction.id, v.seed): v for v in read_run(paths.root) if v.generator == config.generator}
+    # run.json guarantees one generator per directory, so (instruction, seed) names a candidate (the
+    # recorded generator name may differ from the registry name, e.g. a cmd: template's own name).
+    existing = {(v.instruction.id, v.seed): v for v in read_run(paths.root)}
     seeds = config.candidate_seeds()
     todo: list[tuple[Instruction, list[tuple[int, int]]]] = []
     for inst in config.instructions:

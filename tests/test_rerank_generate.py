@@ -303,3 +303,17 @@ def test_a_job_whose_every_candidate_failed_still_completes(tmp_path: Path, tiny
     assert result.counts.generation_failed == 4 and result.ranking.selected == []
     assert [r["rank"] for r in read_records(out / "ranking.jsonl")] == [None] * 4
     assert list((out / "top").iterdir()) == []
+
+
+RENAMED_SYNTH = Synth()
+#: A registry-built generator whose recorded name is not its registry name (like a cmd: template's).
+RENAMED = CallableGenerator(RENAMED_SYNTH, sample_rate=16000, name="renamed")
+
+
+def test_resume_with_a_generator_whose_name_differs_from_its_registry_name(tmp_path: Path, tiny_checkpoint: Path):
+    config = _config(tmp_path / "run", tiny_checkpoint, generator=f"py:{__name__}:RENAMED", n=2)
+    first = run_generate(config, console=_quiet())
+    assert first.counts.generated == 4 and {r["generator"] for r in first.ranking.records} == {"renamed"}
+    calls = len(RENAMED_SYNTH.calls)
+    again = run_generate(config, console=_quiet())
+    assert again.counts.reused == 4 and len(RENAMED_SYNTH.calls) == calls
