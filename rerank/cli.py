@@ -38,9 +38,9 @@ Prompts = Annotated[Optional[Path], typer.Option(
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerunning into it resumes).")]
 GeneratorName = Annotated[Optional[str], typer.Option(
     "--generator", "-g", rich_help_panel=_GEN,
-    help=f"Generator name (musicgen-small, stable-audio-open, py:module:fn, ...) [--tiny: {TINY_GENERATOR}].")]
+    help=f"Generator name (musicgen-small, stable-audio-open, py:module:fn, ...) (--tiny: {TINY_GENERATOR}).")]
 RewardOpt = Annotated[Optional[str], typer.Option(
-    "--reward", "-m", help="Reward model: hub id or folder [default: HaiwenXia/CMI-RM].")]
+    "--reward", "-m", help="Reward model: hub id or folder (default HaiwenXia/CMI-RM).")]
 Policy = Annotated[str, typer.Option(
     "--policy", rich_help_panel=_SEL,
     help="axis:musicality | weighted:alignment=0.5,musicality=0.5 | zsum | lex:alignment,tol=0.1 | pareto.")]
@@ -70,14 +70,14 @@ NumActors = Annotated[int, typer.Option("--num-actors", rich_help_panel=_POOL, h
 GpusPerActor = Annotated[float, typer.Option(
     "--num-gpus-per-actor", rich_help_panel=_POOL, help="GPUs per actor (fractions share a GPU).")]
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads-per-actor", rich_help_panel=_POOL, help="Torch threads per actor [default: CPUs / actors].")]
+    "--threads-per-actor", rich_help_panel=_POOL, help="Torch threads per actor (default CPUs / actors).")]
 ScoreBatch = Annotated[int, typer.Option(
     "--score-batch-size", rich_help_panel=_POOL, help="Candidates per scoring batch.")]
 InFlight = Annotated[int, typer.Option("--max-in-flight", rich_help_panel=_POOL, help="Batches queued per actor.")]
 RayAddress = Annotated[Optional[str], typer.Option(
     "--ray-address", rich_help_panel=_POOL, help="Join this Ray cluster.")]
 Device = Annotated[Optional[str], typer.Option(
-    "--device", help="cpu, cuda, cuda:1 ... for the generator and the scorers [default: cuda if available].")]
+    "--device", help="cpu, cuda, cuda:1 ... for the generator and the scorers (default cuda if available).")]
 MaxDur = Annotated[float, typer.Option("--max-dur", help="Seconds of each candidate that are scored.")]
 Tiny = Annotated[bool, typer.Option(
     "--tiny", help=f"Offline smoke run: tiny random generator ({TINY_GENERATOR}) and reward model; audio is noise.")]
@@ -190,9 +190,9 @@ def rerank(
     policy: Policy = DEFAULT_POLICY,
     minimums: Minimums = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", help="Where ranking.jsonl and top/ go [default: the run directory].")] = None,
+        "--out", "-o", help="Where ranking.jsonl and top/ go (default the run directory).")] = None,
     scorer: Annotated[Optional[str], typer.Option(
-        "--scorer", help="Rank by this scorer's records [default: the run's reward model].")] = None,
+        "--scorer", help="Rank by this scorer's records (default the run's reward model).")] = None,
 ) -> None:
     """Rerank the candidates of a run without generating or scoring: rewrites ranking.jsonl and top/."""
     if run.is_file() and run.name != MANIFEST:
@@ -225,7 +225,7 @@ def scaling(
         help="Reuse the candidates and scores of a `cmirm generate` directory (nothing is generated).")] = None,
     n_max: Annotated[Optional[int], typer.Option(
         "--n-max",
-        help="M: candidates per instruction (with --from: use the first M) [required with --prompts].")] = None,
+        help="M: candidates per instruction (with --from: use the first M; required with --prompts).")] = None,
     generator: GeneratorName = None,
     reward: RewardOpt = None,
     policy: Policy = DEFAULT_POLICY,
