@@ -41,6 +41,31 @@ def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
         yield record
 
 
+def read_json_lines(path: str | Path, nan_as_null: bool = False) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """Every JSON object of an input file with its line number, and ``file:line: problem`` for the rest.
+
+    For validating user-supplied JSONL (pairs, prompts, benchmark rows) where every bad line must be
+    reported at once. ``nan_as_null`` reads NaN/Infinity literals as null.
+    """
+    path = Path(path)
+    rows, problems = [], []
+    parse_constant = (lambda _: None) if nan_as_null else None
+    with path.open("r", encoding="utf-8") as fh:
+        for lineno, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text, parse_constant=parse_constant)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
+                continue
+            if not isinstance(value, dict):
+                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
+                continue
+            rows.append((lineno, value))
+    return rows, problems
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """All complete records of ``path`` as a list."""
     return list(iter_records(path))

@@ -25,6 +25,7 @@ from typing import Any, Literal, Mapping
 
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import Instruction
+from cmirm_plugin.manifest import read_json_lines
 from train.bench import schema as S
 from train.bench.dataset import resolve_path
 from train.bench.labels import normalise_label
@@ -142,25 +143,6 @@ def parse_pair(line: int, row: Mapping[str, Any], root: Path) -> tuple[Preferenc
                           confidences=confidences, modality=modality, split=row.get(S.SPLIT)), []
 
 
-def _json_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    """Every JSON object of the file with its line number, and ``line: problem`` for the other lines."""
-    rows, problems = [], []
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(value, dict):
-                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
-                continue
-            rows.append((lineno, value))
-    return rows, problems
-
-
 def load_pairs(path: str | Path, root: str | Path | None = None, skip_invalid: bool = False) -> PairSet:
     """Read and validate every line of ``path``; paths are relative to ``root`` (default: the file's folder).
 
@@ -174,7 +156,7 @@ def load_pairs(path: str | Path, root: str | Path | None = None, skip_invalid: b
     root = Path(root) if root is not None else path.parent
     if not root.is_dir():
         raise PairDataError(f"'{root}': dataset root is not a directory")
-    rows, problems = _json_lines(path)
+    rows, problems = read_json_lines(path)
     bad_lines = len(problems)
     pairs = []
     for lineno, row in rows:

@@ -10,13 +10,13 @@ paths are joined to the dataset root and normalised, absolute paths are kept, em
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.manifest import read_json_lines
 from train.bench import schema as S
 from train.bench.errors import DatasetError
 
@@ -72,26 +72,6 @@ def resolve_path(value: Any, root: str | Path) -> Path | None:
     return Path(value) if os.path.isabs(value) else Path(os.path.normpath(os.path.join(root, value)))
 
 
-def _parse_lines(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    """Every JSON object of the file with its line number, and the lines that are not one."""
-    rows, problems = [], []
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                # NaN/Infinity literals become null, so results.jsonl stays strict JSON.
-                value = json.loads(text, parse_constant=lambda _: None)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(value, dict):
-                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
-                continue
-            rows.append((lineno, value))
-    return rows, problems
-
-
 def _row_problems(data: Mapping[str, Any], subset: str | None) -> list[str]:
     """What makes one row unusable, as ``field 'x': problem`` strings."""
     problems = []
@@ -125,7 +105,7 @@ def load_benchmark(path: str | Path, root: str | Path, *, split: str | None = "t
         raise ConfigError(f"unknown subset {subset!r}; expected one of {', '.join(S.SUBSETS)} or all")
     if not path.is_file():
         raise DatasetError(f"'{path}': benchmark file not found")
-    parsed, problems = _parse_lines(path)
+    parsed, problems = read_json_lines(path, nan_as_null=True)
     rows = []
     for lineno, data in parsed:
         if split is not None and data.get(S.SPLIT) != split:

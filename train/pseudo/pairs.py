@@ -11,12 +11,12 @@ instruction): it keys resuming, and it is the key training's seeded held-out spl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from cmirm_plugin.records import AXES
+from cmirm_plugin.manifest import read_json_lines
 from train.bench import schema as S
 from train.data import LABEL_FIELDS, Label, PairDataError, PreferencePair, parse_pair
 from train.pseudo.consistency import Order
@@ -54,24 +54,6 @@ class UnlabeledSet:
     duplicate_lines: list[int]
 
 
-def _rows(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    rows, problems = [], []
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
-                continue
-            if not isinstance(value, dict):
-                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
-                continue
-            rows.append((lineno, value))
-    return rows, problems
-
-
 def load_unlabeled_pairs(path: str | Path, root: str | Path | None = None) -> UnlabeledSet:
     """Read and validate every line of ``path`` (clip paths relative to ``root``, default the file's folder).
 
@@ -84,7 +66,7 @@ def load_unlabeled_pairs(path: str | Path, root: str | Path | None = None) -> Un
     root = Path(root if root is not None else path.parent).resolve()
     if not root.is_dir():
         raise PairDataError(f"'{root}': dataset root is not a directory")
-    rows, problems = _rows(path)
+    rows, problems = read_json_lines(path)
     pairs: dict[str, UnlabeledPair] = {}
     duplicates = []
     for lineno, row in rows:
