@@ -21,7 +21,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterator, List, Literal, Sequence
+from typing import Any, List, Literal, Sequence
 
 import numpy as np
 import torch

@@ -23,7 +23,7 @@ import math
 import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -67,6 +67,19 @@ def check_scores(scores: np.ndarray | Sequence[Sequence[float]], name: str = "sc
     return array
 
 
+def positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (bools and floats are refused), or an error naming ``name``."""
+    if isinstance(value, bool):
+        raise CmirmError(f"{name} must be an integer >= 1, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise CmirmError(f"{name} must be an integer >= 1, got {value!r}") from None
+    if value < 1:
+        raise CmirmError(f"{name} must be >= 1, got {name}={value}")
+    return value
+
+
 def check_k(k: int, n: int, *, allow_fewer: bool = False) -> int:
     """Validate a top-k request against a pool of ``n`` candidates and return ``k`` as an int.
 
@@ -74,14 +87,7 @@ def check_k(k: int, n: int, *, allow_fewer: bool = False) -> int:
     generated is usually a mistake) unless ``allow_fewer`` is set, in which case the selection
     simply returns all ``n``.
     """
-    if isinstance(k, bool):
-        raise CmirmError(f"k must be an integer >= 1, got {k!r}")
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise CmirmError(f"k must be an integer >= 1, got {k!r}") from None
-    if k < 1:
-        raise CmirmError(f"k must be >= 1, got k={k}")
+    k = positive_int(k, "k")
     if k > n and not allow_fewer:
         raise CmirmError(f"k={k} exceeds the pool size N={n}; use k <= {n} or allow_fewer=True to take all {n}")
     return k

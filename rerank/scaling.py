@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import json
-import operator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -41,7 +40,7 @@ from scipy.special import gammaln
 
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import AXES, MODALITIES
-from rerank.policies import Policy, check_scores, group_by_instruction, order_desc
+from rerank.policies import Policy, check_scores, group_by_instruction, order_desc, positive_int
 
 #: What a curve row reports: each score axis of the selected candidates, and the policy's composite.
 CURVE_AXES = (*AXES, "composite")
@@ -60,21 +59,9 @@ CURVE_COLUMNS = (
 # Exact order-statistics estimators
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise CmirmError(f"{name} must be an integer >= 1, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise CmirmError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if value < 1:
-        raise CmirmError(f"{name} must be >= 1, got {name}={value}")
-    return value
-
-
 def n_grid(m: int) -> list[int]:
     """The N values of a curve over a pool of ``m``: powers of two up to ``m``, plus ``m`` itself."""
-    m = _positive_int(m, "pool size m")
+    m = positive_int(m, "pool size m")
     grid = [2**e for e in range(m.bit_length()) if 2**e <= m]
     return grid if grid[-1] == m else [*grid, m]
 
@@ -105,7 +92,7 @@ def inclusion_weights(m: int, n: int, k: int = 1) -> np.ndarray:
     ``w_k(p) = sum_{i<k} C(p, i) C(m-1-p, n-1-i) / C(m, n)``; for ``k = 1``, ``C(m-1-p, n-1) / C(m, n)``.
     Requires ``1 <= k <= n <= m``. The returned array is read-only (results are cached).
     """
-    m, n, k = _positive_int(m, "m"), _positive_int(n, "n"), _positive_int(k, "k")
+    m, n, k = positive_int(m, "m"), positive_int(n, "n"), positive_int(k, "k")
     if n > m:
         raise CmirmError(f"n={n} exceeds the pool size m={m}")
     if k > n:
@@ -154,7 +141,7 @@ def expected_best_of_n(select: np.ndarray, evaluate: np.ndarray, n: int) -> floa
 def _check_bootstrap(n_boot: int, ci: float) -> int:
     if not 0 < ci < 1:
         raise CmirmError(f"ci must be a level strictly between 0 and 1 (e.g. 0.95), got ci={ci}")
-    return _positive_int(n_boot, "n_boot")
+    return positive_int(n_boot, "n_boot")
 
 
 def bootstrap_ci(
@@ -249,13 +236,13 @@ def _check_grid(
     m_min = len(groups[smallest])
     if ns is None:
         ns = n_grid(m_min)
-    ns = sorted({_positive_int(n, "N") for n in ns})
+    ns = sorted({positive_int(n, "N") for n in ns})
     if not ns:
         raise CmirmError("ns is empty: give at least one N")
     if ns[-1] > m_min:
         raise CmirmError(f"N={ns[-1]} exceeds the pool of instruction {smallest!r} ({m_min} candidates); "
                          f"every instruction needs N <= its pool size")
-    ks = sorted({_positive_int(k, "k") for k in ks})
+    ks = sorted({positive_int(k, "k") for k in ks})
     if not ks:
         raise CmirmError("ks is empty: give at least one k")
     if ks[-1] > ns[-1]:

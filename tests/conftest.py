@@ -42,3 +42,12 @@ def parity_hub(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(PARITY / "hf_home" / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return PARITY
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and spinning threads on a busy 2-core machine cost a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

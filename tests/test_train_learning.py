@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from cmirm_plugin.model.loading import build_model
 from cmirm_plugin.model.tiny import build_tiny_towers, tiny_config
@@ -30,12 +29,7 @@ from train.trainer import train_reward_model
 EPOCHS, BATCH = 8, 16      # 400 training pairs: 25 steps per epoch, 200 steps in all
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

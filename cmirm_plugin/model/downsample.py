@@ -7,7 +7,6 @@ output window is valid when any token in it is. Parameter names follow the relea
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

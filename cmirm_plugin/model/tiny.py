@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from cmirm_plugin.model.config import CMIRMConfig
 from cmirm_plugin.model.loading import WEIGHTS_NAME, model_to_hub_keys
-from cmirm_plugin.model.mulan import MuLanAudioTower, MuLanConfig, MuLanTextTower, MuLanTransformerConfig
+from cmirm_plugin.model.mulan import MuLanAudioTower, MuLanConfig, MuLanTextTower
 from cmirm_plugin.model.muq import MuQConfig
 
 TINY_DIM = 32
