@@ -67,6 +67,12 @@ class MagnetParams(GenerationParams):
         return {**dataclasses.asdict(self), "decoding_steps": list(self.decoding_steps)}
 
 
+def _require_single(name: str, batch_size: int | None) -> None:
+    if batch_size not in (None, 1):
+        raise ConfigError(f"generator '{name}' samples from the global RNG, so batched candidates would not "
+                          f"be reproducible from their seeds; use batch_size=1, got {batch_size}")
+
+
 class AudiocraftGenerator(Generator):
     """An audiocraft ``MusicGen`` or ``MAGNeT`` model behind the `Generator` contract."""
 
@@ -83,9 +89,12 @@ class AudiocraftGenerator(Generator):
 
     @classmethod
     def from_pretrained(cls, id_or_path: str = "facebook/musicgen-small", *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None, name: str | None = None) -> "AudiocraftGenerator":
+                        dtype: torch.dtype | None = None, name: str | None = None,
+                        batch_size: int = 1) -> "AudiocraftGenerator":
         """Load ``facebook/musicgen-*`` / ``facebook/magnet-*`` or a local directory holding
-        ``state_dict.bin`` + ``compression_state_dict.bin`` (audiocraft's export format)."""
+        ``state_dict.bin`` + ``compression_state_dict.bin`` (audiocraft's export format).
+        ``batch_size`` is accepted for a uniform signature and must be 1."""
+        _require_single(name or str(id_or_path), batch_size)
         if dtype is not None:
             raise ConfigError("the audiocraft backend picks its own dtype (float32 on CPU, float16 on GPU); "
                               f"got dtype={dtype}")
@@ -101,9 +110,7 @@ class AudiocraftGenerator(Generator):
     def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
                batch_size: int | None = None, **params: Any):
         """As `Generator.sample`, but one seed at a time (audiocraft samples from the global RNG)."""
-        if batch_size not in (None, 1):
-            raise ConfigError(f"generator '{self.name}' samples from the global RNG, so batched candidates "
-                              f"would not be reproducible from their seeds; use batch_size=1, got {batch_size}")
+        _require_single(self.name, batch_size)
         return super().sample(instruction, seeds, duration, batch_size=1, **params)
 
     def _set_params(self, params: GenerationParams, duration: float) -> None:

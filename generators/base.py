@@ -216,7 +216,7 @@ class Generator(ABC):
         record = {"duration": duration, **typed.to_dict()}
         result = GenerationResult()
         for chunk in batches(seeds, size):
-            for seed, outcome in zip(chunk, self._run_batch(instruction, chunk, duration, typed)):
+            for seed, outcome in zip(chunk, self._run_batch(instruction, chunk, duration, typed), strict=True):
                 self._collect(result, instruction, seed, outcome, duration, record)
         return result
 
@@ -262,4 +262,5 @@ class Generator(ABC):
         """Generate one outcome per seed, each from that seed's randomness only."""
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, sample_rate={self.sample_rate}, inputs={sorted(self.inputs)})"
+        return (f"{type(self).__name__}(name={self.name!r}, sample_rate={self.sample_rate}, "
+                f"inputs={sorted(self.inputs)})")

@@ -34,11 +34,11 @@ import shlex
 import signal
 import subprocess
 import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import tomllib
 import yaml
 
 from cmirm_plugin.audio import Audio
@@ -188,14 +188,16 @@ class CommandTemplate:
         per_seed = {"seed", "output"}
         used = {m for args in groups.values() for arg in args for m in _PLACEHOLDER.findall(arg)}
         if self.per_batch and used & per_seed:
-            raise ConfigError(f"{where}: a per_batch command gets {{seeds}} and {{output_dir}}, not {sorted(used & per_seed)}")
+            raise ConfigError(f"{where}: a per_batch command gets {{seeds}} and {{output_dir}}, "
+                              f"not {sorted(used & per_seed)}")
 
     def params_type(self) -> type[GenerationParams]:
         """A frozen dataclass of this template's params, type-checked against their defaults."""
         def post_init(obj: GenerationParams) -> None:
             for f in dataclasses.fields(obj):
                 value, default = getattr(obj, f.name), self.params[f.name]
-                ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
+                bool_mismatch = isinstance(value, bool) and not isinstance(default, bool)
+                ok = isinstance(value, type(default)) and not bool_mismatch
                 ok = ok or (isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool))
                 check(ok, f.name, value, f"a {type(default).__name__} (template '{self.name}')")
 
@@ -256,7 +258,8 @@ class CommandGenerator(Generator):
         self.params_type = self.template.params_type()
         self.batch_size = batch_size
 
-    def _values(self, instruction: Instruction, work: Path, duration: float, params: GenerationParams) -> dict[str, str]:
+    def _values(self, instruction: Instruction, work: Path, duration: float,
+                params: GenerationParams) -> dict[str, str]:
         """Placeholder values shared by every run of one batch (input files are written once)."""
         text_file, lyrics_file = work / "text.txt", work / "lyrics.txt"
         text_file.write_text(instruction.text or "", encoding="utf-8")

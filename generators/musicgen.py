@@ -23,7 +23,6 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError
 from cmirm_plugin.records import Instruction
 from generators.base import Generator

@@ -37,7 +37,8 @@ class FreeParams(GenerationParams):
             try:
                 json.dumps(value, allow_nan=False)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"parameter '{key}' must be JSON-serialisable (it is recorded), got {value!r}") from exc
+                raise ConfigError(f"parameter '{key}' must be JSON-serialisable (it is recorded), "
+                                  f"got {value!r}") from exc
         object.__setattr__(self, "_values", dict(values))
 
     @classmethod
@@ -91,10 +92,11 @@ class CallableGenerator(Generator):
     trims_to_duration = False  # the function owns its output length
 
     def __init__(self, fn: GenerationFn, *, sample_rate: int | None = None, inputs: Iterable[str] | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, batch_size: int = 1) -> None:
         if not callable(fn):
             raise ConfigError(f"CallableGenerator needs a callable, got {type(fn).__name__}")
         self.fn = fn
+        self.batch_size = batch_size  # seeds per `_generate` call; the function still runs once per seed
         self.name = name or f"py:{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
         rate = sample_rate if sample_rate is not None else getattr(fn, "sample_rate", None)
         if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:

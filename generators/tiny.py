@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from cmirm_plugin.errors import ConfigError
+
 if TYPE_CHECKING:  # heavy optional imports stay lazy
     from diffusers import StableAudioPipeline
     from transformers import (
@@ -46,7 +48,8 @@ def tiny_t5_tokenizer() -> "PreTrainedTokenizerFast":
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "</s>", "<unk>"]
-    pieces = [f"\u2581{w}" for w in _WORDS] + ["\u2581"] + list(string.ascii_lowercase + string.digits + string.punctuation)
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    pieces = [f"\u2581{w}" for w in _WORDS] + ["\u2581"] + chars
     vocab = [(tok, 0.0) for tok in specials] + [(p, -float(len(p))) for p in dict.fromkeys(pieces)]
     tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
     tok.normalizer = None
@@ -54,8 +57,8 @@ def tiny_t5_tokenizer() -> "PreTrainedTokenizerFast":
     tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
                                                        special_tokens=[("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=128,
-                                   model_input_names=["input_ids", "attention_mask"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=128, model_input_names=["input_ids", "attention_mask"])
 
 
 def _tiny_sub_configs(vocab_size: int, decoder_config_cls: type) -> tuple:
@@ -91,14 +94,20 @@ def _finish_musicgen(model: torch.nn.Module) -> None:
 
 def tiny_musicgen(seed: int = 0) -> tuple["MusicgenForConditionalGeneration", "MusicgenProcessor"]:
     """A tiny random MusicGen (32 kHz mono, 50 frames/s) and its processor."""
-    from transformers import (EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration, MusicgenProcessor)
+    from transformers import (
+        EncodecFeatureExtractor,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+    )
 
     tokenizer = tiny_t5_tokenizer()
     text, audio, decoder = _tiny_sub_configs(len(tokenizer), MusicgenDecoderConfig)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder))
+        config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
+        model = MusicgenForConditionalGeneration(config)
         _finish_musicgen(model)
     extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=TINY_MUSICGEN_SAMPLE_RATE, padding_value=0.0)
     return model.eval(), MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
@@ -106,12 +115,18 @@ def tiny_musicgen(seed: int = 0) -> tuple["MusicgenForConditionalGeneration", "M
 
 def tiny_musicgen_melody(seed: int = 0) -> tuple["MusicgenMelodyForConditionalGeneration", "MusicgenMelodyProcessor"]:
     """A tiny random MusicGen-Melody (chroma conditioning, 32 kHz mono) and its processor."""
-    from transformers import (MusicgenMelodyConfig, MusicgenMelodyDecoderConfig, MusicgenMelodyFeatureExtractor,
-                              MusicgenMelodyForConditionalGeneration, MusicgenMelodyProcessor)
+    from transformers import (
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyFeatureExtractor,
+        MusicgenMelodyForConditionalGeneration,
+        MusicgenMelodyProcessor,
+    )
 
     tokenizer = tiny_t5_tokenizer()
     text, audio, decoder = _tiny_sub_configs(len(tokenizer), MusicgenMelodyDecoderConfig)
-    config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder, num_chroma=12, chroma_length=235)
+    config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder, num_chroma=12,
+                                  chroma_length=235)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenMelodyForConditionalGeneration(config)
@@ -122,8 +137,13 @@ def tiny_musicgen_melody(seed: int = 0) -> tuple["MusicgenMelodyForConditionalGe
 
 def tiny_stable_audio(seed: int = 0) -> "StableAudioPipeline":
     """A tiny random Stable Audio pipeline (44.1 kHz stereo, at most 512 latents x 128 = ~1.49 s per clip)."""
-    from diffusers import (AutoencoderOobleck, CosineDPMSolverMultistepScheduler, StableAudioDiTModel,
-                           StableAudioPipeline, StableAudioProjectionModel)
+    from diffusers import (
+        AutoencoderOobleck,
+        CosineDPMSolverMultistepScheduler,
+        StableAudioDiTModel,
+        StableAudioPipeline,
+        StableAudioProjectionModel,
+    )
     from transformers import T5Config, T5EncoderModel
 
     tokenizer = tiny_t5_tokenizer()
@@ -159,7 +179,7 @@ def save_tiny(kind: str, path: str | Path, seed: int = 0) -> Path:
         model.save_pretrained(path, safe_serialization=True)
         processor.save_pretrained(path)
     else:
-        raise ValueError(f"unknown tiny model kind {kind!r}; expected one of musicgen, musicgen-melody, stable-audio")
+        raise ConfigError(f"unknown tiny model kind {kind!r}; expected musicgen, musicgen-melody or stable-audio")
     return path
 
 

@@ -6,7 +6,6 @@ Skipped (with the reason) where the optional audiocraft package does not import;
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import pytest

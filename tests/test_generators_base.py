@@ -9,8 +9,16 @@ import torch
 
 from cmirm_plugin import CmirmError, ConfigError, Instruction, ManifestWriter, read_records
 from cmirm_plugin.testing import sine
-from generators import (CandidateError, CandidateFailure, GenerationResult, Generator, LMParams,
-                        UnsupportedInputError, build_generator, known_generators)
+from generators import (
+    CandidateError,
+    CandidateFailure,
+    GenerationResult,
+    Generator,
+    LMParams,
+    UnsupportedInputError,
+    build_generator,
+    known_generators,
+)
 from generators.params import DiffusionParams
 from generators.sampling import PerRowSampler, filter_logits, seeded_generators
 
@@ -38,7 +46,8 @@ class NoiseGenerator(Generator):
             wave = torch.randn(1, int(duration * self.sample_rate) + 100, generator=torch.Generator().manual_seed(seed))
             if seed in self.nan:
                 wave[0, 5] = float("nan")
-            outs.append(CandidateError("exception", "bad seed", "stderr line 1\nlast line") if seed in self.fail else wave)
+            failed = CandidateError("exception", "bad seed", "stderr line 1\nlast line")
+            outs.append(failed if seed in self.fail else wave)
         return outs
 
 
@@ -85,7 +94,8 @@ def test_bad_duration(duration):
 
 
 @pytest.mark.parametrize("seeds, needle", [
-    ([], "empty"), ([1, 1, 2], "repeated: [1]"), ([-1], "'seed'"), ([1.5], "'seed'"), ("12", "list"), ([2**63], "'seed'"),
+    ([], "empty"), ([1, 1, 2], "repeated: [1]"), ([-1], "'seed'"), ([1.5], "'seed'"), ("12", "list"),
+    ([2**63], "'seed'"),
 ])
 def test_bad_seeds(seeds, needle):
     with pytest.raises(ConfigError) as err:
@@ -176,7 +186,8 @@ def test_per_row_sampler_draws_each_candidate_from_its_own_seed():
     assert torch.equal(draw([1, 5, 9], logits)[1], alone[0])
     assert torch.equal(draw([5, 2], logits[:4])[0], alone[0])
     # With guidance the conditional rows sit over the unconditional ones; both halves come back equal.
-    guided = PerRowSampler(seeded_generators([5]), 2, LMParams(top_k=0, guidance_scale=1.0))(None, torch.cat([logits[:2]] * 2))
+    unguided = PerRowSampler(seeded_generators([5]), 2, LMParams(top_k=0, guidance_scale=1.0))
+    guided = unguided(None, torch.cat([logits[:2]] * 2))
     assert torch.equal(guided[:2], guided[2:]) and torch.equal(guided[:2].argmax(-1), alone[0])
     with pytest.raises(RuntimeError, match="expected 2 or 4 rows"):
         PerRowSampler(seeded_generators([5]), 2, params)(None, logits)

@@ -45,7 +45,8 @@ TOOL = textwrap.dedent("""
             return
         lyrics = open(a.lyrics_file).read() if a.lyrics_file else ""
         key = int(hashlib.sha1(f"{a.text}|{lyrics}|{a.ref}".encode()).hexdigest()[:6], 16)
-        wave = 0.1 * np.random.default_rng([seed, key]).standard_normal(0 if mode == "empty" else int(a.duration * 16000))
+        n = 0 if mode == "empty" else int(a.duration * 16000)
+        wave = 0.1 * np.random.default_rng([seed, key]).standard_normal(n)
         if mode == "nan":
             wave[3] = np.nan
         sf.write(path, wave.astype("float32"), 16000, subtype="FLOAT")
@@ -152,8 +153,8 @@ def test_per_batch_mode(tmp_path, tool):
 
 def test_optional_arguments_and_reference_audio(tmp_path, tool):
     log = tmp_path / "argv.jsonl"
-    template = write_template(tmp_path, tool, inputs=["text", "lyrics", "ref_audio"], when={"ref_audio": "--ref {ref_audio}"},
-                              env={"ARGV_LOG": str(log)})
+    template = write_template(tmp_path, tool, inputs=["text", "lyrics", "ref_audio"],
+                              when={"ref_audio": "--ref {ref_audio}"}, env={"ARGV_LOG": str(log)})
     gen = CommandGenerator(template)
     ref_file = sine(seconds=0.2).save(tmp_path / "ref.flac")
     with_ref = gen.sample(Instruction(text="x", lyrics="y", ref_audio=str(ref_file)), [1], 0.2)
@@ -168,10 +169,11 @@ def test_optional_arguments_and_reference_audio(tmp_path, tool):
 
 def test_output_glob_finds_the_file_the_tool_named(tmp_path, tool):
     args = [sys.executable, str(tool), "--seed", "{seed}", "--out-dir", "{output_dir}", "--name"]
-    one = CommandGenerator(write_template(tmp_path, tool, command=args + ["song_{seed}_mixed.wav"], output="*_mixed.wav",
-                                          params={}))
+    one = CommandGenerator(write_template(tmp_path, tool, command=args + ["song_{seed}_mixed.wav"],
+                                          output="*_mixed.wav", params={}))
     assert not one.sample(Instruction(text="x"), [4], 0.2).failures
-    none = CommandGenerator(write_template(tmp_path, tool, command=args + ["other.wav"], output="*_mixed.wav", params={}))
+    none = CommandGenerator(write_template(tmp_path, tool, command=args + ["other.wav"], output="*_mixed.wav",
+                                           params={}))
     (failure,) = none.sample(Instruction(text="x"), [4], 0.2).failures
     assert failure.kind == "no_output" and "found nothing" in failure.message
 
@@ -215,7 +217,8 @@ def test_template_errors_name_file_and_field(tmp_path, tool, overrides, needle):
 
 
 def test_json_and_toml_templates_and_the_registry(tmp_path, tool):
-    data = {"command": f"{sys.executable} {tool} --seed {{seed}} --out {{output}}", "inputs": ["text"], "sample_rate": 16000}
+    data = {"command": f"{sys.executable} {tool} --seed {{seed}} --out {{output}}", "inputs": ["text"],
+            "sample_rate": 16000}
     (tmp_path / "t.json").write_text(json.dumps(data))
     (tmp_path / "t.toml").write_text(f'command = "{data["command"]}"\ninputs = ["text"]\nsample_rate = 16000\n')
     for name in ("t.json", "t.toml"):
