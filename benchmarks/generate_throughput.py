@@ -13,7 +13,7 @@ difference between a batched candidate and the same seed generated alone (0 mean
 see generators/musicgen.py for why batched CPU kernels round differently).
 
 Usage: python benchmarks/generate_throughput.py [--configs tiny-musicgen small-musicgen]
-       [--candidates 8] [--seconds 1.0] [--device cpu] [--repeats 2]
+       [--candidates 8] [--seconds 1.0] [--device cpu] [--repeats 2] [--threads N]
 """
 
 from __future__ import annotations
@@ -100,7 +100,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="clip length (tiny Stable Audio: at most 1.48)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per mode; the fastest counts")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is steadier on a busy machine: idle threads spin-wait)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"N={args.candidates} candidates of {args.seconds:g} s on {args.device} "
           f"({torch.get_num_threads()} torch threads)")

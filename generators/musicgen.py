@@ -33,6 +33,7 @@ from generators.sampling import PerRowSampler, seeded_generators
 class _TransformersMusicGen(Generator):
     """What both transformers MusicGens share: loading, frame arithmetic, the sampling call."""
 
+    inputs = frozenset({"text", "ref_audio"})  # what the reference means differs per subclass
     params_type: ClassVar[type[LMParams]] = LMParams
     model_class_name: ClassVar[str]
     default_model: ClassVar[str]
@@ -107,7 +108,6 @@ class _TransformersMusicGen(Generator):
 class MusicGenGenerator(_TransformersMusicGen):
     """MusicGen: text, and a reference clip continued as an audio prompt (``prompt_seconds`` of it)."""
 
-    inputs = frozenset({"text", "ref_audio"})
     model_class_name = "MusicgenForConditionalGeneration"
     default_model = "facebook/musicgen-small"
 
@@ -131,7 +131,6 @@ class MusicGenGenerator(_TransformersMusicGen):
 class MusicGenMelodyGenerator(_TransformersMusicGen):
     """MusicGen-Melody: text, and a reference clip whose chroma conditions the melody."""
 
-    inputs = frozenset({"text", "ref_audio"})
     model_class_name = "MusicgenMelodyForConditionalGeneration"
     default_model = "facebook/musicgen-melody"
 
