@@ -190,12 +190,24 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _check_same_instructions(instructions: Sequence[Instruction], views: Sequence[CandidateView]) -> None:
+    """Refuse an instruction whose id the directory already holds with other content (an edited prompts line)."""
+    recorded = {v.instruction.id: v.instruction for v in views}
+    for inst in instructions:
+        old = recorded.get(inst.id)
+        if old is not None and old.to_dict() != inst.to_dict():
+            raise ConfigError(f"instruction {inst.id!r} was {old.to_dict()} when this directory's candidates were "
+                              f"made, now {inst.to_dict()}; give it a new id or use another --out")
+
+
 def generate_missing(config: GenerateConfig, paths: RunPaths, log: RunLog, progress: Progress,
                      generator: Generator | None, counts: JobCounts) -> None:
     """Phase 1 (see the module docstring)."""
     # run.json guarantees one generator per directory, so (instruction, seed) names a candidate (the
     # recorded generator name may differ from the registry name, e.g. a cmd: template's own name).
-    existing = {(v.instruction.id, v.seed): v for v in read_run(paths.root)}
+    views = read_run(paths.root)
+    existing = {(v.instruction.id, v.seed): v for v in views}
+    _check_same_instructions(config.instructions, views)
     seeds = config.candidate_seeds()
     todo: list[tuple[Instruction, list[tuple[int, int]]]] = []
     for inst in config.instructions:

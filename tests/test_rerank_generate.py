@@ -317,3 +317,12 @@ def test_resume_with_a_generator_whose_name_differs_from_its_registry_name(tmp_p
     calls = len(RENAMED_SYNTH.calls)
     again = run_generate(config, console=_quiet())
     assert again.counts.reused == 4 and len(RENAMED_SYNTH.calls) == calls
+
+
+def test_an_edited_instruction_with_the_same_id_is_refused(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    run_generate(_config(out, tiny_checkpoint, n=1), generator=_generator(Synth()), console=_quiet())
+    edited = [Instruction(text="calm piano"), Instruction(text="punk", id="rock")]
+    with pytest.raises(ConfigError, match="instruction 'rock' was .*'text': 'rock'.* now .*'text': 'punk'"):
+        run_generate(_config(out, tiny_checkpoint, n=1, instructions=edited), generator=_generator(Synth()),
+                     console=_quiet())
