@@ -7,12 +7,12 @@ every bad line is reported with its number, field and value in one error.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from cmirm_plugin.errors import CmirmError, ConfigError
+from cmirm_plugin.manifest import read_json_lines
 from cmirm_plugin.records import Instruction
 
 #: Fields of a prompts-file line.
@@ -35,10 +35,8 @@ def cli_instruction(text: str | None, lyrics: str | None = None, ref_audio: str 
     return Instruction(text=inst.text, lyrics=inst.lyrics, ref_audio=str(Path(str(inst.ref_audio)).resolve()))
 
 
-def _line_instruction(data: Any, base: Path) -> Instruction:
+def _line_instruction(data: dict[str, Any], base: Path) -> Instruction:
     """One prompts-file line as an instruction; raises `CmirmError` naming the field and value."""
-    if not isinstance(data, dict):
-        raise CmirmError(f"expected a JSON object with fields {', '.join(PROMPT_FIELDS)}, got {type(data).__name__}")
     unknown = sorted(set(data) - set(PROMPT_FIELDS))
     if unknown:
         raise CmirmError(f"unknown field(s) {', '.join(map(repr, unknown))}; expected {', '.join(PROMPT_FIELDS)}")
@@ -70,17 +68,12 @@ def load_prompts(path: str | Path) -> list[Instruction]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"'{path}': prompts file not found")
-    errors: list[str] = []
+    rows, errors = read_json_lines(path)
     instructions: list[Instruction] = []
     seen: dict[str, int] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, data in rows:
         try:
-            inst = _line_instruction(json.loads(line), path.parent)
-        except json.JSONDecodeError as exc:
-            errors.append(f"{path}:{lineno}: not valid JSON ({exc.msg})")
-            continue
+            inst = _line_instruction(data, path.parent)
         except CmirmError as exc:
             errors.append(f"{path}:{lineno}: {exc}")
             continue
@@ -90,6 +83,7 @@ def load_prompts(path: str | Path) -> list[Instruction]:
             continue
         seen[inst.id] = lineno
         instructions.append(inst)
+    errors.sort(key=lambda message: int(message[len(str(path)) + 1:].split(":", 1)[0]))
     if errors:
         more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
         raise ConfigError(f"{len(errors)} invalid line(s) in the prompts file:\n  "
