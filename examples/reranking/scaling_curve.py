@@ -41,7 +41,7 @@ def saved_run_curve(out: Path) -> Path:
                          reward=resolve_reward(None, tiny=True), n=8, k=2, duration=0.5, gen_batch_size=8)
     run_generate(run)
     result = run_scaling(ScalingConfig(out=out / "curves", policy="zsum", source=run.out, ks=(1, 2), n_boot=500))
-    return result.files[2]   # curve.png (after curve.csv and curve.json)
+    return next(path for path in result.files if path.name == "curve.png")
 
 
 def synthetic_scores(n_instructions: int = 200, m: int = 64, seed: int = 0):
