@@ -230,7 +230,7 @@ def test_json_and_toml_templates_and_the_registry(tmp_path, tool):
 
 
 def test_shipped_templates_are_valid():
-    root = Path(__file__).resolve().parents[1] / "examples" / "generators"
+    root = Path(__file__).resolve().parents[1] / "examples" / "generator_templates"
     templates = sorted(root.glob("*.yaml"))
     assert len(templates) >= 2
     for path in templates:
@@ -239,11 +239,11 @@ def test_shipped_templates_are_valid():
 
 
 def test_seeding_shim_makes_a_seedless_script_reproducible(tmp_path):
-    """examples/generators/seeded.py seeds the global RNGs of a tool that has no --seed flag."""
+    """examples/generator_templates/seeded.py seeds the global RNGs of a tool that has no --seed flag."""
     script = tmp_path / "seedless.py"
     script.write_text("import sys, numpy as np, soundfile as sf\n"
                       "sf.write(sys.argv[1], (0.1 * np.random.standard_normal(1600)).astype('float32'), 16000)\n")
-    shim = Path(__file__).resolve().parents[1] / "examples" / "generators" / "seeded.py"
+    shim = Path(__file__).resolve().parents[1] / "examples" / "generator_templates" / "seeded.py"
     template = tmp_path / "seedless.yaml"
     template.write_text(yaml.safe_dump({"command": [sys.executable, str(shim), "{seed}", str(script), "{output}"],
                                         "inputs": ["text"], "sample_rate": 16000}))
