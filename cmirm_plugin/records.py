@@ -151,7 +151,12 @@ class Candidate:
     @property
     def id(self) -> str:
         """A stable, file-name-safe identifier."""
-        return f"{self.instruction_id}_{self.generator.replace('/', '-').replace(':', '-')}_s{self.seed}"
+        return self.make_id(self.instruction_id, self.generator, self.seed)
+
+    @staticmethod
+    def make_id(instruction_id: str, generator: str, seed: int) -> str:
+        """The id of candidate (instruction, generator, seed), also for one that failed and has no audio."""
+        return f"{instruction_id}_{generator.replace('/', '-').replace(':', '-')}_s{seed}"
 
     def to_dict(self, audio_path: str | None = None) -> dict[str, Any]:
         """The manifest record (the waveform itself lives in ``audio_path``)."""

@@ -34,9 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-import torch
 
-from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import ManifestError
 from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.records import Candidate, Instruction, Scores
@@ -82,12 +80,6 @@ class RunPaths:
         return self.candidates / f"{candidate_id}.wav"
 
 
-def candidate_id(instruction_id: str, generator: str, seed: int) -> str:
-    """`Candidate.id` of a candidate that has no audio (a failed one); the one id rule stays in `Candidate`."""
-    placeholder = Audio(torch.zeros(1, 1), 1)
-    return Candidate(placeholder, instruction_id, generator, seed).id
-
-
 def instruction_record(instruction: Instruction) -> dict[str, Any]:
     """The instruction as stored in every candidate record: its dict plus its modality."""
     return {**instruction.to_dict(), "modality": instruction.modality}
@@ -107,7 +99,7 @@ def candidate_record(candidate: Candidate, instruction: Instruction, index: int,
 def failure_record(failure: CandidateFailure, instruction: Instruction, index: int) -> dict[str, Any]:
     """The manifest record of a candidate whose generation failed."""
     fields = {key: value for key, value in failure.to_dict().items() if key != "status"}
-    return {"record": "generation_failed", "id": candidate_id(failure.instruction_id, failure.generator, failure.seed),
+    return {"record": "generation_failed", "id": Candidate.make_id(failure.instruction_id, failure.generator, failure.seed),
             **fields, "index": index, "instruction": instruction_record(instruction)}
 
 

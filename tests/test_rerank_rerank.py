@@ -14,7 +14,6 @@ from cmirm_plugin.testing import sine
 from generators import CandidateFailure
 from rerank.run_records import (
     RunPaths,
-    candidate_id,
     candidate_record,
     failure_record,
     fold_records,
@@ -64,7 +63,7 @@ def test_rerank_with_another_policy_rewrites_ranking_and_top_without_scoring(tmp
     assert {s for s, r in ranking.items() if r["selected"]} == {2, 0}
     assert ranking[2]["rank"] == 1 and ranking[2]["top_path"] == "top/calm_rank1.wav"
     assert ranking[4]["rank"] is None and ranking[4]["errors"] == ["generation exception: boom"]
-    wav = {seed: paths.candidate_wav(candidate_id("calm", "synth", seed)).read_bytes() for seed in SCORES}
+    wav = {seed: paths.candidate_wav(Candidate.make_id("calm", "synth", seed)).read_bytes() for seed in SCORES}
     assert _top(paths) == {"calm_rank1.wav": wav[2], "calm_rank2.wav": wav[0]}
     assert "top-2 by axis:alignment (scorer rm)" in first.output
 
