@@ -116,13 +116,16 @@ def test_file_instead_of_folder_and_missing_folder(tiny_checkpoint, tmp_path: Pa
         CMIRewardModel.from_pretrained(str(tmp_path / "does/not/exist"))
 
 
-def test_unavailable_hub_repo_says_what_to_download():
-    # HF_HUB_OFFLINE=1 in tests: the hub is never contacted.
+def test_unavailable_hub_repo_says_what_to_download(monkeypatch):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the hub is never contacted
+    repo = "example-org/no-such-reward-model"
     with pytest.raises(CheckpointError) as err:
-        CMIRewardModel.from_pretrained("HaiwenXia/CMI-RM-does-not-exist")
+        CMIRewardModel.from_pretrained(repo)
     msg = str(err.value)
-    assert "'config.yaml' of hub repo 'HaiwenXia/CMI-RM-does-not-exist'" in msg
-    assert "huggingface-cli download HaiwenXia/CMI-RM-does-not-exist --local-dir DIR" in msg
+    assert f"'config.yaml' of hub repo '{repo}'" in msg
+    assert f"huggingface-cli download {repo} --local-dir DIR" in msg
 
 
 def test_construction_does_not_touch_the_callers_rng(tiny_checkpoint):
