@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Union
@@ -146,7 +145,9 @@ class Audio:
 
     # ----------------------------------------------------------------- transforms
     def _derive(self, waveform: torch.Tensor, sample_rate: int | None = None) -> "Audio":
-        return Audio(waveform, self.sample_rate if sample_rate is None else sample_rate, self.source)
+        # A transformed clip is no longer the file: it keeps no ``source``, so nothing (instruction
+        # ids, manifests, workers reloading it) mistakes it for the file's content.
+        return Audio(waveform, self.sample_rate if sample_rate is None else sample_rate)
 
     def to_mono(self) -> "Audio":
         """Average the channels (what the CMI-RM loader does)."""
@@ -179,9 +180,6 @@ class Audio:
         for start in range(0, self.num_samples, size):
             yield self._derive(self.waveform[:, start : start + size])
 
-    def num_chunks(self, seconds: float) -> int:
-        return math.ceil(self.num_samples / int(round(seconds * self.sample_rate)))
-
     # ----------------------------------------------------------------- output
     def save(self, path: str | Path, subtype: str | None = None) -> Path:
         """Write to ``path`` (format from the suffix). WAV is written as 32-bit float (lossless)."""
@@ -199,3 +197,20 @@ class Audio:
     def __repr__(self) -> str:
         src = f", source={self.source!r}" if self.source else ""
         return f"Audio(channels={self.num_channels}, samples={self.num_samples}, sr={self.sample_rate}{src})"
+
+
+def prepare_waveform(audio: AudioLike, sample_rate: int, max_dur: float, min_samples: int = 1,
+                     input_rate: int | None = None) -> torch.Tensor:
+    """Mono, the whole signal resampled to ``sample_rate``, cropped to ``max_dur`` s: a 1-D tensor.
+
+    This is how the reward model sees every clip (scoring, the training feature cache, judges).
+    Raw arrays/tensors need ``input_rate``. A result shorter than ``min_samples`` is an
+    `AudioError` naming the clip's file.
+    """
+    clip = Audio.coerce(audio, input_rate)
+    name = _describe(clip.source)
+    clip = clip.to_mono().resample(sample_rate).crop(max_dur)
+    if clip.num_samples < min_samples:
+        raise AudioError(f"{name}: too short to score ({clip.num_samples} samples at {sample_rate} Hz; need at "
+                         f"least {min_samples}, about {min_samples / sample_rate * 1000:.0f} ms)")
+    return clip.waveform[0]

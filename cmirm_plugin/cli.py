@@ -65,11 +65,22 @@ def score(
 
 
 def _register_plugins() -> None:
-    """Add every command declared under the ``cmirm.commands`` entry-point group."""
+    """Add every command declared under the ``cmirm.commands`` entry-point group.
+
+    A plug-in that fails to import is reported on stderr and skipped, so the other commands
+    (``doctor`` above all) keep working. A plug-in cannot replace a built-in command.
+    """
+    taken = {c.name or c.callback.__name__ for c in app.registered_commands}
     for ep in sorted(md.entry_points(group="cmirm.commands"), key=lambda e: e.name):
-        if ep.name in {c.name for c in app.registered_commands}:
+        if ep.name in taken:
             continue
-        app.command(name=ep.name)(ep.load())
+        try:
+            command = ep.load()
+        except Exception as exc:  # any import failure: keep the rest of the CLI usable
+            print(f"cmirm: command '{ep.name}' unavailable ({ep.value}: {type(exc).__name__}: {exc})", file=sys.stderr)
+            continue
+        app.command(name=ep.name)(command)
+        taken.add(ep.name)
 
 
 _register_plugins()

@@ -12,7 +12,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from cmirm_plugin.errors import ManifestError
 
@@ -50,8 +50,13 @@ def read_json_lines(path: str | Path, nan_as_null: bool = False) -> tuple[list[t
     path = Path(path)
     rows, problems = [], []
     parse_constant = (lambda _: None) if nan_as_null else None
-    with path.open("r", encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+                continue
             if not text.strip():
                 continue
             try:
@@ -69,6 +74,22 @@ def read_json_lines(path: str | Path, nan_as_null: bool = False) -> tuple[list[t
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """All complete records of ``path`` as a list."""
     return list(iter_records(path))
+
+
+def rewrite_records(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    """Replace ``path`` by ``records`` atomically (written next to it, then renamed over it).
+
+    For the few files that are rewritten rather than appended to (a log cut back to a resume
+    point, an output re-derived from its journal): a crash leaves the old or the new file, never half.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    with ManifestWriter(tmp) as writer:
+        for record in records:
+            writer.append(record)
+    os.replace(tmp, path)
+    return path
 
 
 def _drop_partial_tail(path: Path) -> None:

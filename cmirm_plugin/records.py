@@ -97,10 +97,12 @@ class Instruction:
         return cls(text=text, lyrics=lyrics, ref_audio=ref_audio)
 
     def load_ref(self) -> Audio | None:
-        """The reference clip as `Audio` (loading it if it is a path), or None."""
+        """The reference clip as `Audio` (loaded from its path once, then kept), or None."""
         if self.ref_audio is None:
             return None
-        return Audio.coerce(self.ref_audio)
+        if "_ref" not in self.__dict__:   # frozen dataclass: memoise outside the fields
+            self.__dict__["_ref"] = Audio.coerce(self.ref_audio)
+        return self.__dict__["_ref"]
 
     def to_dict(self) -> dict[str, Any]:
         ref = self.ref_audio

@@ -36,7 +36,7 @@ def score_files(audio: Sequence[Path], text: str | None, lyrics: str | None, ref
                                indent=None)
         return
     table = Table(title=f"CMI-RM scores ({instruction.modality})")
-    table.add_column("audio")
+    table.add_column("audio", overflow="fold")  # never cut a path
     table.add_column("alignment", justify="right")
     table.add_column("musicality", justify="right")
     for path, (alignment, musicality) in zip(audio, scores):

@@ -26,19 +26,20 @@ from typing import Any, List, Literal, Sequence
 import numpy as np
 import torch
 
-from cmirm_plugin.audio import Audio, AudioLike
-from cmirm_plugin.errors import AudioError, CmirmError
+from cmirm_plugin.audio import Audio, AudioLike, prepare_waveform
+from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.hub import DEFAULT_MODEL
 from cmirm_plugin.model.muq import MIN_SAMPLES
 from cmirm_plugin.model.reward_model import CMIRewardModel, NullFlags
 from cmirm_plugin.model.sequence import TokenSeq
 from cmirm_plugin.plugin_contract import BenchmarkBatchInput
 from cmirm_plugin.records import Instruction, Scores
 
-DEFAULT_MODEL = "HaiwenXia/CMI-RM"
 MissingPolicy = Literal["mask", "null"]
 
 
-def _autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when asked (as the released model ran), else a no-op (fp32)."""
     if bf16 and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -95,12 +96,7 @@ class RewardScorer:
         Raw tensors/arrays need ``sample_rate``. Raises `AudioError` naming the source when the
         clip is shorter than the front end's minimum (~43 ms).
         """
-        clip = Audio.coerce(audio, sample_rate).to_mono().resample(self.sr).crop(self.max_dur)
-        if clip.num_samples < MIN_SAMPLES:
-            name = f"'{clip.source}'" if clip.source else "audio"
-            raise AudioError(f"{name}: too short to score ({clip.num_samples} samples at {self.sr} Hz; "
-                             f"need at least {MIN_SAMPLES}, about {MIN_SAMPLES / self.sr * 1000:.0f} ms)")
-        return clip.waveform[0]
+        return prepare_waveform(audio, self.sr, self.max_dur, MIN_SAMPLES, sample_rate)
 
     def _prompt_key(self, inst: Instruction) -> tuple:
         ref = inst.ref_audio
@@ -116,23 +112,30 @@ class RewardScorer:
     # ------------------------------------------------------------------ encoding
     def _encode_prompts(self, instructions: Sequence[Instruction]) -> list[torch.Tensor]:
         """Compact prompt tokens ``[n_i, dim]`` per instruction, from the cache or encoded together."""
-        keys = [self._prompt_key(inst) for inst in instructions]
+        memo: dict[int, tuple] = {}   # one key per distinct object: N candidates usually share one
+        keys = []
+        for inst in instructions:
+            if id(inst) not in memo:
+                memo[id(inst)] = self._prompt_key(inst)
+            keys.append(memo[id(inst)])
+        found = {key: self._prompts[key] for key in keys if key in self._prompts}
         todo: dict[tuple, Instruction] = {}
         for key, inst in zip(keys, instructions):
-            if key in self._prompts:
-                self._prompts.move_to_end(key)
-            else:
+            if key not in found:
                 todo.setdefault(key, inst)
         if todo:
             new = list(todo.values())
-            refs = [inst.load_ref() for inst in new]
-            waves = {i: self.prepare_audio(r) for i, r in enumerate(refs) if r is not None}
+            waves = {i: self.prepare_audio(ref) for i, ref in enumerate(inst.load_ref() for inst in new)
+                     if ref is not None}
             prompt = self._encode_prompt_tokens(new, waves)
             for key, row, mask in zip(todo, prompt.x, prompt.mask):
-                self._prompts[key] = row[mask]       # keys are order-free: compacting is exact
-                if len(self._prompts) > self.cache_size:
-                    self._prompts.popitem(last=False)
-        return [self._prompts[key] for key in keys]
+                found[key] = row[mask]       # keys are order-free: compacting is exact
+        for key, tokens in found.items():   # cache what this call used, most recent last
+            self._prompts[key] = tokens
+            self._prompts.move_to_end(key)
+        while len(self._prompts) > self.cache_size:
+            self._prompts.popitem(last=False)
+        return [found[key] for key in keys]
 
     def _encode_prompt_tokens(self, insts: Sequence[Instruction], ref_waves: dict[int, torch.Tensor]) -> TokenSeq:
         model = self.model
@@ -145,11 +148,7 @@ class RewardScorer:
         encoded = dict(zip(ref_waves, model.encode_audio(list(ref_waves.values()), self.encode_batch_size))) if ref_waves else {}
         empty = torch.zeros(0, dim, device=self.device)
         ref = TokenSeq.pad([encoded.get(i, empty) for i in range(n)], dim, self.device, torch.float32)
-        null = None
-        if self.missing == "null":
-            flags = lambda present: torch.tensor([not p for p in present], device=self.device)  # noqa: E731
-            null = NullFlags(text=flags([i.has_text for i in insts]), lyrics=flags([i.has_lyrics for i in insts]),
-                             ref=flags([i.has_ref for i in insts]))
+        null = NullFlags.for_absent(insts, self.device) if self.missing == "null" else None
         return model.encode_prompt(text, lyrics, ref, null)
 
     def clear_cache(self) -> None:
@@ -169,10 +168,13 @@ class RewardScorer:
             raise CmirmError(f"got {len(audios)} clips but {len(instructions)} instructions")
         if not audios:
             return np.zeros((0, 2), dtype=np.float32)
-        waves = [self.prepare_audio(a, sample_rate) for a in audios]
-        with torch.inference_mode(), _autocast(self.device, self.bf16):
-            prompts = self._encode_prompts(list(instructions))
-            frames = self.model.encode_audio(waves, self.encode_batch_size)
+        return self.score_prepared([self.prepare_audio(a, sample_rate) for a in audios], list(instructions))
+
+    def score_prepared(self, waves: Sequence[torch.Tensor], instructions: Sequence[Instruction]) -> np.ndarray:
+        """`score_batch` for clips already prepared with `prepare_audio` (1-D, 24 kHz, cropped)."""
+        with torch.inference_mode(), autocast(self.device, self.bf16):
+            prompts = self._encode_prompts(instructions)
+            frames = self.model.encode_audio(list(waves), self.encode_batch_size)
             out = []
             dim = self.model.config.dim
             for s in range(0, len(waves), self.batch_size):
@@ -213,10 +215,8 @@ class CMIRMBenchmarkModel:
 
 
 def _as_ref(ref: Any, sr: int) -> str | Audio | None:
-    if ref is None or isinstance(ref, (str, Audio)):
+    if ref is None or isinstance(ref, (str, Path, Audio)):
         return ref
-    if isinstance(ref, Path):
-        return str(ref)
     if isinstance(ref, torch.Tensor):
         return Audio(ref, sr)
     raise CmirmError(f"ref_audio must be a path, tensor or None, got {type(ref).__name__}")

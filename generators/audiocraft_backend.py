@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from cmirm_plugin.errors import AudioError, ConfigError
+from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Instruction
 from generators.base import Generator
 from generators.params import GenerationParams, LMParams, check, check_number
@@ -100,7 +101,8 @@ class AudiocraftGenerator(Generator):
                               f"got dtype={dtype}")
         models = import_audiocraft()
         model_class = models.MAGNeT if "magnet" in str(id_or_path).lower() else models.MusicGen
-        model = model_class.get_pretrained(str(id_or_path), device=str(device))
+        with unavailable_as_error(str(id_or_path), "generator"):
+            model = model_class.get_pretrained(str(id_or_path), device=str(device))
         return cls(model, name=name or f"audiocraft:{id_or_path}")
 
     def max_duration(self, params: GenerationParams) -> float | None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from cmirm_plugin.errors import AudioError
+from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Instruction
 from generators.base import Generator
 from generators.params import LMParams
@@ -61,8 +62,9 @@ class _TransformersMusicGen(Generator):
 
         id_or_path = str(id_or_path or cls.default_model)
         model_class = getattr(transformers, cls.model_class_name)
-        model = model_class.from_pretrained(id_or_path, dtype=dtype).to(device)
-        processor = transformers.AutoProcessor.from_pretrained(id_or_path)
+        with unavailable_as_error(id_or_path, "generator"):
+            model = model_class.from_pretrained(id_or_path, dtype=dtype).to(device)
+            processor = transformers.AutoProcessor.from_pretrained(id_or_path)
         return cls(model, processor, name=name or id_or_path, batch_size=batch_size)
 
     @property

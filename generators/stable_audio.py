@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Instruction
 from generators.base import Generator
 from generators.params import DiffusionParams
@@ -51,7 +52,8 @@ class StableAudioGenerator(Generator):
             raise ConfigError("Stable Audio needs diffusers and torchsde: pip install -e '.[diffusers]'") from exc
         id_or_path = str(id_or_path or cls.default_model)
         kwargs = {"torch_dtype": dtype} if dtype is not None else {}
-        pipeline = StableAudioPipeline.from_pretrained(id_or_path, **kwargs).to(device)
+        with unavailable_as_error(id_or_path, "generator"):
+            pipeline = StableAudioPipeline.from_pretrained(id_or_path, **kwargs).to(device)
         return cls(pipeline, name=name or id_or_path, batch_size=batch_size)
 
     @property

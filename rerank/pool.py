@@ -115,7 +115,7 @@ class ScorerWorker:
                     results[i] = (None, f"{type(exc).__name__}: {exc}")
             if slots:
                 try:
-                    scores = self.scorer.score_batch(waves, insts, sample_rate=self.scorer.sr)
+                    scores = self.scorer.score_prepared(waves, insts)
                 except (CmirmError, OSError) as exc:  # e.g. an unreadable reference clip
                     for i in slots:
                         results[i] = (None, f"{type(exc).__name__}: {exc}")

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import iter_records
-from cmirm_plugin.scoring import DEFAULT_MODEL
+from cmirm_plugin.hub import DEFAULT_MODEL
 from rerank.run_records import RunPaths, write_atomic
 
 FORMAT_VERSION = 1

@@ -113,3 +113,15 @@ def test_registry_builds_the_tiny_model_offline():
     gen = build_generator("tiny-musicgen", batch_size=2)
     assert isinstance(gen, MusicGenGenerator) and gen.name == "tiny-musicgen" and gen.batch_size == 2
     assert len(gen.sample(TEXT, [1, 2], 0.2, **FAST)) == 2
+
+
+def test_a_generator_that_cannot_be_fetched_says_how_to_provide_it(monkeypatch):
+    import huggingface_hub.constants as constants
+
+    from cmirm_plugin.errors import CheckpointError
+    from generators import build_generator
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the hub is never contacted
+    with pytest.raises(CheckpointError, match=r"could not load generator 'example-org/no-such-musicgen'.*"
+                                              r"huggingface-cli download example-org/no-such-musicgen --local-dir DIR"):
+        build_generator("musicgen:example-org/no-such-musicgen")

@@ -126,6 +126,8 @@ def test_unavailable_hub_repo_says_what_to_download(monkeypatch):
     msg = str(err.value)
     assert f"'config.yaml' of hub repo '{repo}'" in msg
     assert f"huggingface-cli download {repo} --local-dir DIR" in msg
+    with pytest.raises(CheckpointError, match=r"of hub repo 'Qwen/Qwen2.5-7B-Instruct'"):  # dots are repo ids too
+        CMIRewardModel.from_pretrained("Qwen/Qwen2.5-7B-Instruct")
 
 
 def test_construction_does_not_touch_the_callers_rng(tiny_checkpoint):

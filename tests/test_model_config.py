@@ -61,6 +61,9 @@ def test_unknown_keys_are_kept_with_a_warning(tmp_path: Path):
     ({"load_config": {"checkpoint_path": "ckpt/full_model.pt"}}, r"cmirm loads weights only from model.safetensors"),
     ({"text_encoder": {"name": "t5"}}, r"'text_encoder.name': 't5' is not supported"),
     ({"joint_tf_depth": -1}, r"'joint_tf_depth': must be >= 0"),
+    ({"dim": "big"}, r"'dim': expected int, got 'big'"),
+    ({"null_embedding": {"text": 0.2}}, r"'null_embedding.text': expected a mapping, got 0.2"),
+    ({"downsample": {"eval": "x", "configs": {"x": "meanpool"}}}, r"'downsample.configs.x': expected a mapping"),
 ])
 def test_bad_values_name_the_field(data, message):
     with pytest.raises(ConfigError, match=message):
@@ -75,3 +78,9 @@ def test_bad_yaml_names_the_file(tmp_path: Path):
     p.write_text("attention_mode: XA\n")
     with pytest.raises(ConfigError, match=r"config.yaml': config field 'attention_mode'"):
         CMIRMConfig.from_yaml(p)
+
+
+def test_downsample_names_without_configs_warn_and_stay_identity():
+    with pytest.warns(UserWarning, match=r"names \{'eval': 'mp2'\} but defines no 'configs'"):
+        c = CMIRMConfig.from_dict({"downsample": {"eval": "mp2"}})
+    assert c.downsample.spec_for("eval").kind == "none"

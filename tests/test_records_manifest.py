@@ -1,10 +1,10 @@
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from cmirm_plugin import Audio, Candidate, Instruction, ManifestError, ManifestWriter, Scores, read_records
+from cmirm_plugin.manifest import read_json_lines, rewrite_records
 from cmirm_plugin.errors import CmirmError
 
 
@@ -80,4 +80,26 @@ def test_manifest_corrupt_middle_line_is_an_error(tmp_path: Path):
 def test_manifest_rejects_nan(tmp_path: Path):
     with ManifestWriter(tmp_path / "m.jsonl") as w, pytest.raises(ValueError):
         w.append({"score": float("nan")})
-    assert json.loads('{"a": 1}') == {"a": 1}
+    assert read_records(tmp_path / "m.jsonl") == []
+
+
+def test_read_json_lines_reports_every_bad_line(tmp_path: Path):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a": 1}\n\nnot json\n[1]\n{"b": "\xff"}\n' + '{"c": "\u00e9"}\n'.encode())
+    rows, problems = read_json_lines(path)
+    assert rows == [(1, {"a": 1}), (6, {"c": "\u00e9"})]
+    assert [p.split(": ", 1)[0] for p in problems] == [f"{path}:3", f"{path}:4", f"{path}:5"]
+    assert "not valid JSON" in problems[0] and "expected a JSON object" in problems[1]
+    assert "not UTF-8 text" in problems[2]
+    nan = tmp_path / "nan.jsonl"
+    nan.write_text('{"x": NaN}\n')
+    assert read_json_lines(nan, nan_as_null=True)[0] == [(1, {"x": None})]
+
+
+def test_rewrite_records_replaces_the_file(tmp_path: Path):
+    path = tmp_path / "m.jsonl"
+    with ManifestWriter(path) as w:
+        w.append({"i": 0})
+    rewrite_records(path, [{"i": 5}, {"i": 6}])
+    assert read_records(path) == [{"i": 5}, {"i": 6}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]

@@ -39,6 +39,23 @@ MODES = ("concat_text_late", "concat_text_early", "text_only")
 ATTENTION_MODES = ("SA", "CA")
 
 
+def _typed(field_name: str, value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (int, float or bool), or a `ConfigError` naming the field."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float or float(value).is_integer():
+            return kind(value)
+    raise ConfigError(f"config field '{field_name}': expected {kind.__name__}, got {value!r}")
+
+
+def _mapping(field_name: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config field '{field_name}': expected a mapping, got {value!r}")
+    return value
+
+
 def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigError(f"config field '{field_name}': unknown value {value!r}; expected one of {list(allowed)}")
@@ -65,16 +82,16 @@ class NullEmbeddingConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "NullEmbeddingConfig":
         out = cls()
-        for key, value in (data or {}).items():
+        for key, value in _mapping("null_embedding", data or {}).items():
             if key == "skip_null":
-                out.skip_null = bool(value)
+                out.skip_null = _typed("null_embedding.skip_null", value, bool)
             elif key in ("text", "lyrics", "audio"):
                 spec = getattr(out, key)
-                unknown = set(value) - {"dropout", "length"}
+                unknown = set(_mapping(f"null_embedding.{key}", value)) - {"dropout", "length"}
                 if unknown:
                     raise ConfigError(f"config field 'null_embedding.{key}': unknown keys {sorted(unknown)}")
-                spec.dropout = float(value.get("dropout", spec.dropout))
-                spec.length = int(value.get("length", spec.length))
+                spec.dropout = _typed(f"null_embedding.{key}.dropout", value.get("dropout", spec.dropout), float)
+                spec.length = _typed(f"null_embedding.{key}.length", value.get("length", spec.length), int)
                 if not 0.0 <= spec.dropout <= 1.0:
                     raise ConfigError(f"config field 'null_embedding.{key}.dropout': {spec.dropout} is not in [0, 1]")
                 if spec.length < 1:
@@ -94,7 +111,7 @@ class DownsamplerSpec:
 
     @classmethod
     def from_dict(cls, name: str, data: Mapping[str, Any]) -> "DownsamplerSpec":
-        data = dict(data)
+        data = dict(_mapping(f"downsample.configs.{name}", data))
         raw_kind = data.pop("kind", None)
         if raw_kind not in DOWNSAMPLER_KINDS:
             raise ConfigError(
@@ -102,7 +119,7 @@ class DownsamplerSpec:
                 f"expected one of {sorted(DOWNSAMPLER_KINDS)}"
             )
         kind = DOWNSAMPLER_KINDS[raw_kind]
-        factor = int(data.pop("factor", 1))
+        factor = _typed(f"downsample.configs.{name}.factor", data.pop("factor", 1), int)
         if factor < 1:
             raise ConfigError(f"config field 'downsample.configs.{name}.factor': must be >= 1, got {factor}")
         data.pop("dim", None)  # injected from the model dim
@@ -136,13 +153,17 @@ class DownsampleConfig:
     def from_dict(cls, data: Mapping[str, Any] | None) -> "DownsampleConfig":
         if not data:
             return cls()
-        data = dict(data)
+        data = dict(_mapping("downsample", data))
         unknown = set(data) - {"eval", "ref", "text", "configs"}
         if unknown:
             raise ConfigError(f"config field 'downsample': unknown key(s) {sorted(unknown)}")
-        raw_configs = data.get("configs") or {}
+        raw_configs = _mapping("downsample.configs", data.get("configs") or {})
         configs = {name: DownsamplerSpec.from_dict(name, spec or {}) for name, spec in raw_configs.items()}
         if not configs:
+            named = {s: data[s] for s in ("eval", "ref", "text") if data.get(s) not in (None, "none")}
+            if named:
+                warnings.warn(f"config 'downsample' names {named} but defines no 'configs': every downsampler "
+                              f"is the identity, as the reference loader does")
             return cls()
         out = cls(eval=data.get("eval", "none"), ref=data.get("ref"), text=data.get("text", "none"), configs=configs)
         for stream in ("eval", "ref", "text"):
@@ -212,6 +233,11 @@ class CMIRMConfig:
             )
         _choice("mode", self.mode, MODES)
         _choice("attention_mode", self.attention_mode, ATTENTION_MODES)
+        for key, kind in (("dim", int), ("mlp_dim", int), ("output_dim", int), ("sr", int), ("dim_head", int),
+                          ("heads", int), ("ff_mult", int), ("prompt_tf_depth", int), ("joint_tf_depth", int),
+                          ("train_muq_depth", int), ("use_layer_idx", int), ("attn_dropout", float),
+                          ("ff_dropout", float), ("freeze_audio", bool), ("freeze_text", bool)):
+            setattr(self, key, _typed(key, getattr(self, key), kind))
         for key in ("dim", "mlp_dim", "output_dim", "sr", "dim_head", "heads", "ff_mult"):
             if int(getattr(self, key)) < 1:
                 raise ConfigError(f"config field '{key}': must be a positive integer, got {getattr(self, key)!r}")

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, XLMRobertaConfig
 
 from cmirm_plugin.errors import CheckpointError
+from cmirm_plugin.hub import download_hint
 from cmirm_plugin.model.config import CMIRMConfig
 from cmirm_plugin.model.mulan import MuLanConfig
 from cmirm_plugin.model.muq import MuQConfig
@@ -34,7 +35,17 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).suffix != ""
+    """Not a hub repo id (``name`` or ``owner/name``; dots are allowed, e.g. ``Qwen/Qwen2.5-7B``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.startswith(("/", "./", "../", "~")):
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
 
 
 def resolve_file(repo_or_dir: str | Path, filename: str) -> Path:
@@ -61,8 +72,7 @@ def resolve_file(repo_or_dir: str | Path, filename: str) -> Path:
             ValueError) as exc:
         raise CheckpointError(
             f"could not get '{filename}' of hub repo '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-            f"On a machine with access run `huggingface-cli download {name} --local-dir DIR` and pass DIR instead "
-            f"of '{name}', or point HF_HOME at a cache that holds it."
+            f"{download_hint(name)}"
         ) from exc
 
 
@@ -190,8 +200,8 @@ def overlay(model: torch.nn.Module, state: Mapping[str, torch.Tensor], report: L
         report.overlaid_tower_keys.extend(k for k in accepted if k.startswith(TOWER_PREFIXES))
 
 
-def build_model(config: CMIRMConfig, seed: int = 0, load_towers: bool = True) -> tuple[CMIRewardModel, LoadReport]:
-    """Build CMI-RM for ``config``: tower configs, tokenizer and (optionally) tower weights from ``model_name``.
+def build_model(config: CMIRMConfig, seed: int = 0) -> tuple[CMIRewardModel, LoadReport]:
+    """Build CMI-RM for ``config``: tower configs, tokenizer and tower weights from ``model_name``.
 
     Construction uses its own RNG stream (``seed``), so it never changes the caller's RNG state,
     and a model built twice from the same config starts from the same weights.
@@ -202,13 +212,12 @@ def build_model(config: CMIRMConfig, seed: int = 0, load_towers: bool = True) ->
         torch.manual_seed(seed)
         model = CMIRewardModel(config, towers, tokenizer)
     report = LoadReport(source=config.model_name)
-    if load_towers:
-        hub_state = read_safetensors(resolve_file(config.model_name, WEIGHTS_NAME))
-        mapped, other = hub_to_model_keys(hub_state)
-        report.unexpected_hub.extend(k for k in other if not k.startswith(HUB_UNUSED_PREFIXES))
-        overlay(model, mapped, report, tower_source=True)
-        tower_keys = {k for k in model.state_dict() if k.startswith(TOWER_PREFIXES)}
-        report.missing_towers = sorted(tower_keys - set(mapped))
+    hub_state = read_safetensors(resolve_file(config.model_name, WEIGHTS_NAME))
+    mapped, other = hub_to_model_keys(hub_state)
+    report.unexpected_hub.extend(k for k in other if not k.startswith(HUB_UNUSED_PREFIXES))
+    overlay(model, mapped, report, tower_source=True)
+    tower_keys = {k for k in model.state_dict() if k.startswith(TOWER_PREFIXES)}
+    report.missing_towers = sorted(tower_keys - set(mapped))
     return model, report
 
 

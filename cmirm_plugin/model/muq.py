@@ -61,7 +61,8 @@ class MuQConfig:
     def conformer_config(self) -> Wav2Vec2ConformerConfig:
         """The conformer config: ``w2v2_config`` with MuQ's own width and depth (they win)."""
         kwargs = {k: v for k, v in self.w2v2_config.items() if k not in ("architectures", "transformers_version")}
-        kwargs.update(num_hidden_layers=self.encoder_depth, hidden_size=self.encoder_dim)
+        # LayerDrop (transformers' default 0.1) would skip random layers of a partly unfrozen MuQ.
+        kwargs.update(num_hidden_layers=self.encoder_depth, hidden_size=self.encoder_dim, layerdrop=0.0)
         config = Wav2Vec2ConformerConfig(**kwargs)
         config._attn_implementation = "sdpa"   # same math as eager here (no position bias with rotary), faster
         return config
@@ -169,9 +170,3 @@ class MuQ(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.model(wave)
-
-    @staticmethod
-    def num_frames(num_samples: int, hop_length: int = 240) -> int:
-        """Frames the encoder produces for ``num_samples`` (25 Hz at 24 kHz)."""
-        after_first = -(-(num_samples // hop_length) // 2)   # ceil(F / 2)
-        return -(-after_first // 2)                            # ceil(ceil(F / 2) / 2)

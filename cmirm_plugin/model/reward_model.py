@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -55,6 +55,14 @@ class NullFlags:
     text: torch.Tensor | None = None
     lyrics: torch.Tensor | None = None
     ref: torch.Tensor | None = None
+
+    @classmethod
+    def for_absent(cls, instructions: Sequence[Any], device: torch.device | str) -> "NullFlags":
+        """Flag every modality an instruction lacks (``has_text`` / ``has_lyrics`` / ``has_ref``)."""
+        def absent(attr: str) -> torch.Tensor:
+            return torch.tensor([not getattr(i, attr) for i in instructions], dtype=torch.bool, device=device)
+
+        return cls(text=absent("has_text"), lyrics=absent("has_lyrics"), ref=absent("has_ref"))
 
 
 class CMIRewardModel(nn.Module):
@@ -116,9 +124,8 @@ class CMIRewardModel(nn.Module):
 
         A fully frozen tower stays in eval mode. Inside a partly trainable tower (unfrozen MuQ
         layers, LoRA): every fully frozen sub-module and every BatchNorm stays in eval mode (running
-        statistics must not move: they are not saved with the released weights), and a module whose
-        config has LayerDrop (the MuQ conformer) is kept out of train mode so no layer is skipped at
-        random; its trainable layers still apply their dropout.
+        statistics must not move: they are not saved with the released weights). Trainable layers
+        apply their dropout; MuQ's conformer is built without LayerDrop (see `MuQConfig`).
         """
         super().train(mode)
         if not mode:
@@ -131,8 +138,6 @@ class CMIRewardModel(nn.Module):
                 params = list(module.parameters())
                 if (params and not any(p.requires_grad for p in params)) or isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
-                elif getattr(getattr(module, "config", None), "layerdrop", 0.0):
-                    module.training = False
         return self
 
     def gradient_checkpointing_enable(self) -> None:

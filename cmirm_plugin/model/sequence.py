@@ -32,18 +32,22 @@ class TokenSeq:
     @classmethod
     def pad(cls, items: Sequence[torch.Tensor], dim: int, device: torch.device | str | None = None,
             dtype: torch.dtype | None = None) -> "TokenSeq":
-        """Stack ``[L_i, D]`` tensors into a zero-padded batch (an empty list of items is not allowed)."""
+        """Stack ``[L_i, D]`` tensors into a zero-padded batch (an empty list of items is not allowed).
+
+        The batch is assembled where the items are and moved to ``device`` in one copy.
+        """
         if not items:
             raise ValueError("TokenSeq.pad needs at least one item")
         device = device if device is not None else items[0].device
         dtype = dtype if dtype is not None else items[0].dtype
+        source = items[0].device
         length = max(int(t.shape[0]) for t in items)
-        x = torch.zeros(len(items), length, dim, device=device, dtype=dtype)
-        mask = torch.zeros(len(items), length, dtype=torch.bool, device=device)
+        x = torch.zeros(len(items), length, dim, device=source, dtype=dtype)
+        mask = torch.zeros(len(items), length, dtype=torch.bool, device=source)
         for i, t in enumerate(items):
-            x[i, : t.shape[0]] = t.to(device=device, dtype=dtype)
+            x[i, : t.shape[0]] = t.to(device=source, dtype=dtype)
             mask[i, : t.shape[0]] = True
-        return cls(x, mask)
+        return cls(x.to(device), mask.to(device))
 
     @classmethod
     def empty(cls, batch: int, dim: int, device: torch.device | str, dtype: torch.dtype) -> "TokenSeq":

@@ -1,0 +1,33 @@
+"""Hub ids of the released models, and one way to report a model that cannot be fetched.
+
+Light enough for any CLI to import (no torch, no transformers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from cmirm_plugin.errors import CheckpointError
+
+#: The released CMI-RM checkpoint (``model.safetensors`` + ``config.yaml``).
+DEFAULT_MODEL = "HaiwenXia/CMI-RM"
+
+
+def download_hint(repo: str) -> str:
+    """What to do when ``repo`` is neither a local folder nor reachable on the hub."""
+    return (f"On a machine with access run `huggingface-cli download {repo} --local-dir DIR` and pass DIR instead "
+            f"of '{repo}', or point HF_HOME at a cache that holds it.")
+
+
+@contextlib.contextmanager
+def unavailable_as_error(repo: str, what: str = "model") -> Iterator[None]:
+    """Turn "cannot load ``repo``" failures of a library's ``from_pretrained`` into one clear `CheckpointError`."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        yield
+    except (OSError, LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"could not load {what} '{repo}' ({type(exc).__name__}: {first}). "
+                              f"{download_hint(repo)}") from exc
