@@ -97,9 +97,11 @@ def _drop_partial_tail(path: Path) -> None:
     if not path.exists() or path.stat().st_size == 0:
         return
     with path.open("rb+") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return  # the usual case: nothing to read
+        fh.seek(0)
         data = fh.read()
-        if data.endswith(b"\n"):
-            return
         cut = data.rfind(b"\n") + 1  # 0 when the only line is partial
         fh.seek(cut)
         fh.truncate()
