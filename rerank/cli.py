@@ -1,27 +1,33 @@
 """``cmirm generate``, ``cmirm rerank`` and ``cmirm scaling`` (registered through the ``cmirm.commands`` entry points).
 
 This module only turns options into the typed configs of `rerank.generate`, `rerank.rerank_run`
-and `rerank.scaling_run` and prints their results.
+and `rerank.scaling_run` and prints their results. The options ``generate`` and ``scaling`` share
+are the fields of `GenOptions`, added to both commands by `with_gen_options`; their defaults are
+the defaults of the config fields they feed, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional, Sequence, get_type_hints
 
 import typer
 from rich.console import Console
 
 from cmirm_plugin.errors import ConfigError
-from rerank.generate import DEFAULT_MAX_DUR, DEFAULT_POLICY, GenerateConfig, run_generate
+from cmirm_plugin.records import Instruction
+from rerank.generate import CandidatesConfig, GenerateConfig, run_generate
 from rerank.instructions import cli_instruction, load_prompts
 from rerank.policies import parse_policy
-from rerank.pool_options import PoolOptions
+from rerank.pool_options import PoolOptions, check_count
 from rerank.report import print_ranking_summary
 from rerank.rerank_run import rank_run
 from rerank.run_config import load_run_config, resolve_reward
-from rerank.run_records import MANIFEST, read_run
+from rerank.run_records import MANIFEST, read_run, require_run_dir
 from rerank.scaling_run import ScalingConfig, run_scaling, selection_scorer
 
 #: The generator of ``--tiny`` runs when ``--generator`` is not given.
@@ -108,13 +114,18 @@ def generation_params(temperature: float | None, top_k: int | None, top_p: float
     return params
 
 
-def _seeds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
+def _int_list(text: str, option: str, minimum: int) -> list[int]:
+    """The comma-separated integers of ``option``'s value, each >= ``minimum``; errors name ``option``."""
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds expects comma-separated integers, got {text!r}") from None
+        values = []
+    if not values:
+        raise ConfigError(f"{option} expects comma-separated integers (e.g. 1,2,4), got {text!r}")
+    below = [value for value in values if value < minimum]
+    if below:
+        raise ConfigError(f"{option} values must be >= {minimum}, got {below[0]} in {text!r}")
+    return values
 
 
 def _generator_name(generator: str | None, tiny: bool) -> str:
@@ -125,39 +136,119 @@ def _generator_name(generator: str | None, tiny: bool) -> str:
     raise ConfigError("give --generator NAME (e.g. musicgen-small), or --tiny for an offline smoke run")
 
 
+def _default(cls: type, name: str) -> Any:
+    """The default of the dataclass field ``name`` of ``cls`` (an option's default is its config field's)."""
+    return next(f.default for f in fields(cls) if f.name == name)
+
+
+@dataclass
+class GenOptions:
+    """The options ``generate`` and ``scaling`` share: generation, reward, selection policy, scorer pool.
+
+    Each field is one command-line option: its type is the option's ``Annotated`` declaration and
+    its default the default of the config field it feeds. `with_gen_options` adds them to a command.
+    """
+
+    generator: GeneratorName = None
+    reward: RewardOpt = None
+    policy: Policy = _default(GenerateConfig, "policy")
+    minimums: Minimums = None
+    duration: Duration = _default(CandidatesConfig, "duration")
+    temperature: Temperature = None
+    top_k: TopK = None
+    top_p: TopP = None
+    guidance: Guidance = None
+    steps: Steps = None
+    param: Params = None
+    seed_base: SeedBase = _default(CandidatesConfig, "seed_base")
+    gen_batch_size: GenBatch = _default(CandidatesConfig, "gen_batch_size")
+    backend: Backend = _default(PoolOptions, "backend")
+    num_actors: NumActors = _default(PoolOptions, "num_actors")
+    num_gpus_per_actor: GpusPerActor = _default(PoolOptions, "num_gpus_per_actor")
+    threads_per_actor: Threads = _default(PoolOptions, "threads_per_actor")
+    score_batch_size: ScoreBatch = _default(PoolOptions, "score_batch_size")
+    max_in_flight: InFlight = _default(PoolOptions, "max_in_flight")
+    ray_address: RayAddress = _default(PoolOptions, "ray_address")
+    device: Device = _default(PoolOptions, "device")
+    max_dur: MaxDur = _default(CandidatesConfig, "max_dur")
+    tiny: Tiny = False
+
+    def pool(self) -> PoolOptions:
+        """The scorer pool's options (validated: a bad value fails before any work)."""
+        return PoolOptions(self.backend, self.num_actors, self.num_gpus_per_actor, self.threads_per_actor,
+                           self.score_batch_size, self.max_in_flight, self.ray_address, self.device)
+
+    def _job(self, out: Path, instructions: Sequence[Instruction], n: int, seeds: Sequence[int] | None,
+             retry_errors: bool) -> dict[str, Any]:
+        return dict(out=out, instructions=instructions, generator=_generator_name(self.generator, self.tiny),
+                    reward=resolve_reward(self.reward, self.tiny), n=n, duration=self.duration,
+                    params=generation_params(self.temperature, self.top_k, self.top_p, self.guidance, self.steps,
+                                             self.param),
+                    seed_base=self.seed_base, seeds=seeds, gen_batch_size=self.gen_batch_size, device=self.device,
+                    max_dur=self.max_dur, pool=self.pool(), retry_errors=retry_errors)
+
+    def candidates(self, out: Path, instructions: Sequence[Instruction], *, n: int,
+                   seeds: Sequence[int] | None = None, retry_errors: bool = False) -> CandidatesConfig:
+        """The pool-only job these options describe (``scaling``: no k, no ranking)."""
+        return CandidatesConfig(**self._job(out, instructions, n, seeds, retry_errors))
+
+    def config(self, out: Path, instructions: Sequence[Instruction], *, n: int, k: int,
+               seeds: Sequence[int] | None = None, retry_errors: bool = False) -> GenerateConfig:
+        """The ``generate`` job these options describe."""
+        return GenerateConfig(**self._job(out, instructions, n, seeds, retry_errors), k=k, policy=self.policy,
+                              minimums=self.minimums or ())
+
+    def changed(self, names: Sequence[str]) -> list[str]:
+        """The option names (``--duration`` ...) of the fields among ``names`` not at their default."""
+        defaults = GenOptions()
+        return [_option_name(name) for name in names if getattr(self, name) != getattr(defaults, name)]
+
+
+#: `GenOptions` fields that only shape how candidates are made and scored (refused by ``scaling --from``).
+GENERATION_ONLY = ("generator", "reward", "duration", "temperature", "top_k", "top_p", "guidance", "steps", "param",
+                   "seed_base", "gen_batch_size", "max_dur", "tiny")
+
+
+def _option_name(name: str) -> str:
+    """The long option name (``--seed-base``) of the `GenOptions` field ``name``."""
+    info = get_type_hints(GenOptions, include_extras=True)[name].__metadata__[0]
+    return next(d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str) and d.startswith("--"))
+
+
+def with_gen_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` every `GenOptions` option; the command receives them as ``opts: GenOptions``.
+
+    Typer reads a command's options from ``inspect.signature``, so the wrapper's ``__signature__``
+    is the command's own parameters (``opts`` left out) followed by one parameter per field.
+    """
+    hints = get_type_hints(GenOptions, include_extras=True)
+    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
+              for f in fields(GenOptions)]
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "opts"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        opts = GenOptions(**{p.name: kwargs.pop(p.name) for p in shared})
+        command(**kwargs, opts=opts)
+
+    wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
+    return wrapper
+
+
+@with_gen_options
 def generate(
     text: Annotated[Optional[str], typer.Argument(help="Text description (or use --prompts).")] = None,
     out: Out = ...,
     lyrics: Lyrics = None,
     ref_audio: RefAudio = None,
     prompts: Prompts = None,
-    n: Annotated[int, typer.Option("-n", "--n", help="Candidates per instruction.")] = 8,
-    k: Annotated[int, typer.Option("-k", "--k", rich_help_panel=_SEL, help="Candidates kept per instruction.")] = 2,
-    generator: GeneratorName = None,
-    reward: RewardOpt = None,
-    policy: Policy = DEFAULT_POLICY,
-    minimums: Minimums = None,
-    duration: Duration = 10.0,
-    temperature: Temperature = None,
-    top_k: TopK = None,
-    top_p: TopP = None,
-    guidance: Guidance = None,
-    steps: Steps = None,
-    param: Params = None,
-    seed_base: SeedBase = 0,
+    n: Annotated[int, typer.Option("-n", "--n", help="Candidates per instruction.")] = _default(CandidatesConfig, "n"),
+    k: Annotated[int, typer.Option("-k", "--k", rich_help_panel=_SEL, help="Candidates kept per instruction.")]
+        = _default(GenerateConfig, "k"),
     seeds: Seeds = None,
-    gen_batch_size: GenBatch = 1,
-    backend: Backend = "auto",
-    num_actors: NumActors = 1,
-    num_gpus_per_actor: GpusPerActor = 0.0,
-    threads_per_actor: Threads = None,
-    score_batch_size: ScoreBatch = 8,
-    max_in_flight: InFlight = 2,
-    ray_address: RayAddress = None,
-    device: Device = None,
-    max_dur: MaxDur = DEFAULT_MAX_DUR,
-    tiny: Tiny = False,
     retry_errors: RetryErrors = False,
+    *,
+    opts: GenOptions,
 ) -> None:
     """Sample N candidates per instruction, score them with CMI-RM, keep the top k.
 
@@ -168,14 +259,9 @@ def generate(
     if prompts is not None and any(v is not None for v in (text, lyrics, ref_audio)):
         raise ConfigError("give the instruction as TEXT [--lyrics] [--ref-audio] or as --prompts FILE, not both")
     instructions = load_prompts(prompts) if prompts is not None else [cli_instruction(text, lyrics, ref_audio)]
-    config = GenerateConfig(
-        out=out, instructions=instructions, generator=_generator_name(generator, tiny),
-        reward=resolve_reward(reward, tiny), n=n, k=k, policy=policy, minimums=minimums or (), duration=duration,
-        params=generation_params(temperature, top_k, top_p, guidance, steps, param), seed_base=seed_base,
-        seeds=_seeds(seeds), gen_batch_size=gen_batch_size, device=device, max_dur=max_dur,
-        pool=PoolOptions(backend, num_actors, num_gpus_per_actor, threads_per_actor, score_batch_size, max_in_flight,
-                         ray_address, device),
-        retry_errors=retry_errors)
+    config = opts.config(out, instructions, n=n, k=k,
+                         seeds=_int_list(seeds, "--seeds", 0) if seeds is not None else None,
+                         retry_errors=retry_errors)
     console = Console()
     result = run_generate(config, console=console)
     c = result.counts
@@ -186,8 +272,9 @@ def generate(
 
 def rerank(
     run: Annotated[Path, typer.Argument(help="A run directory, or its manifest.jsonl.")],
-    k: Annotated[int, typer.Option("-k", "--k", help="Candidates kept per instruction.")] = 2,
-    policy: Policy = DEFAULT_POLICY,
+    k: Annotated[int, typer.Option("-k", "--k", help="Candidates kept per instruction.")]
+        = _default(GenerateConfig, "k"),
+    policy: Policy = _default(GenerateConfig, "policy"),
     minimums: Minimums = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Where ranking.jsonl and top/ go (default the run directory).")] = None,
@@ -195,13 +282,9 @@ def rerank(
         "--scorer", help="Rank by this scorer's records (default the run's reward model).")] = None,
 ) -> None:
     """Rerank the candidates of a run without generating or scoring: rewrites ranking.jsonl and top/."""
-    if run.is_file() and run.name != MANIFEST:
-        raise ConfigError(f"'{run}': expected a run directory or its {MANIFEST}")
-    run_dir = run.parent if run.is_file() else run
-    if not (run_dir / MANIFEST).is_file():
-        raise ConfigError(f"'{run}': no {MANIFEST} there; give a `cmirm generate` output directory")
+    run_dir = require_run_dir(run)
     views = read_run(run_dir)
-    scorer = scorer or selection_scorer(run_dir, views)
+    scorer = scorer or selection_scorer(run_dir, views, load_run_config(run_dir))
     if not any(scorer in v.scores for v in views):
         known = sorted({s for v in views for s in v.scores})
         raise ConfigError(f"{run_dir / MANIFEST}: no candidate has scores from {scorer!r} (scorers with scores: "
@@ -210,13 +293,7 @@ def rerank(
     print_ranking_summary(Console(), ranking)
 
 
-def _ks(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ConfigError(f"--ks expects comma-separated integers, got {text!r}") from None
-
-
+@with_gen_options
 def scaling(
     out: Out = ...,
     prompts: Prompts = None,
@@ -226,39 +303,24 @@ def scaling(
     n_max: Annotated[Optional[int], typer.Option(
         "--n-max",
         help="M: candidates per instruction (with --from: use the first M; required with --prompts).")] = None,
-    generator: GeneratorName = None,
-    reward: RewardOpt = None,
-    policy: Policy = DEFAULT_POLICY,
-    minimums: Minimums = None,
+    scorer: Annotated[Optional[str], typer.Option(
+        "--scorer", rich_help_panel=_SEL,
+        help="With --from: select by this scorer's records (default the run's reward model).")] = None,
     eval_reward: Annotated[Optional[str], typer.Option(
         "--eval-reward",
         help="Score the same candidates with this model too and report its view of the selections.")] = None,
     eval_axis: Annotated[str, typer.Option(
         "--eval-axis",
-        help="Axis the summary table reports: alignment, musicality or composite (files hold all).")] = "composite",
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the instructions.")] = 1000,
-    ci: Annotated[float, typer.Option("--ci", help="Bootstrap band level.")] = 0.95,
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-    ks: Annotated[str, typer.Option("--ks", help="Comma-separated k of the top-k-of-N curves (1 = best-of-N).")] = "1",
-    duration: Duration = 10.0,
-    temperature: Temperature = None,
-    top_k: TopK = None,
-    top_p: TopP = None,
-    guidance: Guidance = None,
-    steps: Steps = None,
-    param: Params = None,
-    seed_base: SeedBase = 0,
-    gen_batch_size: GenBatch = 1,
-    backend: Backend = "auto",
-    num_actors: NumActors = 1,
-    num_gpus_per_actor: GpusPerActor = 0.0,
-    threads_per_actor: Threads = None,
-    score_batch_size: ScoreBatch = 8,
-    max_in_flight: InFlight = 2,
-    ray_address: RayAddress = None,
-    device: Device = None,
-    max_dur: MaxDur = DEFAULT_MAX_DUR,
-    tiny: Tiny = False,
+        help="Axis the summary table reports: alignment, musicality or composite (files hold all).")]
+        = _default(ScalingConfig, "eval_axis"),
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the instructions.")]
+        = _default(ScalingConfig, "n_boot"),
+    ci: Annotated[float, typer.Option("--ci", help="Bootstrap band level.")] = _default(ScalingConfig, "ci"),
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = _default(ScalingConfig, "seed"),
+    ks: Annotated[str, typer.Option("--ks", help="Comma-separated k of the top-k-of-N curves (1 = best-of-N).")]
+        = ",".join(map(str, _default(ScalingConfig, "ks"))),
+    *,
+    opts: GenOptions,
 ) -> None:
     """Best-of-N / top-k-of-N curves (N = 1, 2, 4, ..., M) from one pool of M candidates per instruction.
 
@@ -266,28 +328,24 @@ def scaling(
     OUT/curve_selection.* (the selection model's own view). Without --from, OUT is also a run
     directory like `cmirm generate`'s, and rerunning resumes.
     """
-    pool = PoolOptions(backend, num_actors, num_gpus_per_actor, threads_per_actor, score_batch_size, max_in_flight,
-                       ray_address, device)
+    k_values = _int_list(ks, "--ks", 1)
+    if n_max is not None:
+        check_count("--n-max", n_max)
     generate_config = None
     if from_dir is not None:
-        if prompts is not None or generator is not None or reward is not None:
-            raise ConfigError("--from reuses a run's candidates and reward model: "
-                              "drop --prompts, --generator and --reward")
-        if load_run_config(from_dir) is None and not (from_dir / MANIFEST).is_file():
-            raise ConfigError(f"--from '{from_dir}': not a `cmirm generate` output directory (no {MANIFEST})")
+        given = (["--prompts"] if prompts is not None else []) + opts.changed(GENERATION_ONLY)
+        if given:
+            raise ConfigError(f"--from reuses a run's candidates, scores and settings (reward model, --max-dur), so "
+                              f"generation options do not apply: drop {', '.join(given)}")
     else:
         if prompts is None or n_max is None:
             raise ConfigError("give --prompts FILE.jsonl and --n-max M (or --from DIR to reuse a generate run)")
-        generate_config = GenerateConfig(
-            out=out, instructions=load_prompts(prompts), generator=_generator_name(generator, tiny),
-            reward=resolve_reward(reward, tiny), n=n_max, k=min(_ks(ks)), policy=policy, minimums=minimums or (),
-            duration=duration, params=generation_params(temperature, top_k, top_p, guidance, steps, param),
-            seed_base=seed_base, gen_batch_size=gen_batch_size, device=device, max_dur=max_dur, pool=pool)
+        generate_config = opts.candidates(out, load_prompts(prompts), n=n_max)
     config = ScalingConfig(
-        out=out, policy=policy, minimums=minimums or (), ks=_ks(ks), n_boot=n_boot, ci=ci, seed=seed, n_max=n_max,
-        generate=generate_config, source=from_dir,
+        out=out, policy=opts.policy, minimums=opts.minimums or (), ks=k_values, n_boot=n_boot, ci=ci, seed=seed,
+        n_max=n_max, generate=generate_config, source=from_dir, scorer=scorer,
         eval_reward=resolve_reward(eval_reward, False, "--eval-reward") if eval_reward else None,
-        eval_axis=eval_axis, pool=pool)
+        eval_axis=eval_axis, pool=opts.pool())
     console = Console()
     result = run_scaling(config, console=console)
     for path in result.files:

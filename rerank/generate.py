@@ -16,7 +16,9 @@
 
 ``run.json`` is checked first (`rerank.run_config`): a rerun with another generator, parameters,
 duration or reward model is refused before any work. `prepare_candidates` runs phases 1-2 only
-(what scaling curves need).
+(what scaling curves need), from a `CandidatesConfig` (no k, no policy); `GenerateConfig` adds
+the selection. The manifest is read once per job: records appended later are folded into the
+same views (`RunLog`).
 """
 
 from __future__ import annotations
@@ -35,25 +37,39 @@ from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import ManifestWriter
 from cmirm_plugin.records import Instruction
 from generators import Generator, build_generator
+from generators.base import MAX_SEED, validate_seeds
 from rerank.policies import Policy, parse_policy
 from rerank.pool import ScoreItem, ScorerPool
-from rerank.pool_options import PoolOptions
+from rerank.pool_options import PoolOptions, check_count
 from rerank.report import progress_bar
 from rerank.rerank_run import Ranking, rank_run
 from rerank.run_config import ResultSettings, Reward, RunConfig, save_run_config
-from rerank.run_records import CandidateView, RunPaths, candidate_record, failure_record, read_run, score_record
+from rerank.run_records import (
+    CandidateView,
+    RunPaths,
+    candidate_record,
+    failure_record,
+    fold_records,
+    in_run_order,
+    load_views,
+    score_record,
+)
 
 #: The selection policy when none is given.
 DEFAULT_POLICY = "axis:musicality"
 #: Seconds of each candidate that are scored (CMI-RM's own default crop).
 DEFAULT_MAX_DUR = 120.0
+#: How the scorer treats an instruction's absent inputs (`cmirm_plugin.scoring.RewardScorer`'s ``missing``).
+DEFAULT_MISSING = "mask"
+#: The values ``missing`` may take.
+MISSING_POLICIES = ("mask", "null")
 
 RecordCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass
-class GenerateConfig:
-    """One ``cmirm generate`` job (the CLI options, typed).
+class CandidatesConfig:
+    """A pool of candidates to generate and score: phases 1-2 (`prepare_candidates`), no selection.
 
     Attributes:
         out: the run directory.
@@ -61,12 +77,11 @@ class GenerateConfig:
         generator: a `generators.registry` name (``musicgen-small``, ``tiny-musicgen``, ``py:mod:fn`` ...).
         reward: the selection reward model (`rerank.run_config.resolve_reward`).
         n: candidates per instruction (ignored when ``seeds`` is given).
-        k: candidates kept per instruction.
-        policy / minimums: the selection policy and ``--min`` thresholds (`rerank.policies.parse_policy`).
         duration: seconds per candidate; params: the generator's sampling parameters.
         seed_base / seeds: candidate i gets ``seed_base + i``, or ``seeds[i]``.
         gen_batch_size: seeds per generator call; device: where the generator runs (default cuda if available).
         max_dur: seconds of each candidate that are scored.
+        missing: how the scorer treats absent inputs, ``"mask"`` or ``"null"`` (recorded in ``run.json``).
         pool: the scorer pool's options.
         retry_errors: regenerate failed generations and rescore failed scorings of earlier runs.
     """
@@ -76,9 +91,6 @@ class GenerateConfig:
     generator: str
     reward: Reward
     n: int = 8
-    k: int = 2
-    policy: str = DEFAULT_POLICY
-    minimums: Sequence[str] = ()
     duration: float = 10.0
     params: dict[str, Any] = field(default_factory=dict)
     seed_base: int = 0
@@ -86,47 +98,75 @@ class GenerateConfig:
     gen_batch_size: int = 1
     device: str | None = None
     max_dur: float = DEFAULT_MAX_DUR
+    missing: str = DEFAULT_MISSING
     pool: PoolOptions = field(default_factory=PoolOptions)
     retry_errors: bool = False
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        for name in ("n", "k", "gen_batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        check_count("n", self.n)
+        check_count("gen_batch_size", self.gen_batch_size)
         if self.seeds is not None:
-            seeds = list(self.seeds)
-            if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-                raise ConfigError(f"seeds must be a non-empty list of integers >= 0, got {seeds!r}")
-            if len(set(seeds)) != len(seeds):
-                raise ConfigError(f"seeds must be distinct, got {seeds!r}")
-        if self.seed_base < 0:
-            raise ConfigError(f"seed_base must be >= 0, got {self.seed_base}")
+            self.seeds = validate_seeds(self.seeds)
+        else:
+            if isinstance(self.seed_base, bool) or not isinstance(self.seed_base, int) or self.seed_base < 0:
+                raise ConfigError(f"seed_base must be an integer >= 0, got {self.seed_base!r}")
+            if self.seed_base + self.n - 1 > MAX_SEED:
+                raise ConfigError(f"seed_base + n - 1 = {self.seed_base + self.n - 1} exceeds the largest seed "
+                                  f"{MAX_SEED}; lower seed_base")
+        if self.missing not in MISSING_POLICIES:
+            raise ConfigError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {self.missing!r}")
         ids = [inst.id for inst in self.instructions]
         if not ids:
             raise ConfigError("no instructions to generate for")
         if len(set(ids)) != len(ids):
             repeated = sorted(i for i in set(ids) if ids.count(i) > 1)
             raise ConfigError(f"instruction ids must be distinct, got {repeated} more than once")
-        self.selection_policy()  # a bad policy fails before any work
 
     def candidate_seeds(self) -> list[int]:
         """The seed of candidate i, for every i."""
         return list(self.seeds) if self.seeds is not None else [self.seed_base + i for i in range(self.n)]
 
-    def selection_policy(self) -> Policy:
-        return parse_policy(self.policy, self.minimums)
+    def result_settings(self) -> ResultSettings:
+        """The settings that determine candidates' audio and scores (``run.json``'s ``result``)."""
+        return ResultSettings(self.generator, dict(self.params), float(self.duration), self.reward.label,
+                              float(self.max_dur), self.missing)
+
+    def request(self) -> dict[str, Any]:
+        """What this job asks for (``run.json``'s ``request``)."""
+        return {"n": len(self.candidate_seeds()), "seed_base": self.seed_base,
+                "seeds": list(self.seeds) if self.seeds is not None else None,
+                "instructions": [i.id for i in self.instructions]}
 
     def run_config(self) -> RunConfig:
         """What ``run.json`` records for this job."""
-        result = ResultSettings(self.generator, dict(self.params), float(self.duration), self.reward.label,
-                                float(self.max_dur))
-        request = {"n": len(self.candidate_seeds()), "seed_base": self.seed_base,
-                   "seeds": list(self.seeds) if self.seeds is not None else None, "k": self.k,
-                   "policy": self.selection_policy().spec(), "instructions": [i.id for i in self.instructions]}
         pool = {**self.pool.to_dict(), "gen_batch_size": self.gen_batch_size, "generator_device": self.device}
-        return RunConfig(result, request, pool)
+        return RunConfig(self.result_settings(), self.request(), pool)
+
+
+@dataclass
+class GenerateConfig(CandidatesConfig):
+    """One ``cmirm generate`` job (the CLI options, typed): a `CandidatesConfig` plus the selection.
+
+    Attributes (besides `CandidatesConfig`'s):
+        k: candidates kept per instruction.
+        policy / minimums: the selection policy and ``--min`` thresholds (`rerank.policies.parse_policy`).
+    """
+
+    k: int = 2
+    policy: str = DEFAULT_POLICY
+    minimums: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_count("k", self.k)
+        self.selection_policy()  # a bad policy fails before any work
+
+    def selection_policy(self) -> Policy:
+        return parse_policy(self.policy, self.minimums)
+
+    def request(self) -> dict[str, Any]:
+        return {**super().request(), "k": self.k, "policy": self.selection_policy().spec()}
 
 
 @dataclass
@@ -150,14 +190,24 @@ class GenerateResult:
 
 
 class RunLog:
-    """The manifest writer of a run, plus an optional callback that sees every appended record."""
+    """An append-only record log that folds every record it appends into ``views`` (`fold_records`).
 
-    def __init__(self, path: Path, on_record: RecordCallback | None = None) -> None:
+    So a job reads its log once and its views stay current. ``fields`` are added to every record;
+    ``on_record`` sees each record once it is written and folded.
+    """
+
+    def __init__(self, path: Path, views: dict[str, CandidateView], on_record: RecordCallback | None = None,
+                 fields: dict[str, Any] | None = None) -> None:
+        self._path = path
         self._writer = ManifestWriter(path)
+        self.views = views
         self._on_record = on_record
+        self._fields = dict(fields or {})
 
     def append(self, record: dict[str, Any]) -> None:
+        record = {**record, **self._fields}
         self._writer.append(record)
+        fold_records([record], str(self._path), self.views)
         if self._on_record is not None:
             self._on_record(record)
 
@@ -200,12 +250,11 @@ def _check_same_instructions(instructions: Sequence[Instruction], views: Sequenc
                               f"made, now {inst.to_dict()}; give it a new id or use another --out")
 
 
-def generate_missing(config: GenerateConfig, paths: RunPaths, log: RunLog, progress: Progress,
-                     generator: Generator | None, counts: JobCounts) -> None:
-    """Phase 1 (see the module docstring)."""
+def generate_missing(config: CandidatesConfig, paths: RunPaths, views: Sequence[CandidateView], log: RunLog,
+                     progress: Progress, generator: Generator | None, counts: JobCounts) -> None:
+    """Phase 1 (see the module docstring); ``views`` are the run's candidates before it."""
     # run.json guarantees one generator per directory, so (instruction, seed) names a candidate (the
     # recorded generator name may differ from the registry name, e.g. a cmd: template's own name).
-    views = read_run(paths.root)
     existing = {(v.instruction.id, v.seed): v for v in views}
     _check_same_instructions(config.instructions, views)
     seeds = config.candidate_seeds()
@@ -251,12 +300,14 @@ def generate_missing(config: GenerateConfig, paths: RunPaths, log: RunLog, progr
         _free_memory()
 
 
-def score_missing(views: Sequence[CandidateView], root: Path, reward: Reward, options: PoolOptions, max_dur: float,
-                  log: RunLog, progress: Progress, counts: JobCounts, retry_errors: bool = False,
-                  description: str = "scoring") -> None:
+def score_missing(views: Sequence[CandidateView], root: Path, reward: Reward, options: PoolOptions,
+                  settings: ResultSettings | None, log: RunLog, progress: Progress, counts: JobCounts,
+                  retry_errors: bool = False, description: str = "scoring") -> None:
     """Score every generated candidate of ``views`` that lacks scores from ``reward`` (phase 2).
 
-    Audio paths are relative to ``root``; records go to ``log`` as each batch finishes.
+    Audio paths are relative to ``root``; records go to ``log`` as each batch finishes. The crop
+    (``max_dur``) and ``missing`` policy are the run's ``settings`` (defaults for a run without
+    ``run.json``), so every scorer of a run scores the same inputs.
     """
     todo = [v for v in views if v.generated and (root / v.audio_path).is_file() and reward.label not in v.scores
             and (retry_errors or reward.label not in v.score_errors)]
@@ -264,7 +315,8 @@ def score_missing(views: Sequence[CandidateView], root: Path, reward: Reward, op
         return
     task = progress.add_task(description, total=len(todo))
     items = [ScoreItem(v.id, str((root / v.audio_path).resolve()), v.instruction) for v in todo]
-    with ScorerPool(options.pool_config(reward.source, max_dur)) as pool:
+    max_dur, missing = (settings.max_dur, settings.missing) if settings else (DEFAULT_MAX_DUR, DEFAULT_MISSING)
+    with ScorerPool(options.pool_config(reward.source, max_dur, missing)) as pool:
         for done in pool.iter_results(items):
             for _, result in done:
                 log.append(score_record(result.key, reward.label, result.scores, result.error))
@@ -275,17 +327,31 @@ def score_missing(views: Sequence[CandidateView], root: Path, reward: Reward, op
             progress.advance(task, len(done))
 
 
-def prepare_candidates(config: GenerateConfig, *, generator: Generator | None = None, console: Console | None = None,
-                       on_record: RecordCallback | None = None) -> JobCounts:
+@dataclass
+class PreparedRun:
+    """What `prepare_candidates` leaves: its counts and the run's candidates, every record folded in."""
+
+    counts: JobCounts
+    views: dict[str, CandidateView]
+
+    def candidates(self) -> list[CandidateView]:
+        """The run's candidates in run order (`rerank.run_records.in_run_order`)."""
+        return in_run_order(self.views.values())
+
+
+def prepare_candidates(config: CandidatesConfig, *, generator: Generator | None = None,
+                       console: Console | None = None, on_record: RecordCallback | None = None) -> PreparedRun:
     """Phases 1 and 2: after it returns, every requested candidate is generated (or failed) and scored."""
     paths = RunPaths(config.out)
-    save_run_config(paths.root, config.run_config())
+    views = load_views(paths.root)
+    run_config = config.run_config()
+    save_run_config(paths.root, run_config, holds_candidates=bool(views))
     counts = JobCounts()
-    with RunLog(paths.manifest, on_record) as log, progress_bar(console or Console()) as progress:
-        generate_missing(config, paths, log, progress, generator, counts)
-        score_missing(read_run(paths.root), paths.root, config.reward, config.pool, config.max_dur, log, progress,
-                      counts, config.retry_errors)
-    return counts
+    with RunLog(paths.manifest, views, on_record) as log, progress_bar(console or Console()) as progress:
+        generate_missing(config, paths, in_run_order(views.values()), log, progress, generator, counts)
+        score_missing(in_run_order(views.values()), paths.root, config.reward, config.pool, run_config.result, log,
+                      progress, counts, config.retry_errors)
+    return PreparedRun(counts, views)
 
 
 def run_generate(config: GenerateConfig, *, generator: Generator | None = None, console: Console | None = None,
@@ -295,6 +361,6 @@ def run_generate(config: GenerateConfig, *, generator: Generator | None = None, 
     ``generator`` replaces building ``config.generator`` by name (its ``name`` must match);
     ``on_record`` sees every manifest record as it is appended.
     """
-    counts = prepare_candidates(config, generator=generator, console=console, on_record=on_record)
-    ranking = rank_run(config.out, read_run(config.out), config.reward.label, config.selection_policy(), config.k)
-    return GenerateResult(config.out, counts, ranking)
+    prepared = prepare_candidates(config, generator=generator, console=console, on_record=on_record)
+    ranking = rank_run(config.out, prepared.candidates(), config.reward.label, config.selection_policy(), config.k)
+    return GenerateResult(config.out, prepared.counts, ranking)

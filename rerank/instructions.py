@@ -63,27 +63,31 @@ def load_prompts(path: str | Path) -> list[Instruction]:
     """Every instruction of a prompts file (``text``, ``lyrics``, ``ref_audio``, optional ``id``; one per line).
 
     Blank lines are skipped. All problems (bad JSON, unknown fields, wrong types, missing reference
-    clips, repeated instructions or ids) are collected and raised as one `ConfigError`.
+    clips, repeated instructions or ids) are collected and raised as one `ConfigError`: lines that
+    are not JSON objects first, then invalid instructions, each with its line number.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"'{path}': prompts file not found")
-    rows, errors = read_json_lines(path)
+    rows, unreadable = read_json_lines(path)
+    invalid: list[tuple[int, str]] = []
     instructions: list[Instruction] = []
     seen: dict[str, int] = {}
     for lineno, data in rows:
         try:
             inst = _line_instruction(data, path.parent)
         except CmirmError as exc:
-            errors.append(f"{path}:{lineno}: {exc}")
+            invalid.append((lineno, str(exc)))
             continue
         if inst.id in seen:
-            errors.append(f"{path}:{lineno}: instruction id {inst.id!r} repeats line {seen[inst.id]} "
-                          "(give distinct 'id' values or remove the duplicate)")
+            invalid.append((lineno, f"instruction id {inst.id!r} repeats line {seen[inst.id]} "
+                                    "(give distinct 'id' values or remove the duplicate)"))
             continue
         seen[inst.id] = lineno
         instructions.append(inst)
-    errors.sort(key=lambda message: int(message[len(str(path)) + 1:].split(":", 1)[0]))
+    # Lines that are not JSON objects first (`read_json_lines` words them), then invalid instructions;
+    # each group is in line order.
+    errors = unreadable + [f"{path}:{lineno}: {message}" for lineno, message in invalid]
     if errors:
         more = f"\n  ... and {len(errors) - _MAX_REPORTED} more" if len(errors) > _MAX_REPORTED else ""
         raise ConfigError(f"{len(errors)} invalid line(s) in the prompts file:\n  "

@@ -104,6 +104,11 @@ def order_desc(*keys: np.ndarray) -> np.ndarray:
     return np.lexsort((index, *(-np.asarray(key, dtype=np.float64) for key in reversed(keys))))
 
 
+def top_eligible(order: np.ndarray, eligible: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` eligible indices of ``order`` (a best-first ranking): what a policy selects."""
+    return order[eligible[order]][:k]
+
+
 def axis_index(axis: str) -> int:
     """Column of ``axis`` in a score array; an unknown name lists the valid ones."""
     if axis not in AXES:
@@ -214,8 +219,7 @@ class Policy(ABC):
         scores = check_scores(scores)
         k = check_k(k, len(scores), allow_fewer=allow_fewer)
         eligible = self.eligible(scores)
-        ranked = self._order(scores)
-        chosen = ranked[eligible[ranked]][:k]
+        chosen = top_eligible(self._order(scores), eligible, k)
         return Selection(chosen, self._composite(scores)[chosen], k, int(eligible.sum()))
 
     __call__ = select
@@ -433,12 +437,14 @@ class GroupRanking:
 
     ``rank`` is 1-based within the candidate's instruction (1 = best; ineligible candidates rank
     after all eligible ones), ``eligible`` says whether the candidate passes the policy's
-    thresholds, ``selected`` whether it is among the instruction's top ``k`` eligible candidates.
+    thresholds, ``selected`` whether it is among the instruction's top ``k`` eligible candidates,
+    and ``composite`` is the policy's composite (`Policy.composite`) within the candidate's pool.
     """
 
     rank: np.ndarray
     eligible: np.ndarray
     selected: np.ndarray
+    composite: np.ndarray
 
 
 def rank_per_instruction(
@@ -461,16 +467,19 @@ def rank_per_instruction(
     rank = np.zeros(len(scores), dtype=np.int64)
     eligible = np.zeros(len(scores), dtype=bool)
     selected = np.zeros(len(scores), dtype=bool)
+    composite = np.zeros(len(scores), dtype=np.float64)
     for instruction_id, positions in group_by_instruction(instruction_ids).items():
         pool = scores[positions]
         try:
-            chosen = policy.select(pool, k, allow_fewer=allow_fewer)
+            pool_k = check_k(k, len(pool), allow_fewer=allow_fewer)
         except CmirmError as exc:
             raise CmirmError(f"instruction {instruction_id!r}: {exc}") from None
-        rank[positions[policy.order(pool)]] = np.arange(1, len(positions) + 1)
-        eligible[positions] = policy.eligible(pool)
-        selected[positions[chosen.indices]] = True
-    return GroupRanking(rank, eligible, selected)
+        order, passes = policy._order(pool), policy.eligible(pool)
+        rank[positions[order]] = np.arange(1, len(positions) + 1)
+        eligible[positions] = passes
+        selected[positions[top_eligible(order, passes, pool_k)]] = True
+        composite[positions] = policy._composite(pool)
+    return GroupRanking(rank, eligible, selected, composite)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ reserves that many CPUs, so actors never oversubscribe the machine.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -18,9 +19,20 @@ from rerank.pool import PoolConfig
 Backend = Literal["auto", "ray", "local"]
 
 
+def check_count(name: str, value: Any) -> int:
+    """``value`` if it is an integer >= 1 (bools refused), else a `ConfigError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class PoolOptions:
-    """How to score: backend, actors, threads, batches (none of these changes any score)."""
+    """How to score: backend, actors, threads, batches (none of these changes any score).
+
+    Validated on construction, with the command-line option names, so a bad value fails before
+    any generation rather than when scoring starts.
+    """
 
     backend: Backend = "auto"
     num_actors: int = 1
@@ -34,6 +46,14 @@ class PoolOptions:
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "ray", "local"):
             raise ConfigError(f"--backend must be auto, ray or local, got {self.backend!r}")
+        check_count("--num-actors", self.num_actors)
+        check_count("--score-batch-size", self.score_batch_size)
+        check_count("--max-in-flight", self.max_in_flight)
+        if self.threads_per_actor is not None:
+            check_count("--threads-per-actor", self.threads_per_actor)
+        gpus = self.num_gpus_per_actor
+        if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or not math.isfinite(gpus) or gpus < 0:
+            raise ConfigError(f"--num-gpus-per-actor must be a number >= 0 (fractions share a GPU), got {gpus!r}")
         if self.backend == "local" and (self.num_actors != 1 or self.ray_address):
             raise ConfigError("--backend local runs one in-process scorer: drop --num-actors/--ray-address or use ray")
 
@@ -53,8 +73,12 @@ class PoolOptions:
             return torch.get_num_threads()
         return max(1, (os.cpu_count() or 1) // self.num_actors)
 
-    def pool_config(self, model: str, max_dur: float, missing: str = "mask") -> PoolConfig:
-        """The `PoolConfig` scoring with ``model`` (a folder or hub id)."""
+    def pool_config(self, model: str, max_dur: float, missing: str) -> PoolConfig:
+        """The `PoolConfig` scoring with ``model`` (a folder or hub id).
+
+        ``max_dur`` and ``missing`` change scores, so they come from the run's recorded settings
+        (`rerank.run_config.ResultSettings`), never from a default here.
+        """
         threads = self.threads()
         return PoolConfig(model=model, backend=self.resolved_backend, num_actors=self.num_actors,
                           num_gpus_per_actor=self.num_gpus_per_actor,

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cmirm_plugin.errors import ConfigError
-from rerank.policies import Policy, group_by_instruction, rank_per_instruction
+from rerank.policies import Policy, rank_per_instruction
 from rerank.run_records import CandidateView, RunPaths, instruction_record, write_jsonl_atomic
 
 
@@ -58,10 +58,8 @@ def rank_records(views: Sequence[CandidateView], scorer: str, policy: Policy, k:
         ids = [v.instruction.id for v in scored]
         scores = np.array([v.scores[scorer].as_tuple() for v in scored], dtype=np.float64)
         ranking = rank_per_instruction(ids, scores, policy, k, allow_fewer=True)
-        composite = np.zeros(len(scored))
-        for positions in group_by_instruction(ids).values():
-            composite[positions] = policy.composite(scores[positions])
-        ranks = {v.id: (int(ranking.rank[i]), bool(ranking.eligible[i]), bool(ranking.selected[i]), float(composite[i]))
+        ranks = {v.id: (int(ranking.rank[i]), bool(ranking.eligible[i]), bool(ranking.selected[i]),
+                        float(ranking.composite[i]))
                  for i, v in enumerate(scored)}
     records = []
     for view in views:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cmirm_plugin.errors import ConfigError
-from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.hub import DEFAULT_MODEL
 from rerank.run_records import RunPaths, write_atomic
 
@@ -77,7 +76,7 @@ class ResultSettings:
     duration: float
     reward: str
     max_dur: float
-    missing: str = "mask"
+    missing: str
 
     def differences(self, saved: "ResultSettings") -> list[str]:
         """``field: saved vs now`` for every setting that differs from ``saved``."""
@@ -124,15 +123,16 @@ def load_run_config(root: str | Path) -> RunConfig | None:
     return RunConfig.from_dict(data, str(path))
 
 
-def save_run_config(root: str | Path, config: RunConfig) -> Path:
+def save_run_config(root: str | Path, config: RunConfig, *, holds_candidates: bool) -> Path:
     """Check ``config`` against the directory's saved ``run.json``, then save it.
 
-    A different ``result`` is refused once the manifest holds a record; before that (a run that
-    stopped at a bad option, before its first candidate) the new settings simply replace the old.
+    A different ``result`` is refused once the directory holds candidates (``holds_candidates``:
+    its manifest has a record; the caller has read it); before that (a run that stopped at a bad
+    option, before its first candidate) the new settings simply replace the old.
     """
     paths = RunPaths(Path(root))
     saved = load_run_config(paths.root)
-    if saved is not None and any(True for _ in iter_records(paths.manifest)):
+    if saved is not None and holds_candidates:
         differences = config.result.differences(saved.result)
         if differences:
             raise ConfigError(

@@ -21,9 +21,10 @@ finished. Every record names its candidate by ``id`` (`Candidate.id`) and says w
 
 `fold_records` replays the log into one `CandidateView` per candidate: a later generation record
 replaces an earlier one and drops the scores made of the old audio; a later score record for the
-same scorer replaces an earlier one. `read_run` does that for a directory, in a stable order
-(instructions in order of first appearance, then candidate index), which is the order every
-ranking sees, so ties always go to the lower candidate index.
+same scorer replaces an earlier one. `load_views` does that for a directory; `in_run_order` puts
+views in a stable order (instructions in order of first appearance, then candidate index), which
+is the order every ranking sees, so ties always go to the lower candidate index. `read_run` is both.
+A job reads its manifest once and folds the records it appends into the same views.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-
-from cmirm_plugin.errors import ManifestError
+from cmirm_plugin.errors import ConfigError, ManifestError
 from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.records import Candidate, Instruction, Scores
 from generators.base import CandidateFailure
@@ -190,20 +190,46 @@ def fold_records(records: Iterable[Mapping[str, Any]], source: str = "manifest",
     return views
 
 
-def read_run(root: str | Path, score_files: Sequence[str | Path] = ()) -> list[CandidateView]:
-    """Every candidate of a run directory, instructions in first-seen order, then by candidate index.
+def require_run_dir(path: str | Path, option: str | None = None) -> Path:
+    """The run directory ``path`` names (the directory itself or its manifest).
 
-    ``score_files`` are further logs of score records folded in after the manifest (e.g. scores
-    by an evaluation model kept outside the run directory).
+    Raises `ConfigError` (naming ``option``, e.g. ``--from``, when given) for anything else.
     """
-    paths = RunPaths(Path(root))
+    path = Path(path)
+    where = f"{option} '{path}'" if option else f"'{path}'"
+    if path.is_file():
+        if path.name != MANIFEST:
+            raise ConfigError(f"{where}: expected a run directory or its {MANIFEST}")
+        return path.parent
+    if not (path / MANIFEST).is_file():
+        raise ConfigError(f"{where}: not a `cmirm generate` output directory (no {MANIFEST} there)")
+    return path
+
+
+def load_views(root: str | Path, score_files: Sequence[str | Path] = ()) -> dict[str, CandidateView]:
+    """`fold_records` of a run directory's manifest, then of each of ``score_files`` (keyed by candidate id).
+
+    ``score_files`` are further logs of score records (e.g. an evaluation model's, kept outside the
+    run directory).
+    """
     views: dict[str, CandidateView] = {}
-    for source in [paths.manifest, *map(Path, score_files)]:
+    for source in [RunPaths(Path(root)).manifest, *map(Path, score_files)]:
         fold_records(iter_records(source), str(source), views)
+    return views
+
+
+def in_run_order(views: Iterable[CandidateView]) -> list[CandidateView]:
+    """``views`` with instructions in first-seen order, then by candidate index (see the module docstring)."""
+    views = list(views)
     first_seen: dict[str, int] = {}
-    for view in views.values():
+    for view in views:
         first_seen.setdefault(view.instruction.id, len(first_seen))
-    return sorted(views.values(), key=lambda v: (first_seen[v.instruction.id], v.index, v.seed))
+    return sorted(views, key=lambda v: (first_seen[v.instruction.id], v.index, v.seed))
+
+
+def read_run(root: str | Path, score_files: Sequence[str | Path] = ()) -> list[CandidateView]:
+    """Every candidate of a run directory, in run order: `in_run_order` of `load_views`."""
+    return in_run_order(load_views(root, score_files).values())
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -138,8 +138,9 @@ def expected_best_of_n(select: np.ndarray, evaluate: np.ndarray, n: int) -> floa
 # Bootstrap over instructions
 
 
-def _check_bootstrap(n_boot: int, ci: float) -> int:
-    if not 0 < ci < 1:
+def check_bootstrap(n_boot: int, ci: float) -> int:
+    """``n_boot`` after checking it is >= 1 and that ``ci`` is a level strictly between 0 and 1."""
+    if isinstance(ci, bool) or not isinstance(ci, (int, float, np.floating)) or not 0 < ci < 1:
         raise CmirmError(f"ci must be a level strictly between 0 and 1 (e.g. 0.95), got ci={ci}")
     return positive_int(n_boot, "n_boot")
 
@@ -153,7 +154,7 @@ def bootstrap_ci(
     used for every column, so bands of different N and axes are paired. Returns
     ``(mean, low, high)``, each ``[F]``, with ``low``/``high`` the ``(1 -/+ ci) / 2`` percentiles.
     """
-    n_boot = _check_bootstrap(n_boot, ci)
+    n_boot = check_bootstrap(n_boot, ci)
     n = len(values)
     draws = rng.integers(0, n, size=(n_boot, n))
     counts = np.bincount((draws + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n)
@@ -228,6 +229,21 @@ def _instruction_modalities(groups: Mapping[str, np.ndarray], modalities: Mappin
     return result
 
 
+def check_ks(ks: Sequence[int]) -> list[int]:
+    """The distinct k values of top-k-of-N curves, sorted; each must be an integer >= 1."""
+    checked = sorted({positive_int(k, "k") for k in ks})
+    if not checked:
+        raise CmirmError("ks is empty: give at least one k")
+    return checked
+
+
+def check_seed(seed: int) -> int:
+    """The bootstrap seed, after checking it is a non-negative integer."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise CmirmError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
 def _check_grid(
     ns: Sequence[int] | None, ks: Sequence[int], groups: Mapping[str, np.ndarray]
 ) -> tuple[list[int], list[int]]:
@@ -242,9 +258,7 @@ def _check_grid(
     if ns[-1] > m_min:
         raise CmirmError(f"N={ns[-1]} exceeds the pool of instruction {smallest!r} ({m_min} candidates); "
                          f"every instruction needs N <= its pool size")
-    ks = sorted({positive_int(k, "k") for k in ks})
-    if not ks:
-        raise CmirmError("ks is empty: give at least one k")
+    ks = check_ks(ks)
     if ks[-1] > ns[-1]:
         raise CmirmError(f"k={ks[-1]} exceeds the largest N={ns[-1]}")
     return ns, ks
@@ -316,9 +330,8 @@ def scaling_curves(
             raise CmirmError("name the evaluation_scorer that produced evaluation_scores (it goes into every row)")
     if len(instruction_ids) != len(selection):
         raise CmirmError(f"got {len(instruction_ids)} instruction ids for {len(selection)} score rows")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise CmirmError(f"seed must be a non-negative integer, got {seed!r}")
-    _check_bootstrap(n_boot, ci)
+    check_seed(seed)
+    check_bootstrap(n_boot, ci)
     groups = group_by_instruction(instruction_ids)
     modality_of = _instruction_modalities(groups, modalities)
     ns, ks = _check_grid(ns, ks, groups)

@@ -2,13 +2,15 @@
 
 The pool comes from a run directory: one made here with the generate machinery (same records,
 same resume), or an existing one (``--from DIR``, nothing generated and nothing rescored by the
-selection model). `load_run` turns its records into the arrays `rerank.scaling.scaling_curves`
-takes; the exact order-statistics estimator then gives every N = 1, 2, 4, ..., M from that one
-pool.
+selection model). `run_scores` turns its candidates into the arrays `rerank.scaling.scaling_curves`
+takes (`load_run` reads a directory first); the exact order-statistics estimator then gives every
+N = 1, 2, 4, ..., M from that one pool. The run's ``run.json`` and manifest are read once.
 
-With an evaluation model (``--eval-reward``) the same candidates are also scored by it; those
-score records go to ``OUT/eval_scores.jsonl`` (append-only, resumed like the manifest), so the
-source run directory is never written. Outputs in ``OUT``:
+With an evaluation model (``--eval-reward``) the candidates the curves use (the first ``n_max`` of
+each instruction that have selection scores) are also scored by it; those score records go to
+``OUT/eval_scores.jsonl`` (append-only, resumed like the manifest, each record naming the source
+run, so an ``OUT`` made for another run is refused), and the source run directory is never
+written. Outputs in ``OUT``:
 
 * ``curve.csv`` / ``curve.json`` / ``curve.png`` (+ ``curve_k<k>.png`` for each further k): the
   selected candidates' scores under the evaluation model (the selection model's when there is none);
@@ -20,22 +22,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.manifest import iter_records
 from generators import Generator
-from rerank.generate import DEFAULT_MAX_DUR, GenerateConfig, JobCounts, RunLog, prepare_candidates, score_missing
+from rerank.generate import DEFAULT_POLICY, CandidatesConfig, JobCounts, RunLog, prepare_candidates, score_missing
 from rerank.plots import plot_curves
-from rerank.policies import parse_policy
+from rerank.policies import parse_policy, positive_int
 from rerank.pool_options import PoolOptions
 from rerank.report import progress_bar
-from rerank.run_config import Reward, load_run_config
-from rerank.run_records import CandidateView, RunPaths, read_run
-from rerank.scaling import ALL, CURVE_AXES, ScalingCurves, scaling_curves, write_curve_csv, write_curve_json
+from rerank.run_config import ResultSettings, Reward, RunConfig, load_run_config
+from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir
+from rerank.scaling import (
+    ALL,
+    CURVE_AXES,
+    ScalingCurves,
+    check_bootstrap,
+    check_ks,
+    check_seed,
+    scaling_curves,
+    write_curve_csv,
+    write_curve_json,
+)
 
 EVAL_SCORES = "eval_scores.jsonl"
 
@@ -44,7 +57,6 @@ EVAL_SCORES = "eval_scores.jsonl"
 class RunScores:
     """The scored candidates of a run, as flat arrays (candidate i: ``instruction_ids[i]``, ``scores[i]``)."""
 
-    candidate_ids: list[str]
     instruction_ids: list[str]
     modalities: dict[str, str]
     scores: np.ndarray
@@ -52,33 +64,36 @@ class RunScores:
     skipped: list[str] = field(default_factory=list)
 
 
-def selection_scorer(run_dir: str | Path, views: Sequence[CandidateView]) -> str:
-    """The run's reward model label (``run.json``), or the only scorer its records name."""
-    config = load_run_config(run_dir)
-    if config is not None:
-        return config.result.reward
+def selection_scorer(run_dir: str | Path, views: Iterable[CandidateView], saved: RunConfig | None) -> str:
+    """The run's reward model label (its ``run.json``, ``saved``), or the only scorer its records name."""
+    if saved is not None:
+        return saved.result.reward
     scorers = sorted({s for v in views for s in v.scores})
     if len(scorers) != 1:
         raise ConfigError(f"{run_dir}: no run.json and {len(scorers)} scorers in the manifest "
-                          f"({', '.join(scorers) or 'none'}); cannot tell which one selected")
+                          f"({', '.join(scorers) or 'none'}), so the selection model is unknown; "
+                          "name it with --scorer LABEL")
     return scorers[0]
 
 
-def load_run(run_dir: str | Path, scorer: str | None = None, *, evaluation_scorer: str | None = None,
-             score_files: Sequence[str | Path] = (), n_max: int | None = None) -> RunScores:
-    """The candidates of a run directory that have scores from ``scorer`` (and ``evaluation_scorer``).
+def _within(view: CandidateView, n_max: int | None) -> bool:
+    """Whether ``view`` is one of the first ``n_max`` candidates of its instruction."""
+    return n_max is None or view.index < n_max
 
-    ``scorer`` defaults to the run's reward model. ``n_max`` keeps candidates 0..n_max-1 of each
-    instruction. Candidates left out (failed generation or scoring) are listed in ``skipped``.
+
+def run_scores(views: Sequence[CandidateView], scorer: str, *, evaluation_scorer: str | None = None,
+               n_max: int | None = None, where: str | Path = "run") -> RunScores:
+    """The candidates of ``views`` (in run order) that have scores from ``scorer`` (and ``evaluation_scorer``).
+
+    ``n_max`` keeps candidates 0..n_max-1 of each instruction. Candidates left out (failed
+    generation or scoring) are listed in ``skipped``. ``where`` names the run in errors.
     """
-    views = read_run(run_dir, score_files)
     if not views:
-        raise ConfigError(f"{RunPaths(Path(run_dir)).manifest}: no candidates")
-    scorer = scorer or selection_scorer(run_dir, views)
+        raise ConfigError(f"{where}: no candidates")
     wanted = [scorer] + ([evaluation_scorer] if evaluation_scorer else [])
     kept, skipped = [], []
     for view in views:
-        if n_max is not None and view.index >= n_max:
+        if not _within(view, n_max):
             continue
         missing = [s for s in wanted if s not in view.scores]
         if view.generated and not missing:
@@ -86,33 +101,46 @@ def load_run(run_dir: str | Path, scorer: str | None = None, *, evaluation_score
         else:
             skipped.append(f"{view.id}: " + ("; ".join(view.errors()) or f"no scores from {', '.join(missing)}"))
     if not kept:
-        raise ConfigError(f"{run_dir}: no candidate has scores from {' and '.join(wanted)}")
+        known = sorted({s for v in views for s in v.scores})
+        raise ConfigError(f"{where}: no candidate has scores from {' and '.join(wanted)} (scorers with scores: "
+                          f"{', '.join(known) or 'none'}); check --scorer, or rerun `cmirm generate` into it")
     return RunScores(
-        [v.id for v in kept], [v.instruction.id for v in kept],
-        {v.instruction.id: v.instruction.modality for v in kept},
+        [v.instruction.id for v in kept], {v.instruction.id: v.instruction.modality for v in kept},
         np.array([v.scores[scorer].as_tuple() for v in kept]),
         np.array([v.scores[evaluation_scorer].as_tuple() for v in kept]) if evaluation_scorer else None, skipped)
 
 
+def load_run(run_dir: str | Path, scorer: str | None = None, *, evaluation_scorer: str | None = None,
+             score_files: Sequence[str | Path] = (), n_max: int | None = None) -> RunScores:
+    """`run_scores` of a run directory (plus ``score_files``); ``scorer`` defaults to the run's reward model."""
+    views = load_views(run_dir, score_files)
+    scorer = scorer or selection_scorer(run_dir, views.values(), load_run_config(run_dir))
+    return run_scores(in_run_order(views.values()), scorer, evaluation_scorer=evaluation_scorer, n_max=n_max,
+                      where=run_dir)
+
+
 @dataclass
 class ScalingConfig:
-    """One ``cmirm scaling`` job.
+    """One ``cmirm scaling`` job, validated before any work (errors name the command-line options).
 
     Exactly one of ``generate`` (make the pool in ``out``; its ``n`` is M) and ``source`` (an existing
-    run directory) is given. ``eval_reward`` scores the pool with a second model. ``eval_axis`` is
-    the axis the terminal summary reports (every axis is in the files).
+    run directory, or its manifest) is given. ``scorer`` is the selection model's label for a
+    ``source`` run (default: its reward model). ``eval_reward`` scores the pool with a second model,
+    on the scorer pool ``pool``. ``eval_axis`` is the axis the terminal summary reports (every axis
+    is in the files).
     """
 
     out: Path
-    policy: str
+    policy: str = DEFAULT_POLICY
     minimums: Sequence[str] = ()
     ks: Sequence[int] = (1,)
     n_boot: int = 1000
     ci: float = 0.95
     seed: int = 0
     n_max: int | None = None
-    generate: GenerateConfig | None = None
+    generate: CandidatesConfig | None = None
     source: Path | None = None
+    scorer: str | None = None
     eval_reward: Reward | None = None
     eval_axis: str = "composite"
     pool: PoolOptions = field(default_factory=PoolOptions)
@@ -121,9 +149,29 @@ class ScalingConfig:
         self.out = Path(self.out)
         if (self.generate is None) == (self.source is None):
             raise ConfigError("give either a pool to generate (--prompts) or an existing run (--from DIR), not both")
+        if self.source is not None:
+            self.source = require_run_dir(self.source, "--from")
         if self.eval_axis not in CURVE_AXES:
             raise ConfigError(f"--eval-axis must be one of {', '.join(CURVE_AXES)}, got {self.eval_axis!r}")
         parse_policy(self.policy, self.minimums)
+        self.ks = tuple(check_ks(self.ks))
+        check_bootstrap(self.n_boot, self.ci)
+        check_seed(self.seed)
+        if self.n_max is not None:
+            positive_int(self.n_max, "--n-max")
+        pool_size = self.n_max
+        if self.generate is not None:
+            generated = len(self.generate.candidate_seeds())
+            pool_size = generated if pool_size is None else min(pool_size, generated)
+            if self.scorer is not None:
+                raise ConfigError(f"--scorer {self.scorer!r} picks the selection model of a --from run; a pool made "
+                                  "here is selected by its --reward: drop --scorer")
+        if pool_size is not None and self.ks[-1] > pool_size:
+            raise ConfigError(f"--ks: k={self.ks[-1]} exceeds the {pool_size} candidates per instruction "
+                              "(--n-max); give k <= M")
+        selection = self.generate.reward.label if self.generate is not None else self.scorer
+        if self.eval_reward is not None and self.eval_reward.label == selection:
+            raise ConfigError(f"--eval-reward is the selection model ({selection}); give a different model")
 
 
 @dataclass(frozen=True)
@@ -159,30 +207,56 @@ def _print_summary(console: Console, columns: Sequence[ScalingCurves], axis: str
     console.print(table)
 
 
+def _fold_eval_scores(path: Path, source: str, views: dict[str, CandidateView]) -> None:
+    """Fold the evaluation scores of ``path`` into ``views``, after checking they are scores of run ``source``."""
+    records = list(iter_records(path))
+    others = sorted({str(r.get("run") or "an unrecorded run") for r in records} - {source})
+    if others:
+        raise ConfigError(f"{path}: holds evaluation scores of another run ({', '.join(others)}), not of "
+                          f"'{source}'; use a fresh --out for each source run (or delete {path.name})")
+    fold_records(records, str(path), views)
+
+
+def _score_evaluation(config: ScalingConfig, run_dir: Path, views: dict[str, CandidateView], scorer: str,
+                      settings: ResultSettings | None, console: Console) -> None:
+    """Score with ``config.eval_reward`` every candidate the curves use that it has not scored yet.
+
+    Those are the first ``n_max`` candidates of each instruction with scores from ``scorer``; the
+    records go to ``OUT/eval_scores.jsonl``, each naming the source run, and into ``views``.
+    """
+    assert config.eval_reward is not None
+    path, source = config.out / EVAL_SCORES, str(run_dir.resolve())
+    _fold_eval_scores(path, source, views)
+    used = [v for v in in_run_order(views.values()) if _within(v, config.n_max) and scorer in v.scores]
+    config.out.mkdir(parents=True, exist_ok=True)
+    with RunLog(path, views, fields={"run": source}) as log, progress_bar(console) as progress:
+        score_missing(used, run_dir, config.eval_reward, config.pool, settings, log, progress, JobCounts(),
+                      description="scoring (evaluation model)")
+
+
 def run_scaling(config: ScalingConfig, *, generator: Generator | None = None,
                 console: Console | None = None) -> ScalingResult:
     """Make or reuse the pool, score it with the evaluation model if any, and write the curves."""
     console = console or Console()
+    settings: ResultSettings | None
     if config.generate is not None:
-        prepare_candidates(config.generate, generator=generator, console=console)
-        run_dir, max_dur = config.generate.out, config.generate.max_dur
+        run_dir = config.generate.out
+        views = prepare_candidates(config.generate, generator=generator, console=console).views
+        settings, scorer = config.generate.result_settings(), config.generate.reward.label
     else:
+        assert config.source is not None
         run_dir = config.source
         saved = load_run_config(run_dir)
-        max_dur = saved.result.max_dur if saved else DEFAULT_MAX_DUR
-    score_files: list[Path] = []
-    views = read_run(run_dir)
-    scorer = selection_scorer(run_dir, views)
-    if config.eval_reward is not None:
-        if config.eval_reward.label == scorer:
-            raise ConfigError(f"--eval-reward is the selection model ({scorer}); give a different model")
-        score_files = [config.out / EVAL_SCORES]
-        config.out.mkdir(parents=True, exist_ok=True)
-        with RunLog(score_files[0]) as log, progress_bar(console) as progress:
-            score_missing(read_run(run_dir, score_files), Path(run_dir), config.eval_reward, config.pool, max_dur,
-                          log, progress, JobCounts(), description="scoring (evaluation model)")
+        views = load_views(run_dir)
+        settings = saved.result if saved is not None else None
+        scorer = config.scorer or selection_scorer(run_dir, views.values(), saved)
     eval_label = config.eval_reward.label if config.eval_reward else None
-    data = load_run(run_dir, scorer, evaluation_scorer=eval_label, score_files=score_files, n_max=config.n_max)
+    if config.eval_reward is not None:
+        if eval_label == scorer:
+            raise ConfigError(f"--eval-reward is the selection model ({scorer}); give a different model")
+        _score_evaluation(config, run_dir, views, scorer, settings, console)
+    data = run_scores(in_run_order(views.values()), scorer, evaluation_scorer=eval_label, n_max=config.n_max,
+                      where=run_dir)
     policy = parse_policy(config.policy, config.minimums)
     common = dict(ks=config.ks, n_boot=config.n_boot, ci=config.ci, seed=config.seed, selection_scorer=scorer)
     own = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy, **common)

@@ -229,3 +229,19 @@ def test_rank_per_instruction_thresholds_and_errors():
     scores[2, 0] = np.nan  # the message names the index in the flat list, not within the pool
     with pytest.raises(CmirmError, match=r"scores\[2, alignment\] is nan"):
         rank_per_instruction(ids, scores, ZSumPolicy(), 1)
+
+
+def test_rank_per_instruction_matches_select_and_reports_the_pool_composite():
+    rng = np.random.default_rng(0)
+    ids = ["a", "b"] * 6
+    scores = rng.normal(size=(12, 2))
+    for spec in ("zsum", "pareto", "lex:alignment,tol=0.3", "weighted:alignment=0.2;min:musicality=0"):
+        policy = parse_policy(spec)
+        result = rank_per_instruction(ids, scores, policy, 2, allow_fewer=True)
+        for name in ("a", "b"):
+            positions = np.array([i for i, x in enumerate(ids) if x == name])
+            pool = scores[positions]
+            np.testing.assert_allclose(result.composite[positions], policy.composite(pool))   # z-scores per pool
+            chosen = policy.select(pool, 2, allow_fewer=True).indices
+            assert sorted(np.flatnonzero(result.selected[positions]).tolist()) == sorted(chosen.tolist()), spec
+            assert result.rank[positions][chosen].tolist() == list(range(1, len(chosen) + 1)), spec

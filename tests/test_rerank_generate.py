@@ -326,3 +326,56 @@ def test_an_edited_instruction_with_the_same_id_is_refused(tmp_path: Path, tiny_
     with pytest.raises(ConfigError, match="instruction 'rock' was .*'text': 'rock'.* now .*'text': 'punk'"):
         run_generate(_config(out, tiny_checkpoint, n=1, instructions=edited), generator=_generator(Synth()),
                      console=_quiet())
+
+
+def test_pool_and_seed_options_are_checked_before_any_work(tmp_path: Path, tiny_cache: Path):
+    runner = CliRunner(env={"CMIRM_CACHE": str(tiny_cache)})
+    out = ["--out", str(tmp_path / "o")]
+    cases = [
+        (["--backend", "ray", "--num-actors", "0"], "--num-actors must be an integer >= 1, got 0"),
+        (["--score-batch-size", "0"], "--score-batch-size must be an integer >= 1, got 0"),
+        (["--max-in-flight", "0"], "--max-in-flight must be an integer >= 1, got 0"),
+        (["--threads-per-actor", "0"], "--threads-per-actor must be an integer >= 1, got 0"),
+        (["--num-gpus-per-actor", "-1"], "--num-gpus-per-actor must be a number >= 0"),
+        (["--seeds", ""], "--seeds expects comma-separated integers"),
+        (["--seeds", "1,x"], "--seeds expects comma-separated integers"),
+        (["--seeds", "2,-1"], "--seeds values must be >= 0, got -1"),
+        (["--seeds", str(2**63)], str(2**63 - 1)),
+        (["-k", "0"], "k must be an integer >= 1, got 0"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(app, ["generate", "pop", "--tiny", *args, *out])
+        assert result.exit_code != 0, args
+        assert isinstance(result.exception, ConfigError), (args, result.exception)
+        assert expected in str(result.exception), (args, result.exception)
+    assert not (tmp_path / "o").exists()
+
+
+def test_seed_range_and_missing_policy_are_validated(tmp_path: Path, tiny_checkpoint: Path):
+    with pytest.raises(ConfigError, match=str(2**63 - 1)):          # the largest seed is named
+        _config(tmp_path, tiny_checkpoint, seeds=[0, 2**63])
+    with pytest.raises(ConfigError, match="exceeds the largest seed"):
+        _config(tmp_path, tiny_checkpoint, seed_base=2**63 - 1, n=2)
+    with pytest.raises(ConfigError, match="missing must be one of mask, null, got 'zero'"):
+        _config(tmp_path, tiny_checkpoint, missing="zero")
+    config = _config(tmp_path, tiny_checkpoint, missing="null")
+    assert config.run_config().result.missing == "null"
+    assert config.pool.pool_config("m", config.max_dur, config.missing).missing == "null"
+
+
+def test_a_job_reads_its_manifest_once(tmp_path: Path, tiny_checkpoint: Path, monkeypatch):
+    import rerank.run_records
+
+    out = tmp_path / "run"
+    run_generate(_config(out, tiny_checkpoint, n=1), generator=_generator(Synth()), console=_quiet())
+    reads = []
+    real = rerank.run_records.iter_records
+
+    def counting(path):
+        reads.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(rerank.run_records, "iter_records", counting)
+    result = run_generate(_config(out, tiny_checkpoint, n=2), generator=_generator(Synth()), console=_quiet())
+    assert reads == ["manifest.jsonl"]
+    assert result.counts.generated == 2 and result.counts.scored == 2 and len(result.ranking.records) == 4

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 from typer.testing import CliRunner
 
+from cmirm_plugin import CmirmError, Instruction
 from cmirm_plugin.cli import app
 from cmirm_plugin.model.tiny import build_tiny_checkpoint
 from cmirm_plugin.testing import sine
 from rerank.plots import PNG_SIZE
+from rerank.run_records import read_run
 from rerank.scaling import CURVE_COLUMNS
 from rerank.scaling_run import load_run
 
@@ -145,3 +148,132 @@ def test_scaling_option_errors(tiny_run: Path, tmp_path: Path, env):
         result = runner.invoke(app, ["scaling", *args, *out])
         assert result.exit_code != 0, args
         assert expected in str(result.exception), (args, result.exception)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared options, up-front validation, evaluation scoring
+
+
+def test_scaling_generation_options_reach_run_json(tmp_path: Path, env):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"text": "calm piano", "id": "calm"}\n')
+    out = tmp_path / "out"
+    _invoke(["scaling", "--prompts", str(prompts), "--n-max", "2", "--tiny", "--duration", "0.3",
+             "--temperature", "0.7", "--top-k", "5", "--param", "guidance_scale=1.5", "--seed-base", "3",
+             "--gen-batch-size", "2", "--max-dur", "10", "--backend", "local", "--score-batch-size", "3",
+             "--max-in-flight", "1", "--policy", "zsum", "--n-boot", "20", "--out", str(out)], env)
+    run = json.loads((out / "run.json").read_text())
+    assert run["result"] == {"generator": "tiny-musicgen", "duration": 0.3, "reward": "tiny-v1", "max_dur": 10.0,
+                             "missing": "mask", "params": {"temperature": 0.7, "top_k": 5, "guidance_scale": 1.5}}
+    assert run["request"] == {"n": 2, "seed_base": 3, "seeds": None, "instructions": ["calm"]}
+    assert (run["pool"]["backend"], run["pool"]["score_batch_size"], run["pool"]["max_in_flight"],
+            run["pool"]["gen_batch_size"]) == ("local", 3, 1, 2)
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in records if r["record"] == "candidate") == [3, 4]
+    assert {r["policy"] for r in _rows(out / "curve.csv")} == {"zsum"}
+
+
+def _refusal(args: list[str], env) -> str:
+    result = CliRunner(env=env).invoke(app, ["scaling", *args])
+    assert result.exit_code != 0, args
+    return str(result.exception)
+
+
+def test_from_refuses_generation_options(tiny_run: Path, tmp_path: Path, env, no_generation):
+    out = tmp_path / "curves"
+    for args, option in ((["--temperature", "0.5"], "--temperature"), (["--tiny"], "--tiny"),
+                         (["--max-dur", "30"], "--max-dur"), (["--seed-base", "2"], "--seed-base"),
+                         (["--duration", "1", "--param", "a=1"], "--duration, --param")):
+        message = _refusal(["--from", str(tiny_run), *args, "--out", str(out)], env)
+        assert f"drop {option}" in message, (args, message)
+    assert not out.exists()
+
+
+def test_option_errors_name_the_option(tiny_run: Path, tmp_path: Path, env):
+    out = ["--out", str(tmp_path / "o")]
+    cases = [
+        (["--from", str(tiny_run), "--ks", ""], "--ks expects comma-separated integers"),
+        (["--from", str(tiny_run), "--ks", "1,x"], "--ks expects comma-separated integers"),
+        (["--from", str(tiny_run), "--ks", "0"], "--ks values must be >= 1, got 0"),
+        (["--from", str(tiny_run), "--n-max", "0"], "--n-max must be an integer >= 1, got 0"),
+        (["--from", str(tiny_run), "--n-max", "2", "--ks", "3"], "--ks: k=3 exceeds the 2 candidates"),
+        (["--from", str(tiny_run), "--ci", "95"], "ci must be a level strictly between 0 and 1"),
+        (["--from", str(tiny_run), "--n-boot", "0"], "n_boot must be >= 1"),
+        (["--from", str(tiny_run), "--num-actors", "0"], "--num-actors must be an integer >= 1, got 0"),
+        (["--from", str(tiny_run), "--eval-reward", "x", "--scorer", "x"], "--eval-reward is the selection model"),
+    ]
+    for args, expected in cases:
+        assert expected in _refusal([*args, *out], env), args
+    assert not (tmp_path / "o").exists()
+
+
+def test_scaling_config_is_validated_up_front(tiny_run: Path, tmp_path: Path):
+    from rerank.generate import CandidatesConfig
+    from rerank.run_config import Reward
+    from rerank.scaling_run import ScalingConfig
+
+    out = tmp_path / "o"
+    pool = CandidatesConfig(out=out, instructions=[Instruction(text="x")], generator="g", reward=Reward("rm"), n=4)
+    cases = [
+        (dict(source=tiny_run, ci=95), "ci must be a level"),
+        (dict(source=tiny_run, n_boot=0), "n_boot must be >= 1"),
+        (dict(source=tiny_run, ks=(0,)), "k must be >= 1"),
+        (dict(source=tiny_run, seed=-1), "seed must be a non-negative integer"),
+        (dict(source=tiny_run, ks=(1, 5), n_max=4), "--ks: k=5 exceeds the 4 candidates"),
+        (dict(generate=pool, ks=(5,)), "--ks: k=5 exceeds the 4 candidates"),
+        (dict(generate=pool, eval_reward=Reward("rm")), "--eval-reward is the selection model (rm)"),
+        (dict(generate=pool, scorer="rm"), "drop --scorer"),
+        (dict(source=tmp_path), "--from"),
+    ]
+    for kwargs, expected in cases:
+        with pytest.raises(CmirmError) as info:
+            ScalingConfig(out=out, **kwargs)
+        assert expected in str(info.value), (kwargs, info.value)
+    assert ScalingConfig(out=out, source=tiny_run / "manifest.jsonl").source == tiny_run
+
+
+def test_evaluation_scoring_honours_n_max_and_its_source_run(tiny_run: Path, tmp_path: Path, env, no_generation):
+    evaluator = build_tiny_checkpoint(tmp_path / "eval-model", seed=3)
+    out = tmp_path / "curves"
+    _invoke(["scaling", "--from", str(tiny_run), "--n-max", "2", "--eval-reward", str(evaluator), "--n-boot", "50",
+             "--out", str(out)], env)
+    records = [json.loads(line) for line in (out / "eval_scores.jsonl").read_text().splitlines()]
+    assert len(records) == 4                       # 2 instructions x the first 2 candidates, not all 8
+    index = {v.id: v.index for v in read_run(tiny_run)}
+    assert {index[r["id"]] for r in records} == {0, 1}
+    assert {r["run"] for r in records} == {str(tiny_run.resolve())}
+
+    # The same --out for another source run is refused before anything is scored.
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    message = _refusal(["--from", str(copy), "--eval-reward", str(evaluator), "--out", str(out)], env)
+    assert "holds evaluation scores of another run" in message and "use a fresh --out" in message
+    assert len((out / "eval_scores.jsonl").read_text().splitlines()) == 4
+
+
+def test_evaluation_scores_only_candidates_with_selection_scores(tmp_path: Path, tiny_checkpoint: Path):
+    from rich.console import Console
+
+    from cmirm_plugin import ManifestWriter, Scores
+    from cmirm_plugin.records import Candidate
+    from rerank.pool_options import PoolOptions
+    from rerank.run_config import Reward
+    from rerank.run_records import RunPaths, candidate_record, score_record
+    from rerank.scaling_run import ScalingConfig, run_scaling
+
+    paths = RunPaths(tmp_path / "run")
+    inst = Instruction(text="calm piano", id="calm")
+    with ManifestWriter(paths.manifest) as log:
+        for seed in range(3):
+            cand = Candidate(sine(200 + 50 * seed, 1.0), inst.id, "synth", seed)
+            wav = cand.audio.save(paths.candidate_wav(cand.id))
+            log.append(candidate_record(cand, inst, seed, wav.relative_to(paths.root).as_posix()))
+            scores = Scores(0.1 * seed, 0.2 * seed) if seed != 1 else None
+            log.append(score_record(cand.id, "rm", scores, None if scores else "AudioError: broken"))
+    config = ScalingConfig(out=tmp_path / "curves", source=paths.root, n_boot=10,
+                           eval_reward=Reward("judge", str(tiny_checkpoint)),
+                           pool=PoolOptions(backend="local", device="cpu"))
+    result = run_scaling(config, console=Console(quiet=True))
+    records = [json.loads(line) for line in (config.out / "eval_scores.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in records) == sorted(Candidate.make_id("calm", "synth", s) for s in (0, 2))
+    assert len(result.skipped) == 1 and "broken" in result.skipped[0]
