@@ -16,7 +16,6 @@ depths 1 + 4: ~33M trainable against ~0.6B frozen) with random weights, built of
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -28,42 +27,23 @@ import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from safetensors.torch import save_file  # noqa: E402
-
+from cmirm_plugin.manifest import read_records  # noqa: E402
 from cmirm_plugin.model.config import CMIRMConfig  # noqa: E402
-from cmirm_plugin.model.loading import WEIGHTS_NAME, model_to_hub_keys  # noqa: E402
-from cmirm_plugin.model.mulan import MuLanAudioTower, MuLanConfig, MuLanTextTower  # noqa: E402
-from cmirm_plugin.model.reward_model import TowerConfigs  # noqa: E402
-from cmirm_plugin.model.tiny import build_tiny_towers, tiny_config, train_tiny_tokenizer  # noqa: E402
+from cmirm_plugin.model.tiny import build_tiny_towers, tiny_config  # noqa: E402
 from train.config import TrainConfig  # noqa: E402
 from train.synthetic import write_synthetic_pairs  # noqa: E402
 from train.trainer import train_reward_model  # noqa: E402
 
 
-def build_full_towers(root: Path) -> CMIRMConfig:
-    """Released-size MuQ-MuLan towers with random weights (and the tiny tokenizer), laid out like the hub repos."""
-    text_dir, audio_dir, mulan_dir = root / "xlm-roberta", root / "muq", root / "muq-mulan"
-    for folder in (text_dir, audio_dir, mulan_dir):
-        folder.mkdir(parents=True)
-    sizes = TowerConfigs.default()
-    train_tiny_tokenizer(text_dir)                       # ids < 200: valid for the full 250k vocabulary
-    (text_dir / "config.json").write_text(json.dumps({**sizes.xlmr.to_dict(), "model_type": "xlm-roberta"}))
-    (audio_dir / "config.json").write_text(json.dumps(sizes.muq.__dict__))
-    mulan_json = {"audio_model": {"name": str(audio_dir), "model_dim": 1024},
-                  "text_model": {"name": str(text_dir), "model_dim": None},
-                  "audio_transformer": {"dim": 768, "tf_depth": 0, "heads": 8, "dim_head": 64},
-                  "text_transformer": {"dim": 768, "tf_depth": 8, "heads": 8, "dim_head": 64, "max_seq_len": 1024}}
-    (mulan_dir / "config.json").write_text(json.dumps(mulan_json))
-    mulan = MuLanConfig.from_dict(mulan_json)
-    state = {**{f"audio_module.{k}": v for k, v in MuLanAudioTower(sizes.muq, mulan).state_dict().items()},
-             **{f"text_module.{k}": v for k, v in MuLanTextTower(sizes.xlmr, mulan).state_dict().items()}}
-    save_file({k: v.contiguous() for k, v in model_to_hub_keys(state).items()}, str(mulan_dir / WEIGHTS_NAME))
-    return CMIRMConfig(model_name=str(mulan_dir))
+def model_config(towers: str, root: Path) -> CMIRMConfig:
+    """A tiny CMI-RM over the tiny towers, or the released CMI-RM architecture over full-size random towers."""
+    if towers == "full":
+        return CMIRMConfig(model_name=str(build_tiny_towers(root, size="full")))
+    return tiny_config(build_tiny_towers(root))
 
 
 def last_epoch_throughput(run: Path, epoch: int) -> float:
-    lines = [json.loads(line) for line in (run / "metrics" / "steps.jsonl").read_text().splitlines()]
-    rates = [line["pairs_per_s"] for line in lines if line["epoch"] == epoch]
+    rates = [line["pairs_per_s"] for line in read_records(run / "metrics" / "steps.jsonl") if line["epoch"] == epoch]
     return sum(rates) / len(rates)
 
 
@@ -85,9 +65,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model_config = (build_full_towers(root / "towers") if args.towers == "full"
-                        else tiny_config(build_tiny_towers(root / "towers")))
-        config_yaml = model_config.to_yaml(root / "config.yaml")
+        config_yaml = model_config(args.towers, root / "towers").to_yaml(root / "config.yaml")
         pairs = write_synthetic_pairs(root / "data", n_train=args.pairs, n_test=0, clips_per_split=32,
                                       seconds=args.seconds, sample_rate=args.sample_rate, audio_format=args.format)
         rows = {}

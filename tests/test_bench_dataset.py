@@ -145,7 +145,7 @@ class NotNumbers(WrongShape):
 
 def test_load_scorer_errors_name_what_failed(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    with pytest.raises(ScorerError, match="must look like 'package.module:Class'"):
+    with pytest.raises(ScorerError, match="must look like 'package.module:Name'"):
         load_scorer("no_colon", checkpoint=None, device="cpu")
     with pytest.raises(ScorerError, match="cannot import module 'no_such_pkg.mod'.*No module named 'no_such_pkg'"):
         load_scorer("no_such_pkg.mod:X", checkpoint=None, device="cpu")

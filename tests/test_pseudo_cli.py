@@ -42,8 +42,8 @@ def test_pseudo_label_then_pretrain(unlabeled, tmp_path):
     printed = " ".join(result.output.split())
     assert "agreement (consistent)" in printed and "first-clip rate" in printed
     assert "30 pairs, 30 judged" in printed and "2 duplicate line(s) judged once" in printed
-    report = json.loads((tmp_path / "pseudo" / "pseudo_label_report.json").read_text())
-    assert report["judge"] == "reward:tiny-cmi-rm:margin=0" and report["rows_written"] == 30
+    report = json.loads((tmp_path / "pseudo" / "pairs.report.json").read_text())
+    assert report["judge"] == "reward:tiny-cmi-rm:margin=0:max_dur=120" and report["rows_written"] == 30
     assert report["per_axis"]["musicality"]["agreement"] == 1.0
     rows = read_records(out)
     assert {r["split"] for r in rows} == {"train", "test"}
@@ -73,7 +73,8 @@ def test_local_tiny_judge_smoke_run(unlabeled, tmp_path):
                                       "--no-progress", "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output + repr(result.exception)
     report = json.loads((tmp_path / "r.json").read_text())
-    assert report["judge"] == "local:tiny-qwen2-audio:prompt-v1" and report["judged"] == 2
+    assert report["judge"] == "local:tiny-qwen2-audio:prompt-v1:sr=16000:max_dur=30:max_new_tokens=4"
+    assert report["judged"] == 2
     assert report["per_axis"]["musicality"]["error_pairs"] == 2 and read_records(out) == []
 
 

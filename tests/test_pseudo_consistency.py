@@ -114,7 +114,7 @@ def test_keeps_exactly_the_consistent_pairs_and_measures_the_bias(pairs):
     assert dict(mu.verdicts) == {"first": 7, "second": 3, "tie": 1, "error": 1} and mu.first_rate == pytest.approx(0.7)
     assert dict(mu.dropped) == {"inconsistent": 1, "tie": 1, "error": 1}
     assert (report.pairs, report.judged, report.rows_written) == (6, 6, 4)
-    saved = json.loads((pairs.parent / "pseudo_label_report.json").read_text())
+    saved = json.loads((pairs.parent / "out.report.json").read_text())
     assert saved["per_axis"]["alignment"]["first_rate"] == pytest.approx(7 / 9)
     assert saved["per_axis"]["musicality"]["agreement"] == 0.6 and saved["rows_dropped"] == 2
 

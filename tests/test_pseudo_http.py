@@ -172,7 +172,7 @@ def test_normal_replies_and_request_format(server, data, tmp_path, monkeypatch):
     rows = read_records(tmp_path / "out.jsonl")
     assert [r["preference-musicality"] for r in rows] == ["model_a", "model_b", "model_a", "model_b"]
     assert all(r["preference-alignment"] == "" for r in rows)
-    assert rows[0]["judge"] == "http:omni-judge:prompt-v1"
+    assert rows[0]["judge"] == "http:omni-judge:prompt-v1:sr=16000:max_dur=30:max_tokens=16"
     assert rows[0]["judge_answers"]["ab"]["raw"] == "alignment: A\nmusicality: A"
     assert report.axis["alignment"].first_rate == 1.0 and report.axis["alignment"].agreement == 0.0
     assert report.axis["musicality"].agreement == 1.0 and report.axis["musicality"].first_rate == 0.5
@@ -247,3 +247,22 @@ def test_server_dies_mid_run_and_the_rerun_resumes(server, data, tmp_path):
     assert len(server.requests) == 6                                     # pairs 2-4, both orders
     assert (report.judged_before, report.judged_now, report.rows_written) == (1, 3, 4)
     assert [r["preference-musicality"] for r in read_records(out)] == ["model_a", "model_b", "model_a", "model_b"]
+
+
+def test_clips_are_prepared_once_per_pair_and_settings_name_the_judge(server, data, monkeypatch):
+    from train.pseudo.judges import clips
+
+    prepared = []
+    real = clips.prepare_waveform
+    monkeypatch.setattr(clips, "prepare_waveform", lambda path, *args: prepared.append(path) or real(path, *args))
+    clips._prepared.cache_clear()
+    judge = judge_for(server)
+    ab = view(data)
+    judge.judge(ab, ["musicality"])
+    judge.judge(PairView(ab.instruction, ab.second, ab.first), ["musicality"])
+    assert len(server.requests) == 2 and sorted(map(str, prepared)) == [str(ab.first), str(ab.second)]
+    # what the judge hears (rate, length) and may answer (tokens) is part of its id: a rerun with other
+    # settings is refused instead of mixing its judgments with the earlier ones
+    ids = {judge.id, judge_for(server, max_dur=10.0).id, judge_for(server, sample_rate=24000).id,
+           judge_for(server, max_tokens=32).id}
+    assert len(ids) == 4

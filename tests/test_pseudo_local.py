@@ -88,7 +88,7 @@ def test_garbage_answers_are_recorded_errors(judge, clips, tmp_path):
     for stats in report.axis.values():
         assert stats.error_pairs == 2 and stats.verdicts["error"] == 4 and stats.judged == 0
     record = read_records(judgments_path(tmp_path / "out.jsonl"))[0]
-    assert record["judge"] == "local:tiny:prompt-v1"
+    assert record["judge"] == "local:tiny:prompt-v1:sr=16000:max_dur=30:max_new_tokens=6"
     for order in ("ab", "ba"):
         answer = record["orders"][order]
         assert isinstance(answer["raw"], str) and set(answer["errors"]) == set(BOTH)

@@ -70,7 +70,7 @@ def test_verdicts_follow_score_differences_and_margin(scorer, data):
     axis_small = ("alignment", "musicality")[int(np.argmin(abs(diff)))]
     assert verdicts[axis_small].choice == "tie"
     assert all(v.choice != "tie" for ax, v in verdicts.items() if ax != axis_small)
-    assert judge.id == f"reward:tiny:margin={float(small + large) / 2:g}"
+    assert judge.id == f"reward:tiny:margin={float(small + large) / 2:g}:max_dur=10"
     with pytest.raises(CmirmError, match="--margin"):
         RewardJudge(scorer, "tiny", margin=-1)
 
@@ -93,3 +93,10 @@ def test_a_wide_margin_gives_ties_that_the_policy_decides(scorer, data, tmp_path
     assert kept.rows_written == 4 and {(r["preference-alignment"], r["preference-musicality"]) for r in rows} == \
         {("both", "both")}
     assert kept.axis["alignment"].verdicts["tie"] == 8
+
+
+def test_the_judge_id_names_what_the_scorer_hears(tiny_model, scorer):
+    shorter = RewardScorer(tiny_model, device="cpu", max_dur=5.0)
+    assert RewardJudge(shorter, "tiny").id == "reward:tiny:margin=0:max_dur=5"
+    assert RewardJudge(shorter, "tiny").id != RewardJudge(scorer, "tiny").id
+    assert RewardJudge(RewardScorer(tiny_model, device="cpu", missing="null"), "tiny").id.endswith(":missing=null")

@@ -61,7 +61,7 @@ def test_crash_keeps_finished_pairs_and_rerun_resumes(tmp_path):
         run(pairs, CountingJudge(fail_after=5), out)                # pair 3 dies between its two orders
     assert [j["line"] for j in read_records(judgments_path(out))] == [1, 2]
     assert len(read_records(out)) == 2
-    assert json.loads((tmp_path / "pseudo_label_report.json").read_text())["judged"] == 2
+    assert json.loads((tmp_path / "out.report.json").read_text())["judged"] == 2
     judge = CountingJudge()
     report = run(pairs, judge, out)
     assert judge.calls == 6                                          # pairs 3-5 only, both orders
@@ -162,3 +162,11 @@ def test_an_undecodable_clip_is_recorded_not_fatal(tmp_path):
     error = read_records(judgments_path(tmp_path / "out.jsonl"))[1]["orders"]["ab"]["errors"]["musicality"]
     assert error.startswith("audio: ") and "b2.wav" in error
     assert report.axis["musicality"].error_pairs == 1
+
+
+def test_outputs_sharing_a_folder_keep_their_own_report(tmp_path):
+    pairs = write_unlabeled(tmp_path, lines=2)
+    run(pairs, CountingJudge(), tmp_path / "all.jsonl")
+    run(pairs, CountingJudge(), tmp_path / "music.jsonl", axes=["musicality"])
+    assert json.loads((tmp_path / "all.report.json").read_text())["axes"] == ["alignment", "musicality"]
+    assert json.loads((tmp_path / "music.report.json").read_text())["axes"] == ["musicality"]

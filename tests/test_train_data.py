@@ -119,3 +119,52 @@ def test_max_pairs_subsets_are_seeded_and_nested(root):
     assert [p.line for p in large] == sorted(p.line for p in large)
     assert {p.line for p in subsample(pairs, 10, seed=2)} != {p.line for p in small}
     assert subsample(pairs, None) == pairs
+
+
+def test_pair_keys_do_not_depend_on_how_the_root_is_spelled(root, monkeypatch):
+    from train.pseudo.pairs import load_unlabeled_pairs
+
+    rows = [row(prompt=f"p{i}", split=None, **{"ref-audio-path": "audio/ref.wav" if i % 2 else ""}) for i in range(40)]
+    path = write(root / "spelled.jsonl", rows)
+    absolute = load_pairs(path, root=root.resolve()).pairs
+    monkeypatch.chdir(root.parent)
+    spellings = [Path(root.name), Path(root.name) / "audio" / "..", Path(".") / root.name]
+    for spelled in spellings:
+        pairs = load_pairs(Path(root.name) / path.name, root=spelled).pairs
+        assert [p.key for p in pairs] == [p.key for p in absolute]
+        assert {p.key for p in split_pairs(pairs, eval_fraction=0.3).eval} == \
+            {p.key for p in split_pairs(absolute, eval_fraction=0.3).eval}
+        assert [p.line for p in subsample(pairs, 10)] == [p.line for p in subsample(absolute, 10)]
+    # cmirm pseudo-label keys its pairs the same way, so its pair ids are training's keys
+    unlabeled = load_unlabeled_pairs(Path(root.name) / path.name, root=Path(root.name))
+    assert [p.id for p in unlabeled.pairs] == [p.key for p in absolute]
+
+
+def test_long_problem_lists_are_cut_and_missing_clips_name_the_root(root):
+    path = write(root / "many-bad.jsonl", [row(**{"audio2": f"audio/missing{i}.wav"}) for i in range(25)])
+    with pytest.raises(PairDataError) as info:
+        load_pairs(path)
+    message = str(info.value)
+    assert "25 problem(s) on 25 line(s)" in message and "missing19.wav" in message
+    assert "missing20.wav" not in message and "... and 5 more" in message
+    assert f"resolved against '{root}' (--dataset-root" in message
+
+
+def test_importing_the_pair_reader_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, train.data; heavy = [m for m in ('scipy', 'train.bench.runner', 'train.bench.metrics') "
+            "if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_feature_cache_follows_cmirm_cache(monkeypatch, tmp_path):
+    from train.config import TrainConfig
+
+    monkeypatch.setenv("CMIRM_CACHE", str(tmp_path / "c"))
+    assert TrainConfig(pairs=tmp_path / "p.jsonl", out=tmp_path / "o").features_dir == tmp_path / "c" / "features"
+    monkeypatch.setenv("CMIRM_CACHE", "")
+    assert TrainConfig(pairs=tmp_path / "p.jsonl", out=tmp_path / "o").features_dir == \
+        Path.home() / ".cache" / "cmirm" / "features"

@@ -128,3 +128,10 @@ def test_an_interrupted_precompute_keeps_finished_shards_only(towers, data, tmp_
     (store / ".tmp-killed.safetensors").write_bytes(b"half a shard")     # what a kill mid-write leaves
     monkeypatch.setattr(CMIRewardModel, "encode_audio", encode_audio)
     assert FeatureCache(tmp_path / "cache", model, 1.0, progress=False).precompute(audio=clips)["audio"] == 2
+
+
+def test_a_missing_text_is_named(towers, tmp_path):
+    cache = FeatureCache(tmp_path / "cache", model_for(towers), 1.0, progress=False)
+    cache.precompute(texts=["high pitch"])
+    with pytest.raises(KeyError, match="text 'low pitch' not in the feature cache"):
+        cache.text(["high pitch", "low pitch", "la la"])

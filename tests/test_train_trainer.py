@@ -14,19 +14,22 @@ from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from cmirm_plugin.audio import prepare_waveform
 from cmirm_plugin.cli import app
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.manifest import read_records
 from cmirm_plugin.model.reward_model import CMIRewardModel
 from cmirm_plugin.model.tiny import build_tiny_towers, tiny_config
 from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring import RewardScorer
+import train.batching
 from train.checkpoint import save_release
 from train.config import TrainConfig
 from train.data import PairDataError
 from train.lora import has_text_lora
-from train.model_setup import load_for_training
+from train.model_setup import build_training_model, load_for_training
 from train.synthetic import write_synthetic_pairs
-from train.trainer import train_reward_model
+from train.trainer import TrainResult, train_reward_model
 
 
 class Crash(RuntimeError):
@@ -66,8 +69,13 @@ def scores(model: CMIRewardModel, env: dict[str, Path]) -> torch.Tensor:
     return torch.from_numpy(RewardScorer(model, device="cpu").score_batch([str(c) for c in clips], inst))
 
 
+def epochs(run: Path) -> list[dict]:
+    return read_records(run / "metrics" / "epochs.jsonl")
+
+
 def test_resume_after_a_crash_ends_with_the_same_weights(env):
-    full = train_reward_model(config(env, "full", save_steps=4, log_steps=2))
+    # log_steps 3 and save_steps 4: the crash and the resume fall inside a step-log window and an epoch
+    full = train_reward_model(config(env, "full", save_steps=4, log_steps=3))
     assert full.state.global_step == 12                                  # 48 pairs / 8, 2 epochs
 
     def crash_at_step_5(state):
@@ -75,20 +83,22 @@ def test_resume_after_a_crash_ends_with_the_same_weights(env):
             raise Crash
 
     with pytest.raises(Crash):
-        train_reward_model(config(env, "crashed", save_steps=4, log_steps=2), callbacks=[crash_at_step_5])
+        train_reward_model(config(env, "crashed", save_steps=4, log_steps=3), callbacks=[crash_at_step_5])
     with pytest.raises(ConfigError, match="--resume"):
-        train_reward_model(config(env, "crashed", save_steps=4, log_steps=2))
+        train_reward_model(config(env, "crashed", save_steps=4, log_steps=3))
     with pytest.raises(ConfigError, match="lr"):
-        train_reward_model(config(env, "crashed", save_steps=4, log_steps=2, lr=1e-3, resume=True))
+        train_reward_model(config(env, "crashed", save_steps=4, log_steps=3, lr=1e-3, resume=True))
 
     seen = []
-    resumed = train_reward_model(config(env, "crashed", save_steps=4, log_steps=2, resume=True),
+    resumed = train_reward_model(config(env, "crashed", save_steps=4, log_steps=3, resume=True),
                                  callbacks=[lambda state: seen.append(state.global_step)])
     assert seen[0] == 5                                                  # continued after the step-4 save
     assert resumed.state.global_step == 12
     a, b = trainable(full.out), trainable(resumed.out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert steps(full.out) == steps(resumed.out)                        # the log reads as one run
+    assert epochs(full.out) == epochs(resumed.out) and full.state.history == resumed.state.history
+    assert resumed.state.history[1]["train/n/musicality"] == 48          # the resumed epoch counts all its pairs
     assert resumed.state.best_epoch == full.state.best_epoch
     assert load_file(str(full.out / "last" / "model.safetensors")).keys() == \
         load_file(str(resumed.out / "last" / "model.safetensors")).keys()
@@ -176,12 +186,38 @@ def test_lora_counts_merges_and_reloads(env, tmp_path):
     plain = CMIRewardModel.from_pretrained(str(run.last))               # the same folder without its adapters
     assert not torch.allclose(scores(plain, env), scores(reloaded, env), atol=1e-5)
 
+    # --init with unmerged adapters: --lora-r 0 keeps them frozen, their own settings train them on,
+    # other settings are refused with the ones to pass
+    def lora_grads(model: CMIRewardModel) -> set[bool]:
+        return {p.requires_grad for n, p in model.named_parameters() if ".lora_" in n}
 
-def test_unfrozen_muq_layers_train_live_and_are_saved(env):
-    output = io.StringIO()
-    run = train_reward_model(config(env, "muq", epochs=1, max_pairs=16, train_muq_depth=1, eval_fraction=0.0,
-                                    eval_split=None), console=Console(file=output, width=200))
-    assert "audio tower runs live" in output.getvalue()
+    frozen, source = build_training_model(config(env, "x", init=str(run.last), model_config=None))
+    assert has_text_lora(frozen) and lora_grads(frozen) == {False} and "adapters (frozen" in source
+    resumed, _ = build_training_model(config(env, "x", init=str(run.last), model_config=None, lora_r=4, lora_alpha=8))
+    assert lora_grads(resumed) == {True}
+    with pytest.raises(ConfigError, match="r=4, alpha=8.*--lora-r 4 --lora-alpha 8"):
+        build_training_model(config(env, "x", init=str(run.last), model_config=None, lora_r=8))
+
+
+@pytest.fixture(scope="module")
+def muq_run(env) -> tuple[TrainResult, str, list[str]]:
+    """A run that unfreezes the last MuQ layer: its result, console output and every clip it decoded."""
+    output, decoded = io.StringIO(), []
+    with pytest.MonkeyPatch.context() as patch:
+        def counting(path, *args, **kwargs):
+            decoded.append(str(path))
+            return prepare_waveform(path, *args, **kwargs)
+
+        patch.setattr(train.batching, "prepare_waveform", counting)
+        run = train_reward_model(config(env, "muq", epochs=2, max_pairs=16, train_muq_depth=1, eval_fraction=0.0,
+                                        eval_split=None), console=Console(file=output, width=200))
+    return run, output.getvalue(), decoded
+
+
+def test_unfrozen_muq_layers_train_live_and_are_saved(muq_run):
+    run, output, decoded = muq_run
+    assert "audio tower runs live" in output
+    assert decoded and len(decoded) == len(set(decoded))                 # each clip decoded once for both epochs
     assert run.best is None                                              # no held-out pairs: last/ only
     saved = load_file(str(run.last / "model.safetensors"))
     layer = "audio_module.model.model.conformer.layers.1."
@@ -193,8 +229,8 @@ def test_unfrozen_muq_layers_train_live_and_are_saved(env):
     assert torch.equal(model.state_dict()[key], saved[key])
 
 
-def test_frozen_parts_of_a_partly_trainable_tower_run_as_at_inference(env):
-    model = CMIRewardModel.from_pretrained(str(env["root"] / "muq" / "last"))   # train_muq_depth = 1
+def test_frozen_parts_of_a_partly_trainable_tower_run_as_at_inference(muq_run):
+    model = CMIRewardModel.from_pretrained(str(muq_run[0].last))          # train_muq_depth = 1
     model.train()
     conformer = model.audio_module.model.model.conformer
     assert model.training and conformer.layers[1].training and conformer.layers[1].self_attn_dropout.training

@@ -11,17 +11,19 @@ replaced by the learned null embeddings.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
-from typing import Literal, Protocol, Sequence
+from typing import Protocol, Sequence
 
 import torch
 
+from cmirm_plugin.audio import prepare_waveform
+from cmirm_plugin.model.muq import MIN_SAMPLES
 from cmirm_plugin.model.reward_model import CMIRewardModel, NullFlags
 from cmirm_plugin.model.sequence import TokenSeq
+from cmirm_plugin.scoring import MissingPolicy
 from train.data import PreferencePair
-from train.feature_cache import FeatureCache, load_waveform
-
-MissingPolicy = Literal["mask", "null"]
+from train.feature_cache import FeatureCache
 
 
 class TextSource(Protocol):
@@ -75,26 +77,41 @@ class LiveText:
 
 
 class LiveAudio:
-    """Audio embeddings from the audio tower, decoding each clip on every batch (for unfrozen MuQ layers)."""
+    """Audio embeddings from the audio tower, run on every batch (for unfrozen MuQ layers).
 
-    def __init__(self, model: CMIRewardModel, max_dur: float, encode_batch_size: int = 8) -> None:
+    Decoding and resampling do not depend on the weights, so up to ``cache_bytes`` of prepared
+    waveforms (least recently used dropped first) are kept across batches and epochs; 0 prepares
+    every clip again each time (``--no-feature-cache`` timing comparisons).
+    """
+
+    def __init__(self, model: CMIRewardModel, max_dur: float, encode_batch_size: int = 8, cache_bytes: int = 0) -> None:
         self.model, self.max_dur, self.encode_batch_size = model, max_dur, encode_batch_size
+        self.cache_bytes = cache_bytes
+        self._waves: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._held = 0
+
+    def waveform(self, path: Path | str) -> torch.Tensor:
+        """The clip as the scorer prepares it (mono, 24 kHz, cropped), from the cache when it is there."""
+        key = str(path)
+        wave = self._waves.get(key)
+        if wave is not None:
+            self._waves.move_to_end(key)
+            return wave
+        wave = prepare_waveform(path, self.model.config.sr, self.max_dur, MIN_SAMPLES)
+        size = wave.numel() * wave.element_size()
+        if size <= self.cache_bytes:
+            self._waves[key] = wave
+            self._held += size
+            while self._held > self.cache_bytes:
+                _, old = self._waves.popitem(last=False)
+                self._held -= old.numel() * old.element_size()
+        return wave
 
     def __call__(self, paths: Sequence[Path | str | None]) -> TokenSeq:
         present = [p for p in paths if p is not None]
-        waves = [load_waveform(p, self.model.config.sr, self.max_dur) for p in present]
+        waves = [self.waveform(p) for p in present]
         found = iter(self.model.encode_audio(waves, self.encode_batch_size) if waves else [])
         return _pad(self.model, [None if p is None else next(found) for p in paths])
-
-
-def null_flags(pairs: Sequence[PreferencePair], device: torch.device) -> NullFlags:
-    """Flags of the absent text, lyrics and reference of each pair's instruction."""
-    def flags(present: Sequence[bool]) -> torch.Tensor:
-        return torch.tensor([not p for p in present], dtype=torch.bool, device=device)
-
-    insts = [p.instruction for p in pairs]
-    return NullFlags(text=flags([i.has_text for i in insts]), lyrics=flags([i.has_lyrics for i in insts]),
-                     ref=flags([i.has_ref for i in insts]))
 
 
 def score_pairs(model: CMIRewardModel, pairs: Sequence[PreferencePair], text: TextSource, audio: AudioSource,
@@ -103,7 +120,7 @@ def score_pairs(model: CMIRewardModel, pairs: Sequence[PreferencePair], text: Te
     insts = [p.instruction for p in pairs]
     prompt = model.encode_prompt(text([i.text or "" for i in insts]), text([i.lyrics or "" for i in insts]),
                                  audio([i.ref_audio for i in insts]),
-                                 null_flags(pairs, model.device) if missing == "null" else None)
+                                 NullFlags.for_absent(insts, model.device) if missing == "null" else None)
     b = len(pairs)
     evaluated = audio([p.audio_a for p in pairs] + [p.audio_b for p in pairs])
     scores = model.score(prompt.select(list(range(b)) * 2), evaluated)

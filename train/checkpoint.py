@@ -4,8 +4,9 @@ Layout of ``OUT``::
 
     best/   config.yaml, model.safetensors [, text_lora/], train_info.json   (best held-out accuracy)
     last/   the same, plus trainer/ (what resuming needs):
-            trainer/trainer_state.json      step, epoch, batches done in the epoch, best so far,
-                                            scheduler state, optimizer hyper-parameters, run config
+            trainer/trainer_state.json      step, epoch, batches done in the epoch, the epoch's metric sums
+                                            so far, best so far, scheduler state, optimizer
+                                            hyper-parameters, run config
             trainer/trainable.safetensors   every trainable tensor by its in-memory name (LoRA unmerged)
             trainer/optimizer.safetensors   AdamW moments and step counts ("state.<index>.<name>")
             trainer/rng.safetensors         torch CPU (and CUDA) generator states
@@ -45,16 +46,28 @@ INFO_FILE = "train_info.json"
 
 @dataclass
 class TrainState:
-    """Where a run stands: resuming restores it and continues at ``global_step``."""
+    """Where a run stands: resuming restores it and continues at ``global_step``.
+
+    Mid-epoch, ``train_sums`` holds the running sums of the epoch's training metrics
+    (`train.evaluation.PairwiseMetrics.state`) and ``window_norms`` the gradient norms since the
+    last step line, so a resumed run logs the same epoch and step metrics as an uninterrupted one.
+    """
 
     global_step: int = 0
     epoch: int = 0
     batches_done: int = 0
-    total_steps: int = 0
     best_metric: float | None = None
     best_epoch: int | None = None
     data_fingerprint: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    train_sums: dict[str, Any] = field(default_factory=dict)
+    window_norms: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainState":
+        """A saved state; fields this version does not know (e.g. an older ``total_steps``) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @contextlib.contextmanager
@@ -186,7 +199,7 @@ def load_last(directory: Path) -> ResumePoint:
     try:
         record = json.loads((trainer / STATE_FILE).read_text())
         optimizer = {"tensors": load_file(str(trainer / OPTIMIZER_FILE)), "meta": record["optimizer"]}
-        return ResumePoint(directory=directory, state=TrainState(**record["state"]), config=record["config"],
+        return ResumePoint(directory=directory, state=TrainState.from_dict(record["state"]), config=record["config"],
                            scheduler=record["scheduler"], optimizer=optimizer,
                            trainable=load_file(str(trainer / TRAINABLE_FILE)), rng=load_file(str(trainer / RNG_FILE)))
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:

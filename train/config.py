@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from cmirm_plugin.cache import cache_root
 from cmirm_plugin.errors import ConfigError
 
 Stage = Literal["pretrain", "finetune"]
@@ -30,7 +30,7 @@ def _help(text: str, **kwargs: Any) -> Any:
 
 def default_cache_dir() -> Path:
     """``$CMIRM_CACHE/features`` (default ``~/.cache/cmirm/features``), shared by all runs."""
-    return Path(os.environ.get("CMIRM_CACHE", Path.home() / ".cache" / "cmirm")) / "features"
+    return cache_root() / "features"
 
 
 @dataclass

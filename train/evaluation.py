@@ -1,9 +1,10 @@
 """Loss and pairwise accuracy per axis, overall and per modality, accumulated over batches.
 
 Accuracy counts the pairs with a decisive label (``model_a`` / ``model_b``) on an axis: the
-prediction is A when ``s_a > s_b`` and B otherwise (ties go to B, as the benchmark runner does).
-``both`` votes are left out of accuracy (the benchmark instead gives them 0.5 credit, which moves
-every model equally). Losses are the weighted means the training loss uses (`train.losses`).
+prediction is the benchmark runner's (`train.bench.labels.predicted_label`: A when ``s_a > s_b``,
+else B; a NaN score predicts nothing and is not counted). ``both`` votes are left out of accuracy
+(the benchmark instead gives them 0.5 credit, which moves every model equally). Losses are the
+weighted means the training loss uses (`train.losses`).
 
 Metric names (the keys of `PairwiseMetrics.compute`), for ``axis`` in alignment / musicality and
 ``modality`` in text / text+lyrics / text+ref / text+lyrics+ref (or a row's own ``modality``):
@@ -16,20 +17,26 @@ Metric names (the keys of `PairwiseMetrics.compute`), for ``axis`` in alignment 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch.nn import functional as F
 
 from cmirm_plugin.model.reward_model import CMIRewardModel
 from cmirm_plugin.records import AXES
-from train.batching import AudioSource, MissingPolicy, TextSource, score_pairs
+from cmirm_plugin.scoring import MissingPolicy
+from train.batching import AudioSource, TextSource, score_pairs
+from train.bench.labels import predicted_label
 from train.data import Label, PreferencePair
 from train.losses import LossConfig, Targets, make_targets
 
 
 class PairwiseMetrics:
-    """Running sums over an epoch or an evaluation pass; `compute` turns them into a flat dict."""
+    """Running sums over an epoch or an evaluation pass; `compute` turns them into a flat dict.
+
+    `state` / `from_state` carry the sums through JSON exactly (a run resumed mid-epoch goes on
+    summing where the interrupted one stopped).
+    """
 
     def __init__(self) -> None:
         self._loss: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])  # (axis, group) -> [sum, weight]
@@ -37,23 +44,45 @@ class PairwiseMetrics:
 
     def update(self, diff: torch.Tensor, targets: Targets, labels: Sequence[Sequence[Label | None]],
                modalities: Sequence[str]) -> None:
-        """Add a batch: ``diff = s_a - s_b`` ``[B, 2]``, its targets, labels and modality per pair."""
+        """Add a batch: ``diff = s_a - s_b`` ``[B, 2]``, its targets, labels and modality per pair.
+
+        Pass CPU tensors where they are at hand: anything else is copied to the CPU here.
+        """
         diff = diff.detach().float().cpu()
-        bce = F.binary_cross_entropy_with_logits(diff, targets.target.cpu(), reduction="none")
-        weight = targets.weight.cpu()
+        bce = F.binary_cross_entropy_with_logits(diff, targets.target.cpu(), reduction="none").tolist()
+        weights, diffs = targets.weight.cpu().tolist(), diff.tolist()
         for i, modality in enumerate(modalities):
+            groups = ("all", modality)
             for j, axis in enumerate(AXES):
-                w = float(weight[i, j])
+                w = weights[i][j]
                 if w > 0:
-                    for group in ("all", modality):
-                        self._loss[axis, group][0] += w * float(bce[i, j])
+                    for group in groups:
+                        self._loss[axis, group][0] += w * bce[i][j]
                         self._loss[axis, group][1] += w
                 label = labels[i][j]
-                if label in ("model_a", "model_b"):
-                    correct = int((float(diff[i, j]) > 0) == (label == "model_a"))
-                    for group in ("all", modality):
-                        self._acc[axis, group][0] += correct
+                predicted = predicted_label(diffs[i][j], 0.0) if label in ("model_a", "model_b") else None
+                if predicted is not None:
+                    for group in groups:
+                        self._acc[axis, group][0] += int(predicted == label)
                         self._acc[axis, group][1] += 1
+
+    def state(self) -> dict[str, list[list[Any]]]:
+        """The running sums, JSON-ready.
+
+        ``{"loss": [[axis, group, sum, weight], ...], "acc": [[axis, group, correct, n], ...]}``.
+        """
+        return {"loss": [[*key, *sums] for key, sums in self._loss.items()],
+                "acc": [[*key, *counts] for key, counts in self._acc.items()]}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Sequence[Sequence[Any]]]) -> "PairwiseMetrics":
+        """Running sums saved by `state` (an empty mapping gives empty sums)."""
+        metrics = cls()
+        for axis, group, total, weight in state.get("loss", ()):
+            metrics._loss[axis, group] = [float(total), float(weight)]
+        for axis, group, correct, n in state.get("acc", ()):
+            metrics._acc[axis, group] = [int(correct), int(n)]
+        return metrics
 
     def compute(self) -> dict[str, float | int | None]:
         """The metrics named in the module docstring (None where nothing was counted)."""

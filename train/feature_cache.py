@@ -42,8 +42,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from cmirm_plugin.audio import Audio
-from cmirm_plugin.errors import AudioError, ConfigError
+from cmirm_plugin.audio import prepare_waveform
+from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import ManifestWriter, read_records
 from cmirm_plugin.model.muq import MIN_SAMPLES
 from cmirm_plugin.model.reward_model import CHUNK_SECONDS, CMIRewardModel
@@ -56,15 +56,6 @@ SHARD_BYTES = 64 * 2**20
 #: Temporary shard files older than this are left-overs of killed runs and are removed.
 STALE_TMP_SECONDS = 24 * 3600
 T = TypeVar("T")
-
-
-def load_waveform(path: str | Path, sample_rate: int, max_dur: float) -> torch.Tensor:
-    """A clip as the scorer prepares it: mono, resampled (whole file), cropped to ``max_dur``; 1-D float32."""
-    clip = Audio.load(path).to_mono().resample(sample_rate).crop(max_dur)
-    if clip.num_samples < MIN_SAMPLES:
-        raise AudioError(f"'{path}': too short to score ({clip.num_samples} samples at {sample_rate} Hz; "
-                         f"need at least {MIN_SAMPLES})")
-    return clip.waveform[0]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -290,16 +281,19 @@ class FeatureCache:
             todo = [(k, p) for k, p in audio_items.items() if k not in self.audio_store]
             done["audio"] = self._fill(self.audio_store, todo, self.encode_batch_size, "caching audio features",
                                        lambda waves: self.model.encode_audio(waves, self.encode_batch_size),
-                                       lambda p: load_waveform(p, self.sr, self.max_dur))
+                                       lambda p: prepare_waveform(p, self.sr, self.max_dur, MIN_SAMPLES))
         return done
 
     # ------------------------------------------------------------------ reading
     def text(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """Cached ``[n_i, dim]`` embeddings of ``texts`` (KeyError naming the text if one is missing)."""
-        try:
-            return [self.text_store.get(self.text_key(t)) for t in texts]
-        except KeyError as exc:
-            raise KeyError(f"text not in the feature cache (call precompute first): {texts}") from exc
+        out = []
+        for text in texts:
+            try:
+                out.append(self.text_store.get(self.text_key(text)))
+            except KeyError as exc:
+                raise KeyError(f"text {text[:200]!r} not in the feature cache (call precompute first)") from exc
+        return out
 
     def audio(self, paths: Sequence[str | Path]) -> list[torch.Tensor]:
         """Cached ``[T_i, dim]`` embeddings of the clips at ``paths``."""

@@ -1,9 +1,10 @@
 """The run's metric files: one JSON line per logged step and per epoch, mirrored as CSV.
 
-``OUT/metrics/steps.jsonl`` (+ ``steps.csv``): ``step, epoch, lr, grad_norm, pairs_per_s`` and the
-training-batch metrics of `train.evaluation` under ``train/`` (averaged over the steps since the
-last line). ``OUT/metrics/epochs.jsonl`` (+ ``epochs.csv``): ``epoch, step`` with the epoch's
-training metrics under ``train/`` and the held-out metrics under ``eval/``. JSONL lines are
+``OUT/metrics/steps.jsonl`` (+ ``steps.csv``): ``step, epoch, lr``, ``grad_norm`` and ``pairs_per_s``
+(over the steps since the last line) and the training metrics of `train.evaluation` under
+``train/``, over the epoch's batches so far (the epoch's last step line has the epoch's values).
+``OUT/metrics/epochs.jsonl`` (+ ``epochs.csv``): ``epoch, step`` with the epoch's training metrics
+under ``train/`` and the held-out metrics under ``eval/``. JSONL lines are
 written and flushed one by one (crash-safe, `cmirm_plugin.manifest`); the CSV files are rewritten
 from them at each epoch end, with the union of all keys as columns. On resume, lines past the
 checkpoint's step are dropped so the files read as one uninterrupted run.
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from cmirm_plugin.manifest import ManifestWriter, read_records
+from cmirm_plugin.manifest import ManifestWriter, read_records, rewrite_records
 
 
 class MetricsLog:
@@ -79,10 +80,4 @@ class MetricsLog:
         self.close()
         for path, keep in ((self.steps_path, lambda r: r.get("step", 0) <= step),
                            (self.epochs_path, lambda r: r.get("epoch", 0) <= epochs_done)):
-            rows = [r for r in read_records(path) if keep(r)]
-            tmp = path.with_suffix(".jsonl.tmp")
-            tmp.unlink(missing_ok=True)
-            with ManifestWriter(tmp) as writer:
-                for row in rows:
-                    writer.append(row)
-            os.replace(tmp, path)
+            rewrite_records(path, [r for r in read_records(path) if keep(r)])

@@ -49,8 +49,9 @@ def split_pairs(pairs: Sequence[PreferencePair], train_split: str | None = "trai
         how = f"{len(held)} pairs with split == {eval_split!r} held out"
         train = candidates
     elif eval_fraction > 0:
-        held = [p for p in candidates if seeded_rank(p.key, seed, "eval") < eval_fraction]
-        train = [p for p in candidates if seeded_rank(p.key, seed, "eval") >= eval_fraction]
+        is_held = [seeded_rank(p.key, seed, "eval") < eval_fraction for p in candidates]
+        held = [p for p, h in zip(candidates, is_held) if h]
+        train = [p for p, h in zip(candidates, is_held) if not h]
         how = (f"no pairs with split == {eval_split!r}: held out {len(held)} pairs "
                f"({eval_fraction:.0%} by seeded hash, seed {seed})")
     else:

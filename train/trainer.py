@@ -14,7 +14,6 @@ Reproducibility: the data order of epoch e depends only on (seed, e), and the gl
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -30,15 +29,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.model.reward_model import CMIRewardModel
+from cmirm_plugin.scoring import autocast
 from train.batching import (AudioSource, CachedAudio, CachedText, LiveAudio, LiveText, TextSource, needed_inputs,
                             score_pairs)
 from train.checkpoint import (BEST, LAST, ResumePoint, TrainState, atomic_directory, find_last, load_last, save_last,
                               save_release)
 from train.config import TrainConfig
-from train.data import Label, PreferencePair, load_pairs
+from train.data import PreferencePair, load_pairs
 from train.evaluation import PairwiseMetrics, evaluate_pairs
 from train.feature_cache import FeatureCache
-from train.losses import LossConfig, Targets, bradley_terry_loss, make_targets
+from train.losses import LossConfig, bradley_terry_loss, make_targets
 from train.metrics_log import MetricsLog
 from train.model_setup import build_training_model, count_parameters
 from train.optim import build_optimizer, warmup_cosine
@@ -48,6 +48,8 @@ from train.splits import Split, split_pairs, subsample
 StepCallback = Callable[[TrainState], None]
 #: Metric that picks the best epoch: held-out pairwise accuracy averaged over the two axes.
 BEST_METRIC = "eval/acc"
+#: Prepared waveforms kept in memory when MuQ layers train (the audio tower then runs on every batch).
+WAVEFORM_CACHE_BYTES = 2 * 2**30
 
 
 @dataclass
@@ -77,32 +79,6 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def _prefixed(prefix: str, metrics: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}/{k}": v for k, v in metrics.items()}
-
-
-class _Window:
-    """Training metrics of the steps since the last step line (averaged into the next one)."""
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self.metrics, self.norms, self.pairs, self.start = PairwiseMetrics(), [], 0, time.perf_counter()
-
-    def add(self, diff: torch.Tensor, targets: Targets, labels: Sequence[Sequence[Label | None]],
-            modalities: Sequence[str], grad_norm: float) -> None:
-        self.metrics.update(diff, targets, labels, modalities)
-        self.norms.append(grad_norm)
-        self.pairs += len(modalities)
-
-    def flush(self) -> dict[str, Any]:
-        """The window's line fields (grad_norm, pairs_per_s, train/...), then start a new window."""
-        record: dict[str, Any] = {}
-        if self.norms:
-            elapsed = time.perf_counter() - self.start
-            record = {"grad_norm": sum(self.norms) / len(self.norms), "pairs_per_s": self.pairs / max(elapsed, 1e-9),
-                      **_prefixed("train", self.metrics.compute())}
-        self._reset()
-        return record
 
 
 class Trainer:
@@ -136,7 +112,9 @@ class Trainer:
         text_live = not c.feature_cache or any(p.requires_grad for p in model.text_module.parameters())
         audio_live = not c.feature_cache or any(p.requires_grad for p in model.audio_module.parameters())
         text: TextSource = LiveText(model)
-        audio: AudioSource = LiveAudio(model, c.max_dur, c.encode_batch_size)
+        # Prepared waveforms are kept when the tower trains; --no-feature-cache measures everything live.
+        audio: AudioSource = LiveAudio(model, c.max_dur, c.encode_batch_size,
+                                       cache_bytes=WAVEFORM_CACHE_BYTES if c.feature_cache else 0)
         if not (text_live and audio_live):
             cache = FeatureCache(c.features_dir, model, c.max_dur, c.cache_dtype, c.encode_batch_size, c.progress)
             texts, clips = needed_inputs(pairs)
@@ -149,11 +127,6 @@ class Trainer:
             if live:
                 self.console.print(f"{name} tower runs live on every batch")
         return text, audio
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.bf16 and self.device.type == "cuda":
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     def _resume_point(self) -> ResumePoint | None:
         """The checkpoint to continue from (None: a new run); refuses to overwrite a run or change its options."""
@@ -193,11 +166,12 @@ class Trainer:
         total = steps_per_epoch * c.epochs
         self.optimizer = build_optimizer(model, c.lr, c.weight_decay)
         self.scheduler = warmup_cosine(self.optimizer, total, int(c.warmup * total))
-        state = TrainState(total_steps=total, data_fingerprint=_data_fingerprint(split))
+        state = TrainState(data_fingerprint=_data_fingerprint(split))
         if point is not None:
             if point.state.data_fingerprint != state.data_fingerprint:
                 raise ConfigError(f"cannot resume {point.directory}: the training or held-out pairs differ from the "
-                                  f"interrupted run's (was {c.pairs} edited?)")
+                                  f"interrupted run's (was {c.pairs} edited, or the run started by an older cmirm "
+                                  f"version?); start a new run with another --out")
             point.restore(model, self.optimizer, self.scheduler)
             state = point.state
             self.log.truncate(state.global_step, state.epoch)
@@ -228,43 +202,58 @@ class Trainer:
                         TimeRemainingColumn(), console=self.console, disable=not self.config.progress)
 
     def _train_epoch(self, state: TrainState, progress: Progress, task: Any) -> dict[str, Any]:
+        """Train the rest of epoch ``state.epoch``; return the whole epoch's training metrics.
+
+        Per step, the score differences, the loss and the gradient norm come to the CPU in one copy;
+        the metrics (epoch so far, in every step line too) are summed there. Mid-epoch saves carry
+        the sums, so a resumed epoch reports all its batches.
+        """
         c, model = self.config, self.model
         pairs = self.split.train
         order = _epoch_order(len(pairs), c.seed, state.epoch)
         batches = [order[s : s + c.batch_size] for s in range(0, len(order), c.batch_size)]
-        epoch_metrics = PairwiseMetrics()
-        window = _Window()
+        metrics = PairwiseMetrics.from_state(state.train_sums) if state.batches_done else PairwiseMetrics()
+        window_pairs, window_start = 0, time.perf_counter()
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()
         for indices in batches[state.batches_done:]:
             batch = [pairs[i] for i in indices]
             labels = [p.labels for p in batch]
-            targets = make_targets(labels, [p.confidences for p in batch], self.loss_config).to(self.device)
-            with self._autocast():
+            targets = make_targets(labels, [p.confidences for p in batch], self.loss_config)   # CPU, for the metrics
+            with autocast(self.device, c.bf16):
                 score_a, score_b = score_pairs(model, batch, self.text, self.audio, c.missing)
-            loss, _ = bradley_terry_loss(score_a.float(), score_b.float(), targets)
+            loss, _ = bradley_terry_loss(score_a.float(), score_b.float(), targets.to(self.device))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else math.inf)
             self.optimizer.step()
             self.scheduler.step()
+            diff = (score_a - score_b).detach().float()
+            host = torch.cat([diff.flatten(), loss.detach().float().view(1), norm.detach().float().view(1)]).cpu()
+            loss_value, norm_value = float(host[-2]), float(host[-1])
+            metrics.update(host[:-2].view(diff.shape), targets, labels, [p.modality for p in batch])
             state.global_step += 1
             state.batches_done += 1
-            diff, modalities = (score_a - score_b).float(), [p.modality for p in batch]
-            epoch_metrics.update(diff, targets, labels, modalities)
-            window.add(diff, targets, labels, modalities, float(norm))
-            progress.update(task, advance=1, description=f"epoch {state.epoch + 1}/{c.epochs} loss {loss.item():.4f}")
+            state.window_norms.append(norm_value)
+            window_pairs += len(batch)
+            progress.update(task, advance=1, description=f"epoch {state.epoch + 1}/{c.epochs} loss {loss_value:.4f}")
             if state.global_step % c.log_steps == 0 or state.batches_done == len(batches):
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
                 self.log.log_step({"step": state.global_step, "epoch": state.epoch + 1,
-                                   "lr": self.scheduler.get_last_lr()[0], **window.flush()})
+                                   "lr": self.scheduler.get_last_lr()[0],
+                                   "grad_norm": sum(state.window_norms) / len(state.window_norms),
+                                   "pairs_per_s": window_pairs / elapsed, **_prefixed("train", metrics.compute())})
+                state.window_norms, window_pairs, window_start = [], 0, time.perf_counter()
             if c.save_steps and state.global_step % c.save_steps == 0 and state.batches_done < len(batches):
+                state.train_sums = metrics.state()
                 self._save_last(state)
             for callback in self.callbacks:
                 callback(state)
-        return epoch_metrics.compute()
+        state.train_sums = {}
+        return metrics.compute()
 
     def _evaluate(self) -> dict[str, Any]:
-        with self._autocast():
+        with autocast(self.device, self.config.bf16):
             return evaluate_pairs(self.model, self.split.eval, self.text, self.audio, self.loss_config,
                                   batch_size=2 * self.config.batch_size, missing=self.config.missing)
 

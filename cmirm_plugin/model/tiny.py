@@ -4,18 +4,22 @@
 uses (MuQ-MuLan: ``config.json`` + ``model.safetensors`` with ``mulan.*`` keys; MuQ:
 ``config.json``; XLM-R: ``config.json`` + a tokenizer trained here with `tokenizers`), so that the
 real loading code runs on them. `build_tiny_checkpoint` adds a released-layout CMI-RM folder.
-Their scores are meaningless: the weights are random.
+Their scores are meaningless: the weights are random. ``size="full"`` builds the same layout at the
+released sizes (MuQ-large, XLM-R base, 768-d MuLan), still with random weights and the tiny
+tokenizer, for timing the real architecture offline.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import save_file
 
+from cmirm_plugin.cache import cache_root
+from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.model.config import CMIRMConfig
 from cmirm_plugin.model.loading import WEIGHTS_NAME, model_to_hub_keys
 from cmirm_plugin.model.mulan import MuLanAudioTower, MuLanConfig, MuLanTextTower
@@ -23,6 +27,11 @@ from cmirm_plugin.model.muq import MuQConfig
 
 TINY_DIM = 32
 TINY_VERSION = "1"
+#: Tower sizes `build_tiny_towers` builds: the test towers, or the released architecture.
+TowerSize = Literal["tiny", "full"]
+#: (MuQ width, MuLan width, MuLan text depth, heads x dim_head) of each size.
+_SIZES: dict[str, tuple[int, int, int, tuple[int, int]]] = {"tiny": (48, TINY_DIM, 2, (4, 8)),
+                                                            "full": (1024, 768, 8, (8, 64))}
 
 _CORPUS = [
     "upbeat pop song with bright piano and drums", "slow acoustic ballad with female vocal and guitar",
@@ -43,19 +52,26 @@ def tiny_muq_config() -> MuQConfig:
     })
 
 
-def _mulan_json(audio_dir: Path, text_dir: Path) -> dict:
+def _mulan_json(audio_dir: Path, text_dir: Path, size: TowerSize = "tiny") -> dict:
+    muq_dim, dim, text_depth, (heads, dim_head) = _SIZES[size]
     return {
         "mulan": {"sr": 24000, "clip_secs": 10, "dim_latent": 16},
-        "audio_model": {"name": str(audio_dir), "model_dim": 48, "use_layer_idx": -1},
+        "audio_model": {"name": str(audio_dir), "model_dim": muq_dim, "use_layer_idx": -1},
         "text_model": {"name": str(text_dir), "model_dim": None, "use_layer_idx": -1},
-        "audio_transformer": {"dim": TINY_DIM, "tf_depth": 0, "heads": 4, "dim_head": 8, "ff_mult": 4},
-        "text_transformer": {"dim": TINY_DIM, "tf_depth": 2, "max_seq_len": 1024, "heads": 4, "dim_head": 8, "ff_mult": 4},
+        "audio_transformer": {"dim": dim, "tf_depth": 0, "heads": heads, "dim_head": dim_head, "ff_mult": 4},
+        "text_transformer": {"dim": dim, "tf_depth": text_depth, "max_seq_len": 1024, "heads": heads,
+                             "dim_head": dim_head, "ff_mult": 4},
     }
 
 
-def _xlmr_json(vocab_size: int) -> dict:
-    return {"model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"], "vocab_size": vocab_size,
-            "hidden_size": TINY_DIM, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+def _xlmr_json(vocab_size: int, size: TowerSize = "tiny") -> dict:
+    if size == "full":   # XLM-R base (its 250k vocabulary; the tiny tokenizer's ids are all valid in it)
+        shape = {"vocab_size": 250002, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                 "intermediate_size": 3072}
+    else:
+        shape = {"vocab_size": vocab_size, "hidden_size": TINY_DIM, "num_hidden_layers": 2, "num_attention_heads": 2,
+                 "intermediate_size": 64}
+    return {"model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"], **shape,
             "max_position_embeddings": 514, "type_vocab_size": 1, "pad_token_id": 1, "bos_token_id": 0,
             "eos_token_id": 2, "layer_norm_eps": 1e-5, "hidden_act": "gelu"}
 
@@ -80,17 +96,24 @@ def train_tiny_tokenizer(directory: Path) -> int:
     return tok.get_vocab_size()
 
 
-def build_tiny_towers(root: str | Path, seed: int = 0) -> Path:
-    """Write tiny MuQ-MuLan / MuQ / XLM-R folders under ``root``; return the MuQ-MuLan folder."""
+def build_tiny_towers(root: str | Path, seed: int = 0, size: TowerSize = "tiny") -> Path:
+    """Write MuQ-MuLan / MuQ / XLM-R folders with random weights under ``root``; return the MuQ-MuLan folder.
+
+    ``size="tiny"`` (default): ~0.2M parameters, for tests. ``size="full"``: the released sizes
+    (~0.6B parameters; building takes a while and a few GB of memory), for benchmarks.
+    """
+    if size not in _SIZES:
+        raise ConfigError(f"tower size must be one of {', '.join(_SIZES)}, got {size!r}")
     root = Path(root)
-    text_dir, audio_dir, mulan_dir = root / "xlm-roberta-tiny", root / "muq-tiny", root / "muq-mulan-tiny"
+    text_dir, audio_dir, mulan_dir = root / f"xlm-roberta-{size}", root / f"muq-{size}", root / f"muq-mulan-{size}"
     for d in (text_dir, audio_dir, mulan_dir):
         d.mkdir(parents=True, exist_ok=True)
     vocab = train_tiny_tokenizer(text_dir)
-    (text_dir / "config.json").write_text(json.dumps(_xlmr_json(vocab), indent=1))
-    muq = tiny_muq_config()
+    xlmr_json = _xlmr_json(vocab, size)
+    (text_dir / "config.json").write_text(json.dumps(xlmr_json, indent=1))
+    muq = tiny_muq_config() if size == "tiny" else MuQConfig()
     (audio_dir / "config.json").write_text(json.dumps(muq.__dict__, indent=1))
-    mulan_json = _mulan_json(audio_dir, text_dir)
+    mulan_json = _mulan_json(audio_dir, text_dir, size)
     (mulan_dir / "config.json").write_text(json.dumps(mulan_json, indent=1))
     from transformers import XLMRobertaConfig
 
@@ -98,7 +121,7 @@ def build_tiny_towers(root: str | Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         audio = MuLanAudioTower(muq, mulan)
-        text = MuLanTextTower(XLMRobertaConfig(**_xlmr_json(vocab)), mulan)
+        text = MuLanTextTower(XLMRobertaConfig(**xlmr_json), mulan)
         for module in (audio, text):   # non-trivial values everywhere, like trained weights
             for name, p in module.named_parameters():
                 if "transformer" in name and ("scale" in name or "gamma" in name):
@@ -106,7 +129,8 @@ def build_tiny_towers(root: str | Path, seed: int = 0) -> Path:
     state = {**{f"audio_module.{k}": v for k, v in audio.state_dict().items()},
              **{f"text_module.{k}": v for k, v in text.state_dict().items()}}
     hub = model_to_hub_keys(state)
-    hub["mulan.audio_to_latents.weight"] = torch.zeros(16, TINY_DIM)   # present in the real repo, unused by CMI-RM
+    # present in the real repo, unused by CMI-RM
+    hub["mulan.audio_to_latents.weight"] = torch.zeros(16, mulan.audio_transformer.dim)
     save_file({k: v.contiguous() for k, v in hub.items()}, str(mulan_dir / WEIGHTS_NAME))
     return mulan_dir
 
@@ -136,14 +160,14 @@ def build_tiny_checkpoint(root: str | Path, seed: int = 0, **config_overrides) -
 
 
 def default_tiny_checkpoint() -> Path:
-    """A tiny checkpoint cached under ``$CMIRM_CACHE`` (default ``~/.cache/cmirm``), built once.
+    """A tiny checkpoint cached under `cmirm_plugin.cache.cache_root` (``$CMIRM_CACHE``), built once.
 
     The CMI-RM weights file is written last, so its presence means the build finished; a file
     lock keeps concurrent processes (e.g. Ray actors) from building it twice.
     """
     from filelock import FileLock
 
-    cache = Path(os.environ.get("CMIRM_CACHE", Path.home() / ".cache" / "cmirm")) / f"tiny-v{TINY_VERSION}"
+    cache = cache_root() / f"tiny-v{TINY_VERSION}"
     ckpt = cache / "cmi-rm-tiny"
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache) + ".lock"):

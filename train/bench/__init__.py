@@ -2,18 +2,29 @@
 
 ``run_benchmark`` scores and evaluates (resumable, writes results.jsonl and the metrics files);
 ``compute_metrics`` evaluates rows held in memory, e.g. a trainer's held-out predictions.
+
+The names below are imported on first use, so that reading rows (``train.bench.schema``, which
+`train.data` uses) does not load the runner, scipy or the scorer machinery.
 """
 
-from train.bench.dataset import BenchmarkData, BenchRow, load_benchmark
-from train.bench.errors import DatasetError, ScorerError
-from train.bench.metrics import MetricsConfig, compute_metrics
-from train.bench.outputs import MetricsFiles, write_metrics
-from train.bench.report import print_summary, summary_tables
-from train.bench.runner import BenchConfig, BenchResult, run_benchmark
-from train.bench.scorer import DEFAULT_MODEL_CLASS, load_scorer
+from __future__ import annotations
 
-__all__ = [
-    "BenchConfig", "BenchResult", "BenchRow", "BenchmarkData", "DEFAULT_MODEL_CLASS", "DatasetError",
-    "MetricsConfig", "MetricsFiles", "ScorerError", "compute_metrics", "load_benchmark", "load_scorer",
-    "print_summary", "run_benchmark", "summary_tables", "write_metrics",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BenchConfig": "train.bench.runner", "BenchResult": "train.bench.runner", "run_benchmark": "train.bench.runner",
+    "BenchRow": "train.bench.dataset", "BenchmarkData": "train.bench.dataset", "load_benchmark": "train.bench.dataset",
+    "DatasetError": "train.bench.errors", "ScorerError": "train.bench.errors",
+    "MetricsConfig": "train.bench.metrics", "compute_metrics": "train.bench.metrics",
+    "MetricsFiles": "train.bench.outputs", "write_metrics": "train.bench.outputs",
+    "print_summary": "train.bench.report", "summary_tables": "train.bench.report",
+    "DEFAULT_MODEL_CLASS": "train.bench.scorer", "load_scorer": "train.bench.scorer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'train.bench' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

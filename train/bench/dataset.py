@@ -10,7 +10,6 @@ paths are joined to the dataset root and normalised, absolute paths are kept, em
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,13 +18,12 @@ from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import read_json_lines
 from train.bench import schema as S
 from train.bench.errors import DatasetError
+from train.bench.schema import resolve_path
 
 #: Pairwise subsets: their rows need a second clip.
 PAIRWISE_SUBSETS = ("MusicArena", "CMI-Pref")
 #: Fields that, when present, must be a string or null.
 _TEXT_FIELDS = (S.PROMPT, S.LYRICS, S.REF_AUDIO, S.AUDIO_B, S.MODALITY)
-#: How many problems an error message lists before summarising the rest.
-_MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -64,27 +62,17 @@ class BenchmarkData:
     skipped: list[str]
 
 
-def resolve_path(value: Any, root: str | Path) -> Path | None:
-    """A row path joined to ``root`` (relative) or kept (absolute); None for empty or null."""
-    if value is None or not str(value).strip():
-        return None
-    value = str(value)
-    return Path(value) if os.path.isabs(value) else Path(os.path.normpath(os.path.join(root, value)))
-
-
 def _row_problems(data: Mapping[str, Any], subset: str | None) -> list[str]:
     """What makes one row unusable, as ``field 'x': problem`` strings."""
     problems = []
     if subset is None:
         problems.append(f"field '{S.SOURCE}': unrecognised value {data.get(S.SOURCE)!r} (expected one containing "
                         f"'PAM' or 'Music Arena', 'MusicEval', 'SongEval' or 'cmi-arena-annotation')")
-    for name in _TEXT_FIELDS:
-        if data.get(name) is not None and not isinstance(data[name], str):
-            problems.append(f"field '{name}': expected a string or null, got {type(data[name]).__name__} {data[name]!r}")
+    problems.extend(S.string_problems(data, _TEXT_FIELDS))
     clip = data.get(S.AUDIO_A)
-    if not isinstance(clip, str) or not clip.strip():
+    if not isinstance(clip, str) or S.declared(clip) is None:
         problems.append(f"field '{S.AUDIO_A}': missing or empty (every row needs its clip), got {clip!r}")
-    if subset in PAIRWISE_SUBSETS and not (isinstance(data.get(S.AUDIO_B), str) and data[S.AUDIO_B].strip()):
+    if subset in PAIRWISE_SUBSETS and not (isinstance(data.get(S.AUDIO_B), str) and S.declared(data[S.AUDIO_B])):
         problems.append(f"field '{S.AUDIO_B}': missing or empty ({subset} rows compare two clips)")
     return problems
 
@@ -123,9 +111,7 @@ def load_benchmark(path: str | Path, root: str | Path, *, split: str | None = "t
             ref_audio=resolve_path(data.get(S.REF_AUDIO), root),
             text=data.get(S.PROMPT) or "", lyrics=data.get(S.LYRICS) or ""))
     if problems and not skip_invalid:
-        listed = "\n  ".join(problems[:_MAX_LISTED])
-        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-        raise DatasetError(f"{len(problems)} problem(s) in the benchmark file:\n  {listed}{more}\n"
+        raise DatasetError(f"{len(problems)} problem(s) in the benchmark file:{S.list_problems(problems)}\n"
                            "Fix the file, or pass --skip-invalid to leave these lines out.")
     if not rows:
         raise DatasetError(f"'{path}': no usable rows with split == {split!r} in subset {subset!r}")

@@ -22,6 +22,7 @@ from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.records import MODALITIES
 from train.bench import schema as S
 from train.bench.labels import credit, normalise_label
+from train.bench.schema import to_number
 
 Row = Mapping[str, Any]
 Metric = dict[str, Any]
@@ -90,18 +91,6 @@ SUMMARY_TASKS = (
 )
 _CMI_TASKS = tuple(t for t in SUMMARY_TASKS if t.dataset == "CMI-Pref")
 _ARENA = next(t for t in SUMMARY_TASKS if t.dataset == "MusicArena")
-
-
-def to_number(value: Any) -> float:
-    """A numeric field as a float, NaN when it is not numeric (like ``pd.to_numeric(errors="coerce")``)."""
-    if isinstance(value, bool) or value is None:
-        return math.nan
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(str(value))
-    except ValueError:
-        return math.nan
 
 
 def correlations(truth: Sequence[Any], prediction: Sequence[Any], *, lcc: bool = True,

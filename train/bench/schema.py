@@ -1,13 +1,19 @@
 """The CMI-RewardBench row schema: field names, and what a row means (spec §5.2, §5.4).
 
 One module decides a row's subset, its Music Arena month and its CMI-Pref modality group, so
-the runner (which scores rows) and the metrics (which group them) can never disagree.
+the runner (which scores rows) and the metrics (which group them) can never disagree. It also
+holds the field readers every row file shares (benchmark rows, preference pairs): what counts as
+absent, path resolution, numbers, type checks and problem listings. It stays light (no scipy,
+no runner), so `train.data` can use it.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
 from cmirm_plugin.records import MODALITIES, Instruction
 
@@ -49,6 +55,8 @@ DURATION_B = "bench_duration_b"
 
 #: The four subsets, in the order the runner scores them (§5.3).
 SUBSETS = ("PAM", "MusicEval", "MusicArena", "CMI-Pref")
+#: How many problems an error message lists before summarising the rest.
+MAX_LISTED = 20
 
 _NO_REF = ("text", "text+lyrics")
 _INSTRUMENTAL = ("text", "text+ref")
@@ -87,12 +95,44 @@ def musicarena_month(path: Any) -> str | None:
     return parts[index] if index < len(parts) else None
 
 
-def _declared(value: Any) -> str | None:
-    """A row field as our reader sees it: JSON null and blank strings are absent."""
+def declared(value: Any) -> str | None:
+    """A row field as our readers see it: JSON null and blank strings are absent (None); other values as text."""
     if value is None:
         return None
     text = value if isinstance(value, str) else str(value)
     return text if text.strip() else None
+
+
+def string_problems(row: Mapping[str, Any], names: Iterable[str]) -> list[str]:
+    """``field 'x': expected a string or null, ...`` for each of ``names`` present with another type."""
+    return [f"field '{name}': expected a string or null, got {type(row[name]).__name__} {row[name]!r}"
+            for name in names if row.get(name) is not None and not isinstance(row[name], str)]
+
+
+def resolve_path(value: Any, root: str | Path) -> Path | None:
+    """A row path joined to ``root`` and normalised (relative) or kept (absolute); None when absent (§5.1)."""
+    text = declared(value)
+    if text is None:
+        return None
+    return Path(text) if os.path.isabs(text) else Path(os.path.normpath(os.path.join(root, text)))
+
+
+def to_number(value: Any) -> float:
+    """A numeric field as a float, NaN when it is not numeric (like ``pd.to_numeric(errors="coerce")``)."""
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value))
+    except ValueError:
+        return math.nan
+
+
+def list_problems(problems: Sequence[str], limit: int = MAX_LISTED) -> str:
+    """The first ``limit`` problems, one per indented line, then how many more there are."""
+    listed = "".join(f"\n  {p}" for p in problems[:limit])
+    return listed + (f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else "")
 
 
 def modality_group(row: Mapping[str, Any]) -> str:
@@ -102,11 +142,11 @@ def modality_group(row: Mapping[str, Any]) -> str:
     counts as absent. The official evaluator counts null as present (it tests ``str(value)``,
     which is ``"None"``); that only differs on files that write null for an absent input.
     """
-    declared = _declared(row.get(MODALITY))
-    if declared is not None:
-        return declared
-    return Instruction(text=_declared(row.get(PROMPT)), lyrics=_declared(row.get(LYRICS)),
-                       ref_audio=_declared(row.get(REF_AUDIO))).modality
+    given = declared(row.get(MODALITY))
+    if given is not None:
+        return given
+    return Instruction(text=declared(row.get(PROMPT)), lyrics=declared(row.get(LYRICS)),
+                       ref_audio=declared(row.get(REF_AUDIO))).modality
 
 
 def ref_category(modality: str) -> str | None:

@@ -6,33 +6,16 @@ benchmark never imports model internals.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cmirm_plugin.importing import import_object
 from cmirm_plugin.plugin_contract import BenchmarkBatchInput, BenchmarkModel
 from train.bench.errors import ScorerError
 
 #: The CMI-RM scorer of this project.
 DEFAULT_MODEL_CLASS = "cmirm_plugin.scoring:CMIRMBenchmarkModel"
-
-
-def import_object(spec: str) -> Any:
-    """The object named by ``package.module:Attr`` (``Attr`` may be dotted); errors say what failed."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name.strip() or not attr.strip():
-        raise ScorerError(f"model class {spec!r} must look like 'package.module:Class'")
-    try:
-        obj = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ScorerError(f"model class {spec!r}: cannot import module '{module_name}' ({exc})") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise ScorerError(f"model class {spec!r}: '{part}' not found in module '{module_name}'") from exc
-    return obj
 
 
 def check_contract(model: Any, name: str) -> BenchmarkModel:
@@ -53,7 +36,7 @@ def load_scorer(spec: str, *, checkpoint: str | None, device: str,
 
     A None ``checkpoint`` is not passed, so the class's own default checkpoint applies.
     """
-    cls = import_object(spec)
+    cls = import_object(spec, what="model class", error=ScorerError)
     kwargs = dict(init_kwargs or {})
     if checkpoint is not None:
         kwargs.setdefault("checkpoint", checkpoint)

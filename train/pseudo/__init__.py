@@ -19,7 +19,8 @@ from typing import Any
 
 _EXPORTS = {
     "pseudo_label": "train.pseudo.runner", "PseudoLabelOptions": "train.pseudo.runner",
-    "judgments_path": "train.pseudo.runner", "PseudoLabelReport": "train.pseudo.report",
+    "judgments_path": "train.pseudo.runner", "default_report_path": "train.pseudo.runner",
+    "PseudoLabelReport": "train.pseudo.report",
     "Judge": "train.pseudo.judges.base", "JudgeReply": "train.pseudo.judges.base",
     "AxisVerdict": "train.pseudo.judges.base", "PairView": "train.pseudo.judges.base",
     "JudgeUnavailable": "train.pseudo.judges.base", "RewardJudge": "train.pseudo.judges.reward",

@@ -15,16 +15,12 @@ from cmirm_plugin.errors import ConfigError
 
 
 def _reward_judge(model: Optional[str], tiny: bool, margin: float, max_dur: float, device: Optional[str]):
-    from cmirm_plugin.scoring import DEFAULT_MODEL, RewardScorer
+    from cmirm_plugin.hub import DEFAULT_MODEL
+    from cmirm_plugin.score_command import load_scorer
     from train.pseudo.judges.reward import RewardJudge
 
-    if tiny:
-        from cmirm_plugin.model.tiny import default_tiny_checkpoint
-
-        model, name = str(default_tiny_checkpoint()), "tiny-cmi-rm"
-    else:
-        name = model = model or DEFAULT_MODEL
-    return RewardJudge(RewardScorer.from_pretrained(model, device=device, max_dur=max_dur), name, margin)
+    name = "tiny-cmi-rm" if tiny else model or DEFAULT_MODEL
+    return RewardJudge(load_scorer(model, tiny, device, max_dur=max_dur), name, margin)
 
 
 def _local_judge(model: Optional[str], tiny: bool, max_dur: float, max_new_tokens: int, device: Optional[str]):
@@ -72,8 +68,8 @@ def pseudo_label(
     max_new_tokens: int = typer.Option(16, "--max-new-tokens", help="LLM judges: answer length limit in tokens."),
     device: Optional[str] = typer.Option(None, "--device", help="reward / local: cpu, cuda ... \\[default: cuda if "
                                                                 "available]."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Report JSON \\[default: "
-                                                                 "pseudo_label_report.json next to --out]."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Report JSON \\[default: OUT.report.json, next "
+                                                                 "to --out, named after it]."),
     tiny: bool = typer.Option(False, "--tiny", help="reward / local: a tiny random judge (offline smoke run; "
                                                     "labels are meaningless)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

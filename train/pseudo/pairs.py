@@ -1,11 +1,12 @@
 """Unlabeled pairs in, pseudo-labelled pairs out, both in the CMI-Pref JSONL layout `train.data` reads.
 
 An input row is a preference row without (or with ignored) ``preference-*`` /
-``confidence_preference-*`` fields. Every line is validated up front with `train.data.parse_pair`
-(clips exist, text fields are strings ...), so a pseudo row written later is one that
-``cmirm train`` accepts; problems are reported together, each as ``file:line: problem``.
+``confidence_preference-*`` fields. Every line is validated up front by the reader training uses
+(`train.data.read_pair_file`: clips exist, text fields are strings ...), so a pseudo row written
+later is one that ``cmirm train`` accepts; problems are reported together, each as
+``file:line: problem``.
 
-A pair's id is `train.data.PreferencePair.key` (a hash of the resolved clip paths and the
+A pair's id is `train.data.PreferencePair.key` (a hash of the clip paths as written and the
 instruction): it keys resuming, and it is the key training's seeded held-out split uses.
 """
 
@@ -16,9 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cmirm_plugin.records import AXES
-from cmirm_plugin.manifest import read_json_lines
 from train.bench import schema as S
-from train.data import LABEL_FIELDS, Label, PairDataError, PreferencePair, parse_pair
+from train.data import LABEL_FIELDS, Label, PairDataError, PreferencePair, read_pair_file
 from train.pseudo.consistency import Order
 from train.pseudo.judges.base import PairView
 
@@ -57,34 +57,22 @@ class UnlabeledSet:
 def load_unlabeled_pairs(path: str | Path, root: str | Path | None = None) -> UnlabeledSet:
     """Read and validate every line of ``path`` (clip paths relative to ``root``, default the file's folder).
 
-    Raises `train.data.PairDataError` listing every problem with its line number, or when the file
-    has no pair. Rows that repeat an earlier pair (same id) are judged once; their lines are returned.
+    Label and confidence fields are ignored (the judge supplies them). Raises
+    `train.data.PairDataError` listing the problems with their line numbers, or when the file has
+    no pair. Rows that repeat an earlier pair (same id) are judged once; their lines are returned.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PairDataError(f"'{path}': pair file not found")
-    root = Path(root if root is not None else path.parent).resolve()
-    if not root.is_dir():
-        raise PairDataError(f"'{root}': dataset root is not a directory")
-    rows, problems = read_json_lines(path)
+    found = read_pair_file(path, root, require_label=False, ignore=_REPLACED)
+    if found.problems:
+        raise found.error("unlabeled pair file", "Fix these lines and rerun: nothing has been judged yet.")
     pairs: dict[str, UnlabeledPair] = {}
     duplicates = []
-    for lineno, row in rows:
-        # Validate as the labelled row we will write: a placeholder label stands for the judge's.
-        probe = {k: v for k, v in row.items() if k not in _REPLACED} | {name: "both" for name in LABEL_FIELDS}
-        pair, row_problems = parse_pair(lineno, probe, root)
-        problems.extend(f"{path}:{lineno}: {p}" for p in row_problems)
-        if pair is None:
-            continue
+    for row, pair in found.rows:
         if pair.key in pairs:
-            duplicates.append(lineno)
+            duplicates.append(pair.line)
         else:
-            pairs[pair.key] = UnlabeledPair(lineno, row, pair)
-    if problems:
-        listed = "\n  ".join(problems)
-        raise PairDataError(f"{len(problems)} problem(s) in the unlabeled pair file:\n  {listed}")
+            pairs[pair.key] = UnlabeledPair(pair.line, row, pair)
     if not pairs:
-        raise PairDataError(f"'{path}': no pairs")
+        raise PairDataError(f"'{found.path}': no pairs")
     return UnlabeledSet(list(pairs.values()), duplicates)
 
 

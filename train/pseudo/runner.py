@@ -8,7 +8,7 @@ Files of a run with ``out = DIR/pseudo.jsonl``:
 * ``DIR/pseudo.jsonl``: the pseudo pairs ``cmirm train`` reads (`train.pseudo.pairs.pseudo_row`),
   in input order. At the start of each run it is rewritten from the judgments under the current
   ``--ties`` / ``--filter``, then appended to pair by pair, so it always matches the judgments.
-* ``DIR/pseudo_label_report.json``: the `PseudoLabelReport` (also printed).
+* ``DIR/pseudo.report.json``: the `PseudoLabelReport` (also printed).
 
 Only a judge that cannot answer at all (`JudgeUnavailable`) stops the run; an unusable answer, or a
 clip that cannot be decoded, is recorded as an error on that pair and order.
@@ -16,16 +16,15 @@ clip that cannot be decoded, is recorded as an error on that pair and order.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cmirm_plugin.errors import AudioError, CmirmError
-from cmirm_plugin.manifest import ManifestWriter, iter_records
+from cmirm_plugin.manifest import ManifestWriter, iter_records, rewrite_records
 from cmirm_plugin.records import AXES
 from train.pseudo.consistency import ORDERS, FilterMode, TiePolicy, check_policy, row_labels
 from train.pseudo.judges.base import Judge, JudgeReply
@@ -33,9 +32,6 @@ from train.pseudo.judgment import Judgment
 from train.pseudo.pairs import UnlabeledPair, load_unlabeled_pairs, pseudo_row
 from train.pseudo.prompt import check_axes
 from train.pseudo.report import PseudoLabelReport
-
-REPORT_NAME = "pseudo_label_report.json"
-
 
 @dataclass(frozen=True)
 class PseudoLabelOptions:
@@ -54,6 +50,12 @@ def judgments_path(out: str | Path) -> Path:
     """The judgments manifest that goes with the pseudo-pair file ``out``."""
     out = Path(out)
     return out.with_name(out.stem + ".judgments.jsonl")
+
+
+def default_report_path(out: str | Path) -> Path:
+    """The default report of the pseudo-pair file ``out`` (named after it, so outputs sharing a folder keep theirs)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".report.json")
 
 
 def judge_pair(judge: Judge, pair: UnlabeledPair, axes: Sequence[str]) -> Judgment:
@@ -106,23 +108,14 @@ class _Labeller:
                                          "pseudo_label": provenance})
 
 
-def _rewrite(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Replace ``path`` with ``rows`` atomically (a manifest written aside, then renamed over it)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    with ManifestWriter(tmp) as writer:
-        for row in rows:
-            writer.append(row)
-    os.replace(tmp, path)
-
-
 def pseudo_label(pairs_file: str | Path, out: str | Path, judge: Judge, dataset_root: str | Path | None = None,
                  options: PseudoLabelOptions = PseudoLabelOptions(), report_path: str | Path | None = None,
                  console: Console | None = None, progress: bool = True) -> PseudoLabelReport:
     """Pseudo-label the unlabeled pairs of ``pairs_file`` with ``judge`` into ``out`` (module docstring).
 
     ``dataset_root`` is where the pair file's relative clip paths start (default: its folder);
-    ``report_path`` defaults to ``pseudo_label_report.json`` next to ``out``. Returns the report.
+    ``report_path`` defaults to `default_report_path` (``<out stem>.report.json`` next to ``out``).
+    Returns the report.
     """
     console = console or Console()
     out = Path(out)
@@ -135,7 +128,7 @@ def pseudo_label(pairs_file: str | Path, out: str | Path, judge: Judge, dataset_
                                len(data.duplicate_lines))
     labeller = _Labeller(options, report)
     earlier = [p for p in data.pairs if p.id in done]
-    _rewrite(out, (row for p in earlier if (row := labeller.row(p, done[p.id])) is not None))
+    rewrite_records(out, (row for p in earlier if (row := labeller.row(p, done[p.id])) is not None))
     report.judged_before = len(earlier)
     pending = [p for p in data.pairs if p.id not in done]
     columns = (TextColumn("judging pairs"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -152,6 +145,6 @@ def pseudo_label(pairs_file: str | Path, out: str | Path, judge: Judge, dataset_
                     rows.append(row)
                 bar.advance(task)
     finally:
-        report.write(report_path if report_path is not None else out.parent / REPORT_NAME)
+        report.write(report_path if report_path is not None else default_report_path(out))
         report.print(console)
     return report

@@ -64,11 +64,22 @@ class JudgeReply:
         return cls({axis: AxisVerdict(None, error) for axis in axes}, raw)
 
 
+def judge_id(*parts: str, **settings: Any) -> str:
+    """A judge's id: ``parts`` and then ``key=value`` per setting, joined by ``:``.
+
+    Every setting that can change an answer (model, prompt version, how much of each clip is
+    heard and at which rate, answer length, margin ...) belongs in it: the id is what keeps a
+    rerun with other settings from mixing its judgments with earlier ones.
+    """
+    values = (f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}" for key, value in settings.items())
+    return ":".join([*parts, *values])
+
+
 class Judge(Protocol):
     """Anything that compares two clips under an instruction on the requested axes.
 
-    ``id`` names the judge and its settings; it is written into every output row and a resumed
-    run refuses to mix judges in one output file.
+    ``id`` names the judge and every setting that changes its answers (`judge_id`); it is written
+    into every output row and a resumed run refuses to mix judges in one output file.
     """
 
     id: str

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from cmirm_plugin.errors import ConfigError
-from train.pseudo.judges.base import JudgeReply, JudgeUnavailable, PairView
+from train.pseudo.judges.base import JudgeReply, JudgeUnavailable, PairView, judge_id
 from train.pseudo.judges.clips import load_clip, wav_bytes
 from train.pseudo.prompt import PROMPT_VERSION, Prompt, build_prompt, parse_verdicts
 
@@ -70,12 +70,14 @@ class HttpJudgeSettings:
 class HttpJudge:
     """Judge through an OpenAI-compatible chat-completions endpoint (module docstring).
 
-    ``sleep`` is injectable so tests need not wait out the backoff.
+    The id names the model, the prompt version, the clips' sample rate and ``max_dur``, and
+    ``max_tokens``. ``sleep`` is injectable so tests need not wait out the backoff.
     """
 
     def __init__(self, settings: HttpJudgeSettings, sleep: Callable[[float], None] = time.sleep) -> None:
         self.settings = settings
-        self.id = f"http:{settings.model}:prompt-v{PROMPT_VERSION}"
+        self.id = judge_id("http", settings.model, f"prompt-v{PROMPT_VERSION}", sr=settings.sample_rate,
+                           max_dur=float(settings.max_dur), max_tokens=settings.max_tokens)
         self._sleep = sleep
         parts = urllib.parse.urlsplit(settings.endpoint)
         self._https = parts.scheme == "https"

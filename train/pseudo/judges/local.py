@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from cmirm_plugin.errors import ConfigError
-from train.pseudo.judges.base import JudgeReply, PairView
+from train.pseudo.judges.base import JudgeReply, PairView, judge_id
 from train.pseudo.judges.clips import load_clip
 from train.pseudo.prompt import PROMPT_VERSION, Prompt, build_prompt, parse_verdicts
 
@@ -70,7 +70,8 @@ def load_processor(model_id: str | Path) -> Any:
 class LocalAudioLLMJudge:
     """Judge with a transformers audio-language model and its processor (module docstring).
 
-    ``name`` identifies the model in the judge id (its folder or hub id).
+    ``name`` identifies the model in the judge id (its folder or hub id); the id also holds the
+    prompt version, the feature extractor's sample rate, ``max_dur`` and ``max_new_tokens``.
     """
 
     def __init__(self, model: Any, processor: Any, name: str, max_new_tokens: int = 16, max_dur: float = 30.0) -> None:
@@ -80,7 +81,9 @@ class LocalAudioLLMJudge:
         self.processor = processor
         self.max_new_tokens = max_new_tokens
         self.max_dur = float(max_dur)
-        self.id = f"local:{name}:prompt-v{PROMPT_VERSION}"
+        self.sample_rate = int(processor.feature_extractor.sampling_rate)
+        self.id = judge_id("local", name, f"prompt-v{PROMPT_VERSION}", sr=self.sample_rate, max_dur=self.max_dur,
+                           max_new_tokens=max_new_tokens)
 
     @classmethod
     def from_pretrained(cls, model_id: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
@@ -99,9 +102,9 @@ class LocalAudioLLMJudge:
     @torch.inference_mode()
     def answer(self, prompt: Prompt) -> str:
         """The model's greedy reply to ``prompt`` (special tokens removed)."""
-        rate = self.processor.feature_extractor.sampling_rate
-        audios = [load_clip(path, rate, self.max_dur).waveform[0].numpy() for path in prompt.audios]
-        inputs = self.processor(text=self.render(prompt), audio=audios, sampling_rate=rate, return_tensors="pt")
+        audios = [load_clip(path, self.sample_rate, self.max_dur).waveform[0].numpy() for path in prompt.audios]
+        inputs = self.processor(text=self.render(prompt), audio=audios, sampling_rate=self.sample_rate,
+                                return_tensors="pt")
         inputs = inputs.to(self.model.device)
         out = self.model.generate(**inputs, do_sample=False, max_new_tokens=self.max_new_tokens)
         return self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]

@@ -17,7 +17,7 @@ import numpy as np
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import AXES, Instruction
 from cmirm_plugin.scoring import RewardScorer
-from train.pseudo.judges.base import AxisVerdict, Choice, JudgeReply, PairView
+from train.pseudo.judges.base import AxisVerdict, Choice, JudgeReply, PairView, judge_id
 
 _CACHE_SIZE = 64
 
@@ -25,8 +25,9 @@ _CACHE_SIZE = 64
 class RewardJudge:
     """Judge with a `RewardScorer` (score difference, ``margin`` for ties).
 
-    ``name`` identifies the model in the judge id (e.g. its folder or hub id). Scores are cached
-    per (clip, instruction), so the second order of a pair costs nothing.
+    ``name`` identifies the model in the judge id (e.g. its folder or hub id); the id also holds the
+    margin, the scorer's ``max_dur`` and, when not the default ``mask``, its missing-input policy.
+    Scores are cached per (clip, instruction), so the second order of a pair costs nothing.
     """
 
     def __init__(self, scorer: RewardScorer, name: str, margin: float = 0.0) -> None:
@@ -34,7 +35,8 @@ class RewardJudge:
             raise CmirmError(f"--margin must be >= 0, got {margin}")
         self.scorer = scorer
         self.margin = float(margin)
-        self.id = f"reward:{name}:margin={self.margin:g}"
+        extra = {"missing": scorer.missing} if scorer.missing != "mask" else {}
+        self.id = judge_id("reward", name, margin=self.margin, max_dur=float(scorer.max_dur), **extra)
         self._scores: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     def _score(self, clips: Sequence[Path], inst: Instruction) -> list[np.ndarray]:

@@ -8,8 +8,9 @@ answers are garbage (random weights): every verdict is a recorded parse error.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from cmirm_plugin.cache import cache_root
 
 TINY_VERSION = "1"
 _SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
@@ -59,10 +60,10 @@ def build_tiny_audio_llm(root: str | Path, seed: int = 0) -> Path:
 
 
 def default_tiny_audio_llm() -> Path:
-    """The tiny judge cached under ``$CMIRM_CACHE`` (default ``~/.cache/cmirm``), built once (file-locked)."""
+    """The tiny judge cached under `cmirm_plugin.cache.cache_root` (``$CMIRM_CACHE``), built once (file-locked)."""
     from filelock import FileLock
 
-    folder = Path(os.environ.get("CMIRM_CACHE", Path.home() / ".cache" / "cmirm")) / f"tiny-audio-llm-v{TINY_VERSION}"
+    folder = cache_root() / f"tiny-audio-llm-v{TINY_VERSION}"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / "processor_config.json").is_file():     # written last: its presence means a full build
