@@ -26,39 +26,21 @@ import torch
 from cmirm_plugin import Instruction
 from cmirm_plugin.testing import sine
 from generators.base import Generator
+from generators.tiny import MusicGenSizes, tiny_musicgen
 
 CONFIGS = ("tiny-musicgen", "tiny-musicgen-melody", "tiny-stable-audio", "small-musicgen")
 
 
+#: musicgen-small's decoder (1024 wide, 24 layers, 4 x 2048 codes) and 32 kHz EnCodec; a tiny text encoder.
+SMALL_MUSICGEN = MusicGenSizes(text_width=64, codec_hidden=128, codec_filters=64, codec_lstm_layers=2,
+                               codebook_size=2048, width=1024, layers=24, ffn_dim=4096, heads=16)
+
+
 def small_musicgen(device: str) -> Generator:
-    """musicgen-small's decoder (1024 wide, 24 layers, 4 x 2048 codes) and 32 kHz EnCodec, random weights."""
-    from transformers import (
-        EncodecConfig,
-        EncodecFeatureExtractor,
-        MusicgenConfig,
-        MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
-        MusicgenProcessor,
-        T5Config,
-    )
-
+    """A MusicGen at `SMALL_MUSICGEN` sizes with random weights."""
     from generators.musicgen import MusicGenGenerator
-    from generators.tiny import tiny_t5_tokenizer
 
-    tokenizer = tiny_t5_tokenizer()
-    text = T5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
-    audio = EncodecConfig(sampling_rate=32000, num_filters=64, upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2],
-                          codebook_size=2048, num_lstm_layers=2, normalize=False, audio_channels=1)
-    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=1024, num_hidden_layers=24, ffn_dim=4096,
-                                    num_attention_heads=16, num_codebooks=4, pad_token_id=2048, bos_token_id=2048)
-    decoder.decoder_start_token_id = 2048
-    torch.manual_seed(0)
-    model = MusicgenForConditionalGeneration(MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder))
-    for layer in model.audio_encoder.quantizer.layers:
-        layer.codebook.embed.normal_()
-    gc = model.generation_config
-    gc.decoder_start_token_id = gc.pad_token_id = gc.bos_token_id = 2048
-    processor = MusicgenProcessor(feature_extractor=EncodecFeatureExtractor(sampling_rate=32000), tokenizer=tokenizer)
+    model, processor = tiny_musicgen(0, sizes=SMALL_MUSICGEN)
     return MusicGenGenerator(model.to(device), processor, name="small-musicgen")
 
 

@@ -9,21 +9,23 @@
 audiocraft samples from the global torch RNG, so each candidate runs alone (``batch_size`` 1)
 under ``torch.manual_seed(seed)`` inside a forked RNG state: that makes every candidate
 bit-identically reproducible from its seed and leaves the caller's RNG untouched. Batching
-would let candidates share one random stream, so it is refused.
+would let candidates share one random stream, so it is refused (``max_batch_size = 1``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import yaml
 
 from cmirm_plugin.errors import AudioError, ConfigError
 from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Instruction
-from generators.base import Generator
+from generators.base import Generator, check_batch_size, require_dir_or_hub_id
 from generators.params import GenerationParams, LMParams, check, check_number
 
 INSTALL_HINT = ("the audiocraft backend needs the optional audiocraft package, which pins an old torch: "
@@ -68,14 +70,33 @@ class MagnetParams(GenerationParams):
         return {**dataclasses.asdict(self), "decoding_steps": list(self.decoding_steps)}
 
 
-def _require_single(name: str, batch_size: int | None) -> None:
-    if batch_size not in (None, 1):
-        raise ConfigError(f"generator '{name}' samples from the global RNG, so batched candidates would not "
-                          f"be reproducible from their seeds; use batch_size=1, got {batch_size}")
+def checkpoint_is_magnet(id_or_path: str | Path) -> bool:
+    """Whether ``id_or_path`` holds a MAGNeT (True) or a MusicGen (False) checkpoint.
+
+    A local directory is judged by its saved training config: ``state_dict.bin`` holds the
+    config under ``xp.cfg`` (a YAML string in audiocraft's exports), whose ``lm_model`` is
+    ``transformer_lm_magnet`` for MAGNeT. It is read with ``torch.load(weights_only=True,
+    mmap=True)``: no code runs and no weights are read into memory. A hub name (or a directory
+    whose config cannot be read that way, e.g. an old pickled one) follows audiocraft's naming:
+    MAGNeT names contain ``magnet`` (``facebook/magnet-*``, ``facebook/audio-magnet-*``).
+    """
+    path = Path(id_or_path).expanduser()
+    state = path / "state_dict.bin"
+    if path.is_dir() and state.is_file():
+        try:
+            cfg = torch.load(state, map_location="cpu", weights_only=True, mmap=True).get("xp.cfg")
+            cfg = yaml.safe_load(cfg) if isinstance(cfg, str) else cfg
+        except Exception:  # an unreadable config (old pickle, bad file) falls back to the name rule
+            cfg = None
+        if isinstance(cfg, dict) and cfg.get("lm_model"):
+            return cfg["lm_model"] == "transformer_lm_magnet"
+    return "magnet" in path.name.lower()
 
 
 class AudiocraftGenerator(Generator):
     """An audiocraft ``MusicGen`` or ``MAGNeT`` model behind the `Generator` contract."""
+
+    max_batch_size = 1  # audiocraft samples from the global RNG: see the module docstring
 
     def __init__(self, model: Any, name: str) -> None:
         self.model = model
@@ -93,35 +114,30 @@ class AudiocraftGenerator(Generator):
                         dtype: torch.dtype | None = None, name: str | None = None,
                         batch_size: int = 1) -> "AudiocraftGenerator":
         """Load ``facebook/musicgen-*`` / ``facebook/magnet-*`` or a local directory holding
-        ``state_dict.bin`` + ``compression_state_dict.bin`` (audiocraft's export format).
-        ``batch_size`` is accepted for a uniform signature and must be 1."""
-        _require_single(name or str(id_or_path), batch_size)
+        ``state_dict.bin`` + ``compression_state_dict.bin`` (audiocraft's export format); which
+        model it is comes from `checkpoint_is_magnet`. ``batch_size`` is accepted for a uniform
+        signature and must be 1 (checked before anything is loaded)."""
+        name = name or f"audiocraft:{id_or_path}"
+        check_batch_size(name, batch_size, cls.max_batch_size)
         if dtype is not None:
-            raise ConfigError("the audiocraft backend picks its own dtype (float32 on CPU, float16 on GPU); "
-                              f"got dtype={dtype}")
+            raise ConfigError(f"generator '{name}': the audiocraft backend picks its own dtype (float32 on CPU, "
+                              f"float16 on GPU); drop the dtype option, got dtype={dtype}")
         models = import_audiocraft()
-        model_class = models.MAGNeT if "magnet" in str(id_or_path).lower() else models.MusicGen
+        require_dir_or_hub_id(str(id_or_path))
+        model_class = models.MAGNeT if checkpoint_is_magnet(id_or_path) else models.MusicGen
         with unavailable_as_error(str(id_or_path), "generator"):
             model = model_class.get_pretrained(str(id_or_path), device=str(device))
-        return cls(model, name=name or f"audiocraft:{id_or_path}")
+        return cls(model, name=name)
 
-    def max_duration(self, params: GenerationParams) -> float | None:
-        # MusicGen extends past its training length with windows; MAGNeT only makes its own length.
-        return float(self.model.max_duration) if self.is_magnet else None
-
-    def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
-               batch_size: int | None = None, **params: Any):
-        """As `Generator.sample`, but one seed at a time (audiocraft samples from the global RNG)."""
-        _require_single(self.name, batch_size)
-        return super().sample(instruction, seeds, duration, batch_size=1, **params)
+    def check_duration(self, duration: float, params: GenerationParams) -> None:
+        """MAGNeT makes clips of exactly its training length; MusicGen extends past it with windows."""
+        if self.is_magnet and abs(duration - self.model.max_duration) > 1e-6:
+            raise ConfigError(f"generator '{self.name}' (MAGNeT) makes exactly {self.model.max_duration:g} s clips; "
+                              f"use duration={self.model.max_duration:g}, got {duration:g}")
 
     def _set_params(self, params: GenerationParams, duration: float) -> None:
-        if isinstance(params, MagnetParams):
-            if abs(duration - self.model.max_duration) > 1e-6:
-                raise ConfigError(f"MAGNeT '{self.name}' makes exactly {self.model.max_duration:g} s clips; "
-                                  f"got duration={duration:g}")
-            values = params.to_dict()
-            self.model.set_generation_params(use_sampling=True, **values)
+        if isinstance(params, MagnetParams):  # its length is fixed (see `check_duration`)
+            self.model.set_generation_params(use_sampling=True, **params.to_dict())
             return
         assert isinstance(params, LMParams)
         self.model.set_generation_params(use_sampling=True, top_k=params.top_k, top_p=params.top_p,

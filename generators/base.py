@@ -16,13 +16,15 @@ from __future__ import annotations
 import logging
 import traceback
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence, Union
 
 import torch
 
 from cmirm_plugin.audio import Audio
-from cmirm_plugin.errors import CmirmError, ConfigError
+from cmirm_plugin.errors import CheckpointError, CmirmError, ConfigError
 from cmirm_plugin.records import Candidate, Instruction
 from generators.params import GenerationParams, check_number, validate_duration
 
@@ -51,6 +53,24 @@ def tail(text: str, limit: int = DETAIL_CHARS) -> str:
     """The last ``limit`` characters of ``text`` (stderr tails, traceback tails)."""
     text = text.rstrip()
     return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def require_dir_or_hub_id(id_or_path: str) -> None:
+    """Raise `CheckpointError` unless ``id_or_path`` is an existing directory or a valid hub id.
+
+    The model libraries report a mistyped local path as an invalid repo id (a bare ``ValueError``);
+    checked first, it is named as the path it is.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if Path(id_or_path).is_dir():
+        return
+    try:
+        validate_repo_id(id_or_path)
+    except HFValidationError:
+        raise CheckpointError(f"'{id_or_path}' is neither a local directory nor a hub id ('namespace/name'); "
+                              "check the path") from None
 
 
 class UnsupportedInputError(CmirmError):
@@ -85,11 +105,12 @@ class CandidateFailure:
     params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The manifest record (``status: failed`` tells it apart from a candidate record)."""
-        return {"status": "failed", **asdict(self)}
+        """The JSON-ready record (manifests add their own record-type field)."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "CandidateFailure":
+        """Inverse of `to_dict`; extra keys (a manifest's own fields) are ignored."""
         for key in ("instruction_id", "generator", "seed", "kind", "message"):
             if data.get(key) is None:
                 raise CmirmError(f"failure record lacks field '{key}': {dict(data)!r}")
@@ -107,10 +128,6 @@ class GenerationResult(list):
     def __init__(self, candidates: Iterable[Candidate] = (), failures: Iterable[CandidateFailure] = ()) -> None:
         super().__init__(candidates)
         self.failures: list[CandidateFailure] = list(failures)
-
-    @property
-    def candidates(self) -> list[Candidate]:
-        return list(self)
 
     def raise_for_failures(self) -> "GenerationResult":
         """Raise `CmirmError` listing every failure, if any; otherwise return self (for chaining)."""
@@ -133,10 +150,19 @@ def validate_seeds(seeds: Sequence[int]) -> list[int]:
         raise ConfigError("seeds is empty: give at least one seed")
     for seed in seeds:
         check_number("seed", seed, low=0, high=MAX_SEED, integer=True)
-    duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+    duplicates = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
     if duplicates:
         raise ConfigError(f"seeds must be distinct; repeated: {duplicates}")
     return seeds
+
+
+def check_batch_size(generator: str, size: Any, limit: int | None) -> int:
+    """``size`` as a validated batch size: an integer >= 1 and, if ``limit`` is set, <= ``limit``."""
+    check_number("batch_size", size, low=1, integer=True)
+    if limit is not None and size > limit:
+        raise ConfigError(f"generator '{generator}' takes at most {limit} seed(s) per backend call; "
+                          f"use batch_size={limit} or smaller, got {size}")
+    return size
 
 
 def batches(items: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -158,7 +184,8 @@ class Generator(ABC):
         inputs: the instruction inputs this generator honours (subset of `INPUT_KINDS`).
         required_inputs: inputs it cannot run without.
         batch_size: default number of seeds per backend call.
-        exact_batching: whether a batch gives bit-identical audio to generating each seed alone.
+        max_batch_size: the most seeds one backend call may take (None: no limit), e.g. 1 for
+            backends that sample from the global RNG, where batched seeds would share one stream.
         trims_to_duration: whether outputs are cut to exactly ``duration`` (model backends); external
             commands and functions own their output length.
     """
@@ -168,7 +195,7 @@ class Generator(ABC):
     inputs: ClassVar[frozenset[str]] = frozenset({"text"})
     required_inputs: ClassVar[frozenset[str]] = frozenset()
     params_type: ClassVar[type[GenerationParams]] = GenerationParams
-    exact_batching: ClassVar[bool] = False
+    max_batch_size: ClassVar[int | None] = None
     trims_to_duration: ClassVar[bool] = True
     batch_size: int = 1
 
@@ -199,6 +226,13 @@ class Generator(ABC):
         """The longest clip this backend can make with ``params`` (None: no limit known)."""
         return None
 
+    def check_duration(self, duration: float, params: GenerationParams) -> None:
+        """Raise `ConfigError` if this backend cannot make a ``duration``-second clip with ``params``.
+
+        Runs before any sampling, so a wrong length fails the call, not every candidate. The
+        default checks nothing beyond `max_duration`; backends with stricter rules override it.
+        """
+
     def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
                batch_size: int | None = None, **params: Any) -> GenerationResult:
         """Generate one candidate per seed; failed seeds go to ``result.failures``.
@@ -211,8 +245,9 @@ class Generator(ABC):
         seeds = validate_seeds(seeds)
         typed = self.params_type.from_kwargs(self.name, params)
         duration = validate_duration(duration, self.max_duration(typed))
-        size = self.batch_size if batch_size is None else batch_size
-        check_number("batch_size", size, low=1, integer=True)
+        self.check_duration(duration, typed)
+        size = check_batch_size(self.name, self.batch_size if batch_size is None else batch_size,
+                                self.max_batch_size)
         record = {"duration": duration, **typed.to_dict()}
         result = GenerationResult()
         for chunk in batches(seeds, size):
@@ -250,11 +285,10 @@ class Generator(ABC):
         result.failures.append(failure)
 
     def _to_audio(self, outcome: torch.Tensor | Audio, duration: float) -> Audio:
+        """The outcome as validated `Audio` at this generator's rate, cut to ``duration`` if it trims."""
         audio = outcome if isinstance(outcome, Audio) else Audio(outcome, self.sample_rate)
         audio = audio.resample(self.sample_rate)
-        if self.trims_to_duration:
-            audio = Audio(audio.waveform[:, :round(duration * self.sample_rate)], self.sample_rate)
-        return audio
+        return audio.crop(duration) if self.trims_to_duration else audio
 
     @abstractmethod
     def _generate(self, instruction: Instruction, seeds: list[int], duration: float,

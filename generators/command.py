@@ -14,7 +14,8 @@ A small template file (YAML, JSON or TOML) says how to call the tool::
     env: {CUDA_VISIBLE_DEVICES: "0"}   # optional, added to the environment
     output: output.wav                 # file the tool writes, in {output_dir}; may be a glob
     params: {steps: 60}                # extra placeholders with defaults, set by sample(**params)
-    per_batch: false                   # true: one run per batch, with {seeds} and {output_dir}
+    per_batch: false                   # true: one run per batch, with {seeds} and {output_dir};
+                                       # then output must contain {seed} (default '{seed}.wav')
 
 The command is split with `shlex` and every argument is substituted separately, then run with
 an argument list (never a shell), so instruction text cannot inject anything. Placeholders:
@@ -33,19 +34,24 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import tomllib
 import yaml
 
 from cmirm_plugin.audio import Audio
-from cmirm_plugin.errors import CmirmError, ConfigError
+from cmirm_plugin.errors import AudioError, CmirmError, ConfigError
 from cmirm_plugin.records import Instruction
 from generators.base import INPUT_KINDS, CandidateError, Generator, Outcome, instruction_inputs, tail
 from generators.params import GenerationParams, check
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as the tomli package (a dependency there)
+    import tomli as tomllib
 
 #: Placeholders every template may use (besides its own ``params``).
 BUILTIN_PLACEHOLDERS = ("text", "lyrics", "text_file", "lyrics_file", "ref_audio", "seed", "seeds", "duration",
@@ -124,8 +130,7 @@ class CommandTemplate:
         def kinds(key: str) -> frozenset[str]:
             values = data.get(key) or []
             values = [values] if isinstance(values, str) else values
-            bad = [v for v in values if v not in INPUT_KINDS]
-            if not isinstance(values, list) or bad:
+            if not isinstance(values, list) or any(v not in INPUT_KINDS for v in values):
                 raise ConfigError(f"{where}: field '{key}' must list inputs among {INPUT_KINDS}, got {data.get(key)!r}")
             return frozenset(values)
 
@@ -190,6 +195,10 @@ class CommandTemplate:
         if self.per_batch and used & per_seed:
             raise ConfigError(f"{where}: a per_batch command gets {{seeds}} and {{output_dir}}, "
                               f"not {sorted(used & per_seed)}")
+        if self.per_batch and self.output is not None and "{seed}" not in self.output:
+            # Without {seed} every seed of a batch would read the same file (a glob included).
+            raise ConfigError(f"{where}: field 'output' of a per_batch template must contain {{seed}} (one file "
+                              f"per seed in {{output_dir}}, e.g. '{{seed}}.wav'), got {self.output!r}")
 
     def params_type(self) -> type[GenerationParams]:
         """A frozen dataclass of this template's params, type-checked against their defaults."""
@@ -265,10 +274,12 @@ class CommandGenerator(Generator):
         text_file.write_text(instruction.text or "", encoding="utf-8")
         lyrics_file.write_text(instruction.lyrics or "", encoding="utf-8")
         ref = ""
-        if instruction.has_ref:
-            audio = instruction.load_ref()
-            ref = audio.source if audio.source and Path(audio.source).is_file() else str(audio.save(work / "ref.wav"))
-            ref = str(Path(ref).resolve())
+        if isinstance(instruction.ref_audio, Audio):  # in memory: the tool needs a file
+            ref = str(instruction.ref_audio.save(work / "ref.wav"))
+        elif instruction.ref_audio is not None:  # a path: passed on as it is, never decoded here
+            if not Path(instruction.ref_audio).is_file():
+                raise AudioError(f"'{instruction.ref_audio}': reference audio file not found")
+            ref = str(Path(instruction.ref_audio).resolve())
         template_dir = self.template.source.parent if self.template.source else Path.cwd()
         return {"text": instruction.text or "", "lyrics": instruction.lyrics or "", "text_file": str(text_file),
                 "lyrics_file": str(lyrics_file), "ref_audio": ref, "duration": f"{duration:g}",

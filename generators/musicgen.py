@@ -26,7 +26,7 @@ import torch
 from cmirm_plugin.errors import AudioError
 from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Instruction
-from generators.base import Generator
+from generators.base import Generator, require_dir_or_hub_id
 from generators.params import LMParams
 from generators.sampling import PerRowSampler, seeded_generators
 
@@ -62,6 +62,7 @@ class _TransformersMusicGen(Generator):
 
         id_or_path = str(id_or_path or cls.default_model)
         model_class = getattr(transformers, cls.model_class_name)
+        require_dir_or_hub_id(id_or_path)
         with unavailable_as_error(id_or_path, "generator"):
             model = model_class.from_pretrained(id_or_path, dtype=dtype).to(device)
             processor = transformers.AutoProcessor.from_pretrained(id_or_path)
@@ -81,10 +82,10 @@ class _TransformersMusicGen(Generator):
 
     def _ref_wave(self, instruction: Instruction, sample_rate: int, channels: int) -> np.ndarray:
         """The reference clip resampled, with the model's channel count (``[samples]`` or ``[samples, 2]``)."""
-        ref = instruction.load_ref().resample(sample_rate)
-        wave = ref.waveform
+        ref = instruction.load_ref()
         if channels == 1:
-            return wave.mean(dim=0).numpy()
+            return ref.to_mono().resample(sample_rate).waveform[0].numpy()
+        wave = ref.resample(sample_rate).waveform
         return (wave if wave.shape[0] == 2 else wave[:1].repeat(2, 1)).T.numpy()
 
     def _generate(self, instruction: Instruction, seeds: list[int], duration: float,

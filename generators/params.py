@@ -56,14 +56,21 @@ class GenerationParams:
 
     @classmethod
     def from_kwargs(cls: type[P], generator: str, kwargs: Mapping[str, Any]) -> P:
-        """Build from keyword arguments, rejecting names this backend does not know."""
-        known = [f.name for f in dataclasses.fields(cls)]
+        """Build from keyword arguments, rejecting names this backend does not know and naming
+        required ones (fields without a default) that are missing."""
+        fields = dataclasses.fields(cls)
+        known = [f.name for f in fields]
         unknown = sorted(set(kwargs) - set(known))
         if unknown:
             raise ConfigError(
                 f"generator '{generator}' has no parameter(s) {', '.join(map(repr, unknown))}; "
                 f"known: {', '.join(known) or '(none)'}"
             )
+        missing = [f.name for f in fields if f.name not in kwargs
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"generator '{generator}' needs parameter(s) {', '.join(map(repr, missing))}; "
+                              f"give them as sample(..., {missing[0]}=...) or --param {missing[0]}=...")
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:

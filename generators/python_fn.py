@@ -5,17 +5,23 @@ returns ``(waveform, sample_rate)`` (array or tensor, ``[samples]`` or ``[channe
 or an `Audio`. Anything it raises, and NaN or empty audio, fails only that seed. Reproducibility
 is the function's: it must draw all randomness from ``seed`` (e.g. a ``torch.Generator``).
 
+Its parameters are the keywords its signature takes after ``(instruction, seed, duration)``:
+`sample` refuses any other name up front (a function taking ``**kwargs`` accepts any name), and
+candidates record the values the caller gave (the function's own defaults are its business and
+need not be JSON).
+
 `generation_function` attaches the metadata (sample rate, inputs) to a function so the registry
 can build it from ``py:module:function`` alone.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import inspect
 import json
 import traceback
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -29,24 +35,76 @@ from generators.params import GenerationParams
 GenerationFn = Callable[..., Any]
 
 
+class _Unset:
+    """Default of a function parameter the caller did not give: not passed, not recorded."""
+
+    def __repr__(self) -> str:
+        return "<function default>"
+
+
+UNSET: Any = _Unset()
+
+
+def _check_json(values: Mapping[str, Any]) -> None:
+    """Every value must be JSON-serialisable, because candidates record it."""
+    for key, value in values.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"parameter '{key}' must be JSON-serialisable (it is recorded), "
+                              f"got {value!r}") from exc
+
+
+@dataclass(frozen=True)
+class FunctionParams(GenerationParams):
+    """Base of the parameter types built from a function's signature (see `params_type_for`)."""
+
+    def __post_init__(self) -> None:
+        _check_json(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The values the caller gave (what is passed to the function and recorded)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {key: value for key, value in values.items() if value is not UNSET}
+
+
 class FreeParams(GenerationParams):
-    """Parameters passed through to the function as they are (JSON-serialisable values only)."""
+    """Parameters of a function taking ``**kwargs``: any name, passed through as given."""
 
     def __init__(self, **values: Any) -> None:
-        for key, value in values.items():
-            try:
-                json.dumps(value, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"parameter '{key}' must be JSON-serialisable (it is recorded), "
-                                  f"got {value!r}") from exc
+        _check_json(values)
         object.__setattr__(self, "_values", dict(values))
 
     @classmethod
-    def from_kwargs(cls, generator: str, kwargs: dict[str, Any]) -> "FreeParams":
+    def from_kwargs(cls, generator: str, kwargs: Mapping[str, Any]) -> "FreeParams":
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self._values)
+
+
+def params_type_for(fn: GenerationFn, generator: str) -> type[GenerationParams]:
+    """The parameter type of ``fn``: one field per keyword after ``(instruction, seed, duration)``.
+
+    A keyword without a default is a required parameter; `FreeParams` when ``fn`` takes
+    ``**kwargs`` or has no readable signature (a builtin). Raises `ConfigError` when ``fn`` cannot
+    take ``duration``.
+    """
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return FreeParams
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return FreeParams
+    keywords = [p for p in parameters[2:] if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                        inspect.Parameter.KEYWORD_ONLY)]
+    if "duration" not in {p.name for p in keywords}:
+        raise ConfigError(f"generator '{generator}': '{getattr(fn, '__qualname__', fn)}' must accept a 'duration' "
+                          "keyword (signature: fn(instruction, seed, duration, **params))")
+    fields = [(p.name, Any) if p.default is inspect.Parameter.empty else (p.name, Any, dataclasses.field(default=UNSET))
+              for p in keywords if p.name != "duration"]
+    return dataclasses.make_dataclass(f"{getattr(fn, '__name__', 'fn')}_params", fields, bases=(FunctionParams,),
+                                      frozen=True, kw_only=True)
 
 
 def generation_function(sample_rate: int, inputs: Iterable[str] = ("text",)) -> Callable[[GenerationFn], GenerationFn]:
@@ -56,21 +114,6 @@ def generation_function(sample_rate: int, inputs: Iterable[str] = ("text",)) -> 
         fn.inputs = tuple(inputs)  # type: ignore[attr-defined]
         return fn
     return mark
-
-
-def load_object(spec: str) -> Any:
-    """Import ``module:attribute`` (e.g. ``my_pkg.gen:generate``), with errors naming the spec."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"'{spec}': expected 'module:function', e.g. 'my_pkg.music:generate'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"'{spec}': cannot import module '{module_name}' ({exc})") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise ConfigError(f"'{spec}': module '{module_name}' has no attribute '{attr}'") from exc
 
 
 def _as_audio(value: Any) -> Audio:
@@ -86,9 +129,12 @@ def _as_audio(value: Any) -> Audio:
 
 
 class CallableGenerator(Generator):
-    """Wrap ``fn(instruction, seed, duration=..., **params) -> (waveform, sample_rate) | Audio``."""
+    """Wrap ``fn(instruction, seed, duration=..., **params) -> (waveform, sample_rate) | Audio``.
 
-    params_type = FreeParams
+    ``batch_size`` exists so that every generator takes the same options (``build_generator``,
+    ``--gen-batch-size``); the function still runs once per seed, so it changes nothing here.
+    """
+
     trims_to_duration = False  # the function owns its output length
 
     def __init__(self, fn: GenerationFn, *, sample_rate: int | None = None, inputs: Iterable[str] | None = None,
@@ -96,18 +142,19 @@ class CallableGenerator(Generator):
         if not callable(fn):
             raise ConfigError(f"CallableGenerator needs a callable, got {type(fn).__name__}")
         self.fn = fn
-        self.batch_size = batch_size  # seeds per `_generate` call; the function still runs once per seed
+        self.batch_size = batch_size
         self.name = name or f"py:{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
         rate = sample_rate if sample_rate is not None else getattr(fn, "sample_rate", None)
         if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
-            raise ConfigError(f"generator '{self.name}': give sample_rate= (or decorate the function with "
-                              f"@generation_function(sample_rate=...)); got {rate!r}")
+            raise ConfigError(f"generator '{self.name}' needs a sample rate: decorate the function with "
+                              f"@generation_function(sample_rate=...) (from Python, "
+                              f"CallableGenerator(fn, sample_rate=...) also works); got {rate!r}")
         self.sample_rate = rate
         kinds = frozenset(inputs if inputs is not None else getattr(fn, "inputs", ("text",)))
         if not kinds <= set(INPUT_KINDS):
             raise ConfigError(f"generator '{self.name}': inputs must be among {INPUT_KINDS}, got {sorted(kinds)}")
         self.inputs = kinds
-        self._accepts = _accepted_keywords(fn)
+        self.params_type = params_type_for(fn, self.name)
 
     def _generate(self, instruction: Instruction, seeds: list[int], duration: float,
                   params: GenerationParams) -> Sequence[Outcome]:
@@ -121,29 +168,3 @@ class CallableGenerator(Generator):
             return error
         except Exception as exc:  # the user's function failing must not sink the other seeds
             return CandidateError("exception", f"{type(exc).__name__}: {exc}", tail(traceback.format_exc()))
-
-    def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
-               batch_size: int | None = None, **params: Any):
-        """As `Generator.sample`; parameters the function does not accept are refused up front."""
-        if self._accepts is not None:
-            unknown = sorted(set(params) - self._accepts)
-            if unknown:
-                raise ConfigError(f"generator '{self.name}' has no parameter(s) {', '.join(map(repr, unknown))}; "
-                                  f"the function accepts: {', '.join(sorted(self._accepts - {'duration'}))}")
-        return super().sample(instruction, seeds, duration, batch_size=batch_size, **params)
-
-
-def _accepted_keywords(fn: GenerationFn) -> set[str] | None:
-    """The keyword names ``fn`` accepts after (instruction, seed); None when it takes ``**kwargs``."""
-    try:
-        parameters = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    keywords = {p.name for p in parameters[2:] if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                             inspect.Parameter.KEYWORD_ONLY)}
-    if "duration" not in keywords:
-        raise ConfigError(f"'{getattr(fn, '__qualname__', fn)}' must accept a 'duration' keyword "
-                          "(signature: fn(instruction, seed, duration, **params))")
-    return keywords

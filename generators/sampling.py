@@ -31,9 +31,9 @@ def filter_logits(logits: torch.Tensor, params: LMParams) -> torch.Tensor:
     logits = logits.float() / params.temperature
     if params.top_p > 0.0:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        sorted_probs = sorted_logits.softmax(dim=-1)
         # Drop a token when the mass before it already reaches top_p (the top token always stays).
-        drop_sorted = (cumulative - sorted_logits.softmax(dim=-1)) >= params.top_p
+        drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= params.top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     elif params.top_k > 0:
@@ -67,9 +67,9 @@ class PerRowSampler(LogitsProcessor):
             cond, uncond = logits.split(rows)
             logits = uncond + (cond - uncond) * self.params.guidance_scale
         probs = filter_logits(logits, self.params).softmax(dim=-1)
-        tokens = torch.cat([
-            torch.multinomial(probs[row], 1, generator=self.generators[row // self.rows_per_candidate])
-            for row in range(rows)
-        ])
-        chosen = torch.full_like(scores[:rows], _FILL).scatter_(1, tokens[:, None], 0.0)
+        # One draw per candidate over its own rows: on CPU this consumes the generator exactly as one
+        # draw per row would (same tokens, same generator state; tests/test_generators_base.py checks it).
+        tokens = torch.cat([torch.multinomial(block, 1, generator=generator)
+                            for block, generator in zip(probs.split(self.rows_per_candidate), self.generators)])
+        chosen = torch.full_like(scores[:rows], _FILL).scatter_(1, tokens, 0.0)
         return torch.cat([chosen, chosen]) if guided else chosen

@@ -21,7 +21,7 @@ import torch
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Instruction
-from generators.base import Generator
+from generators.base import Generator, require_dir_or_hub_id
 from generators.params import DiffusionParams
 from generators.sampling import seeded_generators
 
@@ -52,6 +52,7 @@ class StableAudioGenerator(Generator):
             raise ConfigError("Stable Audio needs diffusers and torchsde: pip install -e '.[diffusers]'") from exc
         id_or_path = str(id_or_path or cls.default_model)
         kwargs = {"torch_dtype": dtype} if dtype is not None else {}
+        require_dir_or_hub_id(id_or_path)
         with unavailable_as_error(id_or_path, "generator"):
             pipeline = StableAudioPipeline.from_pretrained(id_or_path, **kwargs).to(device)
         return cls(pipeline, name=name or id_or_path, batch_size=batch_size)
@@ -67,9 +68,9 @@ class StableAudioGenerator(Generator):
     def _initial_audio(self, instruction: Instruction, n: int) -> dict[str, Any]:
         if not instruction.has_ref:
             return {}
-        wave = instruction.load_ref().resample(self.sample_rate).waveform
-        if wave.shape[0] != self.audio_channels:
-            wave = wave.mean(dim=0, keepdim=True).repeat(self.audio_channels, 1)
+        ref = instruction.load_ref().resample(self.sample_rate)
+        wave = ref.waveform if ref.num_channels == self.audio_channels else (
+            ref.to_mono().waveform.repeat(self.audio_channels, 1))  # e.g. a mono reference for a stereo model
         dtype = self.pipeline.vae.dtype
         return {"initial_audio_waveforms": wave.to(self.device, dtype).unsqueeze(0).repeat(n, 1, 1),
                 "initial_audio_sampling_rate": self.sample_rate}

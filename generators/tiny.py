@@ -11,7 +11,9 @@ files. Every builder is deterministic in ``seed`` and leaves the global RNG unto
 
 from __future__ import annotations
 
+import math
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,12 +29,17 @@ if TYPE_CHECKING:  # heavy optional imports stay lazy
         MusicgenMelodyProcessor,
         MusicgenProcessor,
         PreTrainedTokenizerFast,
+        T5Config,
     )
+
+    from generators.base import Generator
 
 #: Sample rate of the tiny MusicGen models (the real ones run at 32 kHz too).
 TINY_MUSICGEN_SAMPLE_RATE = 32000
 #: Sample rate of the tiny Stable Audio pipeline (as the real one).
 TINY_STABLE_AUDIO_SAMPLE_RATE = 44100
+#: The tiny models, by kind; registry name ``tiny-<kind>`` builds one (see `tiny_generator`).
+TINY_KINDS = ("musicgen", "musicgen-melody", "stable-audio")
 
 _WORDS = (
     "a an and the of with in on for to by upbeat calm sad happy dark bright slow fast loud soft "
@@ -61,78 +68,88 @@ def tiny_t5_tokenizer() -> "PreTrainedTokenizerFast":
                                    model_max_length=128, model_input_names=["input_ids", "attention_mask"])
 
 
-def _tiny_sub_configs(vocab_size: int, decoder_config_cls: type) -> tuple:
-    """Text encoder, EnCodec and decoder configs shared by both MusicGens.
+def t5_config(vocab_size: int, width: int = 32) -> "T5Config":
+    """A 2-layer, 4-head T5 text encoder ``width`` wide (the tiny models' and the benchmark's)."""
+    from transformers import T5Config
 
-    EnCodec runs at 50 frames/s with 64-entry codebooks; 1.2 kbps makes it encode with exactly the
-    decoder's 4 codebooks (50 Hz x 6 bits x 4), which audio prompts need.
+    return T5Config(vocab_size=vocab_size, d_model=width, d_kv=width // 4, d_ff=2 * width, num_layers=2, num_heads=4)
+
+
+@dataclass(frozen=True)
+class MusicGenSizes:
+    """Sizes of a random MusicGen (defaults: the tiny test model).
+
+    EnCodec runs at 32 kHz and 50 frames/s with ``num_codebooks`` codebooks of ``codebook_size``
+    entries; its bandwidth is derived so that it encodes with exactly the decoder's codebooks,
+    which audio prompts need.
     """
-    from transformers import EncodecConfig, T5Config
 
-    text = T5Config(vocab_size=vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-    audio = EncodecConfig(sampling_rate=TINY_MUSICGEN_SAMPLE_RATE, hidden_size=16, num_filters=4,
-                          upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[1.2], codebook_size=64,
-                          num_lstm_layers=1, num_residual_layers=1, normalize=False)
-    decoder = decoder_config_cls(vocab_size=64, hidden_size=32, num_hidden_layers=2, ffn_dim=64,
-                                 num_attention_heads=4, num_codebooks=4, pad_token_id=64, bos_token_id=64)
-    decoder.decoder_start_token_id = 64
-    return text, audio, decoder
+    text_width: int = 32
+    codec_hidden: int = 16
+    codec_filters: int = 4
+    codec_lstm_layers: int = 1
+    codebook_size: int = 64
+    num_codebooks: int = 4
+    width: int = 32
+    layers: int = 2
+    ffn_dim: int = 64
+    heads: int = 4
 
 
-def _finish_musicgen(model: torch.nn.Module) -> None:
-    """Give EnCodec random codebooks and set the special tokens transformers 5.x needs.
+def tiny_musicgen(seed: int = 0, *, melody: bool = False, sizes: MusicGenSizes = MusicGenSizes()) -> tuple[
+        "MusicgenForConditionalGeneration | MusicgenMelodyForConditionalGeneration",
+        "MusicgenProcessor | MusicgenMelodyProcessor"]:
+    """A random MusicGen (or MusicGen-Melody, chroma-conditioned) at ``sizes``, 32 kHz mono, and its processor.
 
     EnCodec's codebooks start as zeros (real ones are learned), which would decode every token
-    sequence to the same waveform and hide seed handling; call inside the seeded RNG block.
+    sequence to the same waveform and hide seed handling, so they are drawn at random too.
     """
-    for layer in model.audio_encoder.quantizer.layers:
-        layer.codebook.embed.normal_()
-    gc = model.generation_config
-    gc.decoder_start_token_id = gc.pad_token_id = gc.bos_token_id = 64
-    gc.do_sample, gc.guidance_scale, gc.max_length = True, 3.0, 1500
-
-
-def tiny_musicgen(seed: int = 0) -> tuple["MusicgenForConditionalGeneration", "MusicgenProcessor"]:
-    """A tiny random MusicGen (32 kHz mono, 50 frames/s) and its processor."""
     from transformers import (
+        EncodecConfig,
         EncodecFeatureExtractor,
         MusicgenConfig,
         MusicgenDecoderConfig,
         MusicgenForConditionalGeneration,
-        MusicgenProcessor,
-    )
-
-    tokenizer = tiny_t5_tokenizer()
-    text, audio, decoder = _tiny_sub_configs(len(tokenizer), MusicgenDecoderConfig)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
-        model = MusicgenForConditionalGeneration(config)
-        _finish_musicgen(model)
-    extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=TINY_MUSICGEN_SAMPLE_RATE, padding_value=0.0)
-    return model.eval(), MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
-
-
-def tiny_musicgen_melody(seed: int = 0) -> tuple["MusicgenMelodyForConditionalGeneration", "MusicgenMelodyProcessor"]:
-    """A tiny random MusicGen-Melody (chroma conditioning, 32 kHz mono) and its processor."""
-    from transformers import (
         MusicgenMelodyConfig,
         MusicgenMelodyDecoderConfig,
         MusicgenMelodyFeatureExtractor,
         MusicgenMelodyForConditionalGeneration,
         MusicgenMelodyProcessor,
+        MusicgenProcessor,
     )
 
     tokenizer = tiny_t5_tokenizer()
-    text, audio, decoder = _tiny_sub_configs(len(tokenizer), MusicgenMelodyDecoderConfig)
-    config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder, num_chroma=12,
-                                  chroma_length=235)
+    ratios = [8, 5, 4, 4]
+    frame_rate = TINY_MUSICGEN_SAMPLE_RATE / math.prod(ratios)
+    kbps = sizes.num_codebooks * frame_rate * math.log2(sizes.codebook_size) / 1000
+    audio = EncodecConfig(sampling_rate=TINY_MUSICGEN_SAMPLE_RATE, hidden_size=sizes.codec_hidden,
+                          num_filters=sizes.codec_filters, upsampling_ratios=ratios, target_bandwidths=[kbps],
+                          codebook_size=sizes.codebook_size, num_lstm_layers=sizes.codec_lstm_layers,
+                          num_residual_layers=1, normalize=False)
+    special = sizes.codebook_size  # the decoder's start / pad token, one past the codes
+    decoder = (MusicgenMelodyDecoderConfig if melody else MusicgenDecoderConfig)(
+        vocab_size=sizes.codebook_size, hidden_size=sizes.width, num_hidden_layers=sizes.layers,
+        ffn_dim=sizes.ffn_dim, num_attention_heads=sizes.heads, num_codebooks=sizes.num_codebooks,
+        pad_token_id=special, bos_token_id=special, decoder_start_token_id=special)
+    text = t5_config(len(tokenizer), sizes.text_width)
+    if melody:
+        config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder, num_chroma=12,
+                                      chroma_length=235)
+    else:
+        config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = MusicgenMelodyForConditionalGeneration(config)
-        _finish_musicgen(model)
-    extractor = MusicgenMelodyFeatureExtractor(sampling_rate=TINY_MUSICGEN_SAMPLE_RATE)
-    return model.eval(), MusicgenMelodyProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+        model = (MusicgenMelodyForConditionalGeneration if melody else MusicgenForConditionalGeneration)(config)
+        for layer in model.audio_encoder.quantizer.layers:
+            layer.codebook.embed.normal_()
+    # transformers 5.x takes the special tokens from the generation config.
+    gc = model.generation_config
+    gc.decoder_start_token_id = gc.pad_token_id = gc.bos_token_id = model.decoder.config.decoder_start_token_id
+    if melody:
+        extractor = MusicgenMelodyFeatureExtractor(sampling_rate=TINY_MUSICGEN_SAMPLE_RATE)
+        return model.eval(), MusicgenMelodyProcessor(feature_extractor=extractor, tokenizer=tokenizer)
+    extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=TINY_MUSICGEN_SAMPLE_RATE, padding_value=0.0)
+    return model.eval(), MusicgenProcessor(feature_extractor=extractor, tokenizer=tokenizer)
 
 
 def tiny_stable_audio(seed: int = 0) -> "StableAudioPipeline":
@@ -144,7 +161,7 @@ def tiny_stable_audio(seed: int = 0) -> "StableAudioPipeline":
         StableAudioPipeline,
         StableAudioProjectionModel,
     )
-    from transformers import T5Config, T5EncoderModel
+    from transformers import T5EncoderModel
 
     tokenizer = tiny_t5_tokenizer()
     with torch.random.fork_rng(devices=[]):
@@ -157,8 +174,7 @@ def tiny_stable_audio(seed: int = 0) -> "StableAudioPipeline":
                                           cross_attention_dim=16, time_proj_dim=16, global_states_input_dim=32,
                                           cross_attention_input_dim=16)
         projection = StableAudioProjectionModel(text_encoder_dim=32, conditioning_dim=16, min_value=0, max_value=32)
-        text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64,
-                                               num_layers=2, num_heads=4))
+        text_encoder = T5EncoderModel(t5_config(len(tokenizer)))
     scheduler = CosineDPMSolverMultistepScheduler(solver_order=2, prediction_type="v_prediction",
                                                   sigma_data=1.0, sigma_schedule="exponential")
     pipe = StableAudioPipeline(vae=vae, text_encoder=text_encoder.eval(), projection_model=projection,
@@ -167,19 +183,38 @@ def tiny_stable_audio(seed: int = 0) -> "StableAudioPipeline":
     return pipe
 
 
-def save_tiny(kind: str, path: str | Path, seed: int = 0) -> Path:
-    """Build tiny model ``kind`` (``musicgen``, ``musicgen-melody``, ``stable-audio``) and save it as a
-    ``from_pretrained``-loadable directory at ``path`` (to exercise the real loading code)."""
-    path = Path(path)
-    builders = {"musicgen": tiny_musicgen, "musicgen-melody": tiny_musicgen_melody}
+def tiny_generator(kind: str, seed: int = 0, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                   batch_size: int = 1) -> "Generator":
+    """Tiny model ``kind`` (one of `TINY_KINDS`) behind its real `Generator` class, named ``tiny-<kind>``.
+
+    This is what the registry names ``tiny-musicgen`` / ``tiny-musicgen-melody`` / ``tiny-stable-audio`` build.
+    """
+    name = f"tiny-{kind}"
     if kind == "stable-audio":
-        tiny_stable_audio(seed).save_pretrained(path, safe_serialization=True)
-    elif kind in builders:
-        model, processor = builders[kind](seed)
-        model.save_pretrained(path, safe_serialization=True)
-        processor.save_pretrained(path)
+        from generators.stable_audio import StableAudioGenerator
+
+        pipeline = tiny_stable_audio(seed).to(device=device, dtype=dtype)
+        return StableAudioGenerator(pipeline, name=name, batch_size=batch_size)
+    if kind in ("musicgen", "musicgen-melody"):
+        from generators.musicgen import MusicGenGenerator, MusicGenMelodyGenerator
+
+        melody = kind == "musicgen-melody"
+        model, processor = tiny_musicgen(seed, melody=melody)
+        cls = MusicGenMelodyGenerator if melody else MusicGenGenerator
+        return cls(model.to(device=device, dtype=dtype), processor, name=name, batch_size=batch_size)
+    raise ConfigError(f"unknown tiny model kind {kind!r}; expected one of {', '.join(TINY_KINDS)}")
+
+
+def save_tiny(kind: str, path: str | Path, seed: int = 0) -> Path:
+    """Build tiny model ``kind`` (one of `TINY_KINDS`) and save it as a ``from_pretrained``-loadable
+    directory at ``path`` (to exercise the real loading code)."""
+    path = Path(path)
+    generator = tiny_generator(kind, seed)
+    if kind == "stable-audio":
+        generator.pipeline.save_pretrained(path, safe_serialization=True)
     else:
-        raise ConfigError(f"unknown tiny model kind {kind!r}; expected musicgen, musicgen-melody or stable-audio")
+        generator.model.save_pretrained(path, safe_serialization=True)
+        generator.processor.save_pretrained(path)
     return path
 
 

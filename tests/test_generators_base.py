@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cmirm_plugin import CmirmError, ConfigError, Instruction, ManifestWriter, read_records
+from cmirm_plugin.errors import CheckpointError
 from cmirm_plugin.testing import sine
 from generators import (
     CandidateError,
@@ -20,6 +21,7 @@ from generators import (
     known_generators,
 )
 from generators.params import DiffusionParams
+from generators.registry import CHECKPOINTS
 from generators.sampling import PerRowSampler, filter_logits, seeded_generators
 
 TEXT = Instruction(text="calm piano")
@@ -142,7 +144,7 @@ def test_failure_records_round_trip_through_a_manifest(tmp_path):
     with ManifestWriter(tmp_path / "m.jsonl") as writer:
         writer.append(failure.to_dict())
     (record,) = read_records(tmp_path / "m.jsonl")
-    assert record["status"] == "failed" and record["seed"] == 7 and record["params"]["duration"] == 0.1
+    assert record["seed"] == 7 and record["params"]["duration"] == 0.1
     assert CandidateFailure.from_dict(record) == failure
     with pytest.raises(CmirmError, match="lacks field 'seed'"):
         CandidateFailure.from_dict({k: v for k, v in record.items() if k != "seed"})
@@ -185,20 +187,127 @@ def test_per_row_sampler_draws_each_candidate_from_its_own_seed():
     alone = draw([5], logits[:2])
     assert torch.equal(draw([1, 5, 9], logits)[1], alone[0])
     assert torch.equal(draw([5, 2], logits[:4])[0], alone[0])
-    # With guidance the conditional rows sit over the unconditional ones; both halves come back equal.
-    unguided = PerRowSampler(seeded_generators([5]), 2, LMParams(top_k=0, guidance_scale=1.0))
-    guided = unguided(None, torch.cat([logits[:2]] * 2))
-    assert torch.equal(guided[:2], guided[2:]) and torch.equal(guided[:2].argmax(-1), alone[0])
     with pytest.raises(RuntimeError, match="expected 2 or 4 rows"):
         PerRowSampler(seeded_generators([5]), 2, params)(None, logits)
 
 
+def test_per_row_sampler_draws_like_one_multinomial_per_row():
+    """One draw per candidate over its rows takes the same tokens, and leaves each generator in the
+    same state, as drawing every row on its own (the sampler's previous, slower loop)."""
+    torch.manual_seed(1)
+    scores = torch.randn(3 * 4, 64)  # 3 candidates x 4 codebooks
+    params = LMParams(top_k=0)
+    ours, reference = seeded_generators([11, 12, 13]), seeded_generators([11, 12, 13])
+    tokens = PerRowSampler(ours, rows_per_candidate=4, params=params)(None, scores).argmax(-1)
+    probs = filter_logits(scores, params).softmax(-1)
+    expected = torch.cat([torch.multinomial(probs[row], 1, generator=reference[row // 4]) for row in range(12)])
+    assert torch.equal(tokens, expected)
+    assert all(torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b)) for a, b in zip(ours, reference, strict=True))
+
+
+def test_per_row_sampler_applies_guidance_itself():
+    """Conditional rows over unconditional ones: the token comes from uncond + scale * (cond - uncond)."""
+    cond = torch.tensor([[0.0, 2.0, 1.5]])
+    uncond = torch.tensor([[0.0, 3.0, 0.0]])
+    # By hand: [0, 3 + 3 * (2 - 3), 0 + 3 * 1.5] = [0, 0, 4.5], so greedy takes token 2, while the
+    # conditional or unconditional logits alone (or guidance_scale=1) would take token 1.
+    guided = PerRowSampler(seeded_generators([5]), 1, LMParams(top_k=1, guidance_scale=3.0))
+    out = guided(None, torch.cat([cond, uncond]))
+    assert torch.equal(out[:1], out[1:]) and out.argmax(-1).tolist() == [2, 2]
+    unguided = PerRowSampler(seeded_generators([5]), 1, LMParams(top_k=1, guidance_scale=1.0))
+    assert unguided(None, torch.cat([cond, uncond])).argmax(-1).tolist() == [1, 1]
+    # Sampling the full softmax draws from the guided logits with the candidate's own generator.
+    sampled = PerRowSampler(seeded_generators([5, 6]), 1, LMParams(top_k=0, guidance_scale=3.0))
+    pair_cond, pair_uncond = torch.randn(2, 2, 50, generator=torch.Generator().manual_seed(2)).unbind()
+    tokens = sampled(None, torch.cat([pair_cond, pair_uncond])).argmax(-1)
+    by_hand = PerRowSampler(seeded_generators([5, 6]), 1, LMParams(top_k=0, guidance_scale=1.0))
+    assert torch.equal(tokens[:2], by_hand(None, pair_uncond + 3.0 * (pair_cond - pair_uncond)).argmax(-1))
+
+
 # ---------------------------------------------------------------- registry
-def test_registry_knows_its_names():
-    names = known_generators()
-    for name in ("musicgen-small", "musicgen-medium", "musicgen-large", "musicgen-melody", "stable-audio-open",
-                 "tiny-musicgen", "audiocraft:", "cmd:", "py:"):
-        assert name in names
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except Exception:  # a missing or broken optional package
+        return False
+    return True
+
+
+#: What each prefix is given in the test below: something that does not exist.
+MISSING_TARGETS = {"cmd:": "missing.yaml", "py:": "no_such_module_xyz:generate"}
+
+
+@pytest.mark.parametrize("name", known_generators())
+def test_every_advertised_name_builds_or_names_what_is_missing(name, tmp_path, monkeypatch):
+    """Tiny models build offline. A released checkpoint (uncached, offline) and every prefix given a
+    missing target fail with the documented error naming it; or, without the optional package, with
+    the error saying how to install it."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the hub is never contacted
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # nor a local cache used
+    if name.startswith("tiny-"):
+        if name == "tiny-stable-audio" and not (_importable("diffusers") and _importable("torchsde")):
+            pytest.skip("tiny-stable-audio needs the diffusers extra")
+        assert build_generator(name).name == name
+        return
+    if name in CHECKPOINTS:
+        spec, target = name, CHECKPOINTS[name][1]
+    else:
+        target = MISSING_TARGETS.get(name, str(tmp_path / "missing"))
+        spec = name + (str(tmp_path / target) if name == "cmd:" else target)
+    optional = {"stable-audio": "diffusers", "audiocraft": "audiocraft.models"}
+    backend = CHECKPOINTS[name][0] if name in CHECKPOINTS else name.rstrip(":")
+    if backend in optional and not _importable(optional[backend]):
+        with pytest.raises(ConfigError, match="install"):
+            build_generator(spec)
+        return
+    expected = ConfigError if name in ("cmd:", "py:") else CheckpointError
+    with pytest.raises(expected) as err:
+        build_generator(spec)
+    assert target in str(err.value)
+
+
+def test_options_a_backend_does_not_take_are_named():
+    with pytest.raises(ConfigError, match="'tiny-musicgen' takes no option\\(s\\) 'temperature'.*dtype"):
+        build_generator("tiny-musicgen", temperature=0.5)
+    with pytest.raises(ConfigError, match="takes no option\\(s\\) 'dtype'"):
+        build_generator("py:json:dumps", dtype="float16")
+
+
+def test_an_already_built_generator_takes_no_options(monkeypatch):
+    import types
+
+    module = types.ModuleType("built_generators_xyz")
+    module.NOISE = NoiseGenerator()
+    monkeypatch.setitem(__import__("sys").modules, "built_generators_xyz", module)
+    assert build_generator("py:built_generators_xyz:NOISE") is module.NOISE
+    with pytest.raises(ConfigError, match="already-built NoiseGenerator, so option\\(s\\) 'batch_size'"):
+        build_generator("py:built_generators_xyz:NOISE", batch_size=4)
+
+
+def test_max_batch_size_is_enforced_before_sampling():
+    class OneAtATime(NoiseGenerator):
+        max_batch_size = 1
+
+    gen = OneAtATime()
+    with pytest.raises(ConfigError, match="'noise' takes at most 1 seed\\(s\\) per backend call; use batch_size=1"):
+        gen.sample(TEXT, [1, 2], 0.1, batch_size=2)
+    assert gen.calls == []
+    gen.sample(TEXT, [1, 2], 0.1)
+    assert gen.calls == [[1], [2]]
+
+
+def test_check_duration_runs_before_sampling():
+    class FixedLength(NoiseGenerator):
+        def check_duration(self, duration, params):
+            if duration != 0.5:
+                raise ConfigError("only 0.5 s")
+
+    gen = FixedLength()
+    with pytest.raises(ConfigError, match="only 0.5 s"):
+        gen.sample(TEXT, [1, 2], 0.3)
+    assert gen.calls == [] and len(gen.sample(TEXT, [1], 0.5)) == 1
 
 
 @pytest.mark.parametrize("name", ["musicgen-tiny", "nope", "cmd:", "py:"])
@@ -210,8 +319,8 @@ def test_unknown_generator_lists_known(name):
 
 @pytest.mark.parametrize("spec, needle", [
     ("py:nomodule_xyz:fn", "cannot import module 'nomodule_xyz'"),
-    ("py:json:nothing_here", "has no attribute 'nothing_here'"),
-    ("py:json", "expected 'module:function'"),
+    ("py:json:nothing_here", "'nothing_here' not found in module 'json'"),
+    ("py:json", "must look like 'package.module:Name'"),
 ])
 def test_python_spec_errors(spec, needle):
     with pytest.raises(ConfigError, match=None) as err:

@@ -37,7 +37,7 @@ def test_wraps_a_function_with_seeds_params_and_resampling():
     result = gen.sample(TEXT, [1, 2], 0.5, level=0.2)
     assert not result.failures and [c.seed for c in result] == [1, 2]
     assert all(c.audio.sample_rate == 8000 and c.audio.num_samples == 4000 for c in result)
-    assert result[0].params == {"duration": 0.5, "level": 0.2}
+    assert result[0].params == {"duration": 0.5, "level": 0.2}  # what was given; not the function's defaults
     again = gen.sample(TEXT, [2], 0.5, level=0.2)
     assert torch.equal(again[0].audio.waveform, result[1].audio.waveform)
 
@@ -73,7 +73,7 @@ def test_audio_return_and_inputs():
 
 
 def test_configuration_errors():
-    with pytest.raises(ConfigError, match="give sample_rate="):
+    with pytest.raises(ConfigError, match="decorate the function with @generation_function\\(sample_rate=...\\)"):
         CallableGenerator(noise_fn)
     with pytest.raises(ConfigError, match="must accept a 'duration' keyword"):
         CallableGenerator(lambda instruction, seed: None, sample_rate=8000)
@@ -82,8 +82,14 @@ def test_configuration_errors():
     with pytest.raises(ConfigError, match="needs a callable"):
         CallableGenerator(3, sample_rate=8000)
     gen = CallableGenerator(noise_fn, sample_rate=16000, name="noise")
-    with pytest.raises(ConfigError, match="'lvl'.*accepts: level, mode"):
+    with pytest.raises(ConfigError, match="'lvl'.*known: level, mode"):
         gen.sample(TEXT, [0], 0.2, lvl=1)
+
+    def needs_steps(instruction, seed, duration, steps):
+        return noise_fn(instruction, seed, duration)
+
+    with pytest.raises(ConfigError, match="'needs' needs parameter\\(s\\) 'steps'"):
+        CallableGenerator(needs_steps, sample_rate=16000, name="needs").sample(TEXT, [0], 0.2)
     with pytest.raises(ConfigError, match="JSON-serialisable"):
         CallableGenerator(lambda i, s, duration, **kw: None, sample_rate=8000).sample(TEXT, [0], 0.2, obj=object())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 import time
@@ -12,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from cmirm_plugin import ConfigError, Instruction
+from cmirm_plugin import Audio, ConfigError, Instruction
 from cmirm_plugin.testing import sine
 from generators import UnsupportedInputError, build_generator
-from generators.command import CommandGenerator, CommandTemplate
+from generators.command import PLACEHOLDER_INPUT, CommandGenerator, CommandTemplate
 
 #: A stand-in for a lyrics-to-song CLI: writes deterministic noise derived from its arguments.
 TOOL = textwrap.dedent("""
@@ -160,11 +161,21 @@ def test_optional_arguments_and_reference_audio(tmp_path, tool):
     with_ref = gen.sample(Instruction(text="x", lyrics="y", ref_audio=str(ref_file)), [1], 0.2)
     in_memory = gen.sample(Instruction(text="x", lyrics="y", ref_audio=sine(seconds=0.2)), [1], 0.2)
     without = gen.sample(Instruction(text="x", lyrics="y"), [1], 0.2)
-    assert not (with_ref.failures or in_memory.failures or without.failures)
+    # A path goes to the tool as it is: cmirm never decodes it (this one is not even audio).
+    opaque = tmp_path / "take.mid"
+    opaque.write_bytes(b"MThd not audio")
+    undecoded = gen.sample(Instruction(text="x", lyrics="y", ref_audio=str(opaque)), [1], 0.2)
+    loaded = gen.sample(Instruction(text="x", lyrics="y", ref_audio=Audio.load(ref_file)), [1], 0.2)
+    assert not (with_ref.failures or in_memory.failures or without.failures or undecoded.failures
+                or loaded.failures)
     argvs = [json.loads(line) for line in log.read_text().splitlines()]
     assert argvs[0][-2:] == ["--ref", str(ref_file.resolve())]
     assert argvs[1][-2] == "--ref" and argvs[1][-1].endswith("ref.wav")
     assert "--ref" not in argvs[2]
+    assert argvs[3][-2:] == ["--ref", str(opaque.resolve())]
+    assert argvs[4][-1].endswith("ref.wav")  # an Audio object is always written out, even one read from a file
+    (failure,) = gen.sample(Instruction(text="x", lyrics="y", ref_audio=str(tmp_path / "gone.wav")), [1], 0.2).failures
+    assert "gone.wav': reference audio file not found" in failure.message
 
 
 def test_output_glob_finds_the_file_the_tool_named(tmp_path, tool):
@@ -207,6 +218,12 @@ def test_params_are_typed_by_their_defaults(tmp_path, tool):
     ({"params": {"seed": 3}}, "shadow built-in placeholders"),
     ({"params": {"steps": [1, 2]}}, "field 'params' must map names"),
     ({"per_batch": True}, "a per_batch command gets {seeds}"),
+    ({"per_batch": True, "command": "run {seeds} {output_dir}", "output": "out.wav"},
+     "field 'output' of a per_batch template must contain {seed}"),
+    ({"per_batch": True, "command": "run {seeds} {output_dir}", "output": "*.wav"},
+     "field 'output' of a per_batch template must contain {seed}"),
+    ({"inputs": 3}, "field 'inputs' must list inputs"),
+    ({"requires": {"lyrics": True}}, "field 'requires' must list inputs"),
     ({"requires": ["ref_audio"]}, "'requires' ['ref_audio'] must be within 'inputs'"),
 ])
 def test_template_errors_name_file_and_field(tmp_path, tool, overrides, needle):
@@ -229,13 +246,19 @@ def test_json_and_toml_templates_and_the_registry(tmp_path, tool):
         CommandTemplate.load(tmp_path / "bad.yaml")
 
 
-def test_shipped_templates_are_valid():
+def test_shipped_templates_use_exactly_what_they_declare():
+    """load() checks that every placeholder used is declared; this checks the converse: every
+    declared param and input is used by some argument (none is silently ignored by the tool)."""
     root = Path(__file__).resolve().parents[1] / "examples" / "generator_templates"
     templates = sorted(root.glob("*.yaml"))
-    assert len(templates) >= 2
+    assert len(templates) >= 5
     for path in templates:
         template = CommandTemplate.load(path)
-        assert template.inputs and template.sample_rate > 0
+        args = template.command + [arg for group in template.when.values() for arg in group]
+        used = {name for arg in args for name in re.findall(r"\{(\w+)\}", arg)}
+        assert set(template.params) <= used, (path.name, sorted(set(template.params) - used))
+        used_inputs = {PLACEHOLDER_INPUT[name] for name in used if name in PLACEHOLDER_INPUT}
+        assert used_inputs == template.inputs, (path.name, sorted(used_inputs), sorted(template.inputs))
 
 
 def test_seeding_shim_makes_a_seedless_script_reproducible(tmp_path):

@@ -60,11 +60,13 @@ def test_reference_as_initial_audio_is_per_candidate(stable_audio):
     assert not torch.equal(plain[0].audio.waveform, alone[0].audio.waveform)
 
 
-def test_negative_prompt_and_no_guidance(stable_audio):
-    neg = stable_audio.sample(TEXT, [3], 0.3, negative_prompt="noise", **FAST)
-    plain = stable_audio.sample(TEXT, [3], 0.3, guidance_scale=1.0, **FAST)
-    assert not neg.failures and not plain.failures
-    assert neg[0].params["negative_prompt"] == "noise"
+@pytest.mark.parametrize("name, value", [("negative_prompt", "noise"), ("guidance_scale", 1.0)])
+def test_negative_prompt_and_guidance_change_the_clip_and_are_recorded(stable_audio, name, value):
+    """Same seed, one parameter changed from its default: a different clip, and the value on record."""
+    (default,) = stable_audio.sample(TEXT, [3], 0.3, **FAST)
+    (changed,) = stable_audio.sample(TEXT, [3], 0.3, **{name: value}, **FAST)
+    assert changed.params[name] == value and default.params[name] != value
+    assert not torch.equal(changed.audio.waveform, default.audio.waveform)
 
 
 def test_refusals_and_limits(stable_audio):
