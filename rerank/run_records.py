@@ -98,9 +98,8 @@ def candidate_record(candidate: Candidate, instruction: Instruction, index: int,
 
 def failure_record(failure: CandidateFailure, instruction: Instruction, index: int) -> dict[str, Any]:
     """The manifest record of a candidate whose generation failed."""
-    fields = {key: value for key, value in failure.to_dict().items() if key != "status"}
     return {"record": "generation_failed", "id": Candidate.make_id(failure.instruction_id, failure.generator, failure.seed),
-            **fields, "index": index, "instruction": instruction_record(instruction)}
+            **failure.to_dict(), "index": index, "instruction": instruction_record(instruction)}
 
 
 def score_record(candidate: str, scorer: str, scores: Scores | None, error: str | None) -> dict[str, Any]:
