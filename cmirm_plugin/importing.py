@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Callable
 
 from cmirm_plugin.errors import CmirmError
 
@@ -23,3 +23,16 @@ def import_object(spec: str, what: str = "object", error: type[CmirmError] = Cmi
         except AttributeError as exc:
             raise error(f"{what} {spec!r}: '{part}' not found in module '{module_name}'") from exc
     return obj
+
+
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports ``name`` from ``exports[name]`` on first use.
+
+    Keeps ``import package`` light (no torch / scipy until a heavy name is actually used).
+    """
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(exports[name]), name)
+
+    return __getattr__

@@ -11,8 +11,7 @@ stack (torch + transformers) that training needs.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cmirm_plugin.importing import lazy_exports
 
 _EXPORTS = {
     "TrainConfig": "train.config", "TrainResult": "train.trainer", "train_reward_model": "train.trainer",
@@ -23,7 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports("train", _EXPORTS)

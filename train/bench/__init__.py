@@ -9,8 +9,7 @@ The names below are imported on first use, so that reading rows (``train.bench.s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cmirm_plugin.importing import lazy_exports
 
 _EXPORTS = {
     "BenchConfig": "train.bench.runner", "BenchResult": "train.bench.runner", "run_benchmark": "train.bench.runner",
@@ -24,7 +23,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'train.bench' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports("train.bench", _EXPORTS)

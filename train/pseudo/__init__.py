@@ -14,8 +14,7 @@ Names are imported on first use, so importing this package stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cmirm_plugin.importing import lazy_exports
 
 _EXPORTS = {
     "pseudo_label": "train.pseudo.runner", "PseudoLabelOptions": "train.pseudo.runner",
@@ -32,7 +31,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'train.pseudo' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports("train.pseudo", _EXPORTS)
