@@ -6,7 +6,7 @@ Light enough for any CLI to import (no torch, no transformers).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from cmirm_plugin.errors import CheckpointError
 
@@ -14,10 +14,15 @@ from cmirm_plugin.errors import CheckpointError
 DEFAULT_MODEL = "HaiwenXia/CMI-RM"
 
 
-def download_hint(repo: str) -> str:
-    """What to do when ``repo`` is neither a local folder nor reachable on the hub."""
+def download_hint(repo: str, files: Sequence[str] = ()) -> str:
+    """What to do when ``repo`` is neither a local folder nor reachable on the hub.
+
+    ``files``: the file names looked for, any one of which will do (e.g. a tower's
+    ``model.safetensors`` or ``pytorch_model.bin``), named as the repo spells them.
+    """
+    wanted = f" cmirm needs {' or '.join(files)} from it." if files else ""
     return (f"On a machine with access run `huggingface-cli download {repo} --local-dir DIR` and pass DIR instead "
-            f"of '{repo}', or point HF_HOME at a cache that holds it.")
+            f"of '{repo}', or point HF_HOME at a cache that holds it.{wanted}")
 
 
 @contextlib.contextmanager

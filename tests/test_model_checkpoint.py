@@ -94,11 +94,13 @@ def test_missing_config(tiny_checkpoint, tmp_path: Path):
 
 
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt"])
-def test_pickle_checkpoints_are_refused(tiny_checkpoint, tmp_path: Path, name):
+def test_cmirm_pickle_checkpoints_are_refused(tiny_checkpoint, tmp_path: Path, name):
+    """Only the towers fall back to pytorch_model.bin; a CMI-RM checkpoint itself is safetensors only."""
     ckpt = _copy(tiny_checkpoint, tmp_path / "ck")
     (ckpt / "model.safetensors").unlink()
     torch.save({"x": torch.zeros(1)}, ckpt / name)
-    with pytest.raises(CheckpointError, match=r"missing model.safetensors.*never unpickled"):
+    with pytest.raises(CheckpointError, match=r"missing model.safetensors .*CMI-RM checkpoints are read from "
+                                              r"safetensors only"):
         CMIRewardModel.from_pretrained(str(ckpt))
 
 

@@ -1,6 +1,10 @@
 """Parity with the official CMI-RM implementation (fixtures in tests/fixtures/parity)."""
 
+import hashlib
 import json
+import shutil
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -11,6 +15,10 @@ from cmirm_plugin import Audio, Instruction
 from cmirm_plugin.scoring import RewardScorer
 
 from conftest import PARITY
+
+MULAN_SNAPSHOT = "models--OpenMuQ--MuQ-MuLan-large/snapshots/0000000000000000000000000000000000000000"
+#: How the fake hub serves MuQ-MuLan-large: as the fixtures ship it, or as the real repo does.
+HUB_LAYOUTS = {"safetensors": "model.safetensors", "bin": "pytorch_model.bin"}
 
 ATOL = 1e-4
 #: Items with their own tolerance, and why.
@@ -33,31 +41,87 @@ def _items(variant):
     return [(variant, item) for item in expected["items"]]
 
 
-@pytest.fixture(scope="module", params=["sa_none", "sa_meanpool_mlp"])
-def variant_scorer(request):
+class ParityCase(NamedTuple):
+    variant: str
+    layout: str
+    scorer: RewardScorer
+    hub: Path
+
+
+def _serving(mp: pytest.MonkeyPatch, hub: Path, cache: Path) -> None:
+    """Serve ``hub`` as the (offline) hub cache and keep cmirm's conversion cache in ``cache``."""
     import huggingface_hub.constants as constants
 
-    saved = constants.HF_HUB_CACHE
-    constants.HF_HUB_CACHE = str(PARITY / "hf_home" / "hub")
-    try:
-        scorer = RewardScorer.from_pretrained(str(PARITY / request.param / "model"), device="cpu")
-    finally:
-        constants.HF_HUB_CACHE = saved
-    return request.param, scorer
+    mp.setattr(constants, "HF_HUB_CACHE", str(hub))
+    mp.setattr(constants, "HF_HUB_OFFLINE", True)   # constants are read at import: patch them, not the env
+    mp.setenv("CMIRM_CACHE", str(cache))
+
+
+@pytest.fixture(scope="module")
+def bin_hub(tmp_path_factory) -> Path:
+    """The fixtures' hub with MuQ-MuLan-large laid out as the real repo: config.json + pytorch_model.bin."""
+    hub = tmp_path_factory.mktemp("bin_hub") / "hub"
+    shutil.copytree(PARITY / "hf_home" / "hub", hub)
+    snapshot = hub / MULAN_SNAPSHOT
+    torch.save(load_file(str(snapshot / "model.safetensors")), snapshot / "pytorch_model.bin")
+    (snapshot / "model.safetensors").unlink()
+    assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "pytorch_model.bin"]
+    return hub
+
+
+@pytest.fixture(scope="module", params=[(v, layout) for v in ("sa_none", "sa_meanpool_mlp") for layout in HUB_LAYOUTS],
+                ids=lambda p: "-".join(p))
+def variant_scorer(request, tmp_path_factory) -> ParityCase:
+    variant, layout = request.param
+    hub = PARITY / "hf_home" / "hub" if layout == "safetensors" else request.getfixturevalue("bin_hub")
+    cache = tmp_path_factory.mktemp("cmirm_cache")
+    model_dir = str(PARITY / variant / "model")
+    with pytest.MonkeyPatch.context() as mp:
+        _serving(mp, hub, cache)   # a fresh conversion cache: the .bin itself is unpickled
+        scorer = RewardScorer.from_pretrained(model_dir, device="cpu")
+    return ParityCase(variant, layout, scorer, hub)
 
 
 def test_load_report_matches_official(variant_scorer):
-    variant, scorer = variant_scorer
+    variant, layout, scorer = variant_scorer.variant, variant_scorer.layout, variant_scorer.scorer
     expected = json.loads((PARITY / variant / "expected.json").read_text())["load_report"]
     report = scorer.model.load_report
+    weights = variant_scorer.hub / MULAN_SNAPSHOT / HUB_LAYOUTS[layout]
+    assert Path(report.tower_weights) == Path(report.tower_weights_read) == weights
     assert len(report.loaded) == expected["checkpoint_tensors"] == expected["loaded"]
     assert report.missing == expected["missing_non_tower"] == []
     assert report.unexpected == [] and report.missing_towers == [] and report.unexpected_hub == []
     assert report.tower_keys_from_hub == expected["missing_count"]  # everything not in the checkpoint
 
 
+def test_second_load_reads_the_converted_copy(bin_hub, tmp_path, monkeypatch):
+    """The .bin is unpickled once; the next load memory-maps its safetensors copy and gets the same tensors."""
+    from cmirm_plugin.model.config import CMIRMConfig
+    from cmirm_plugin.model.loading import build_model
+
+    _serving(monkeypatch, bin_hub, tmp_path)
+    config = CMIRMConfig.from_yaml(PARITY / "sa_none" / "model" / "config.yaml")
+    first, first_report = build_model(config)
+    weights = bin_hub / MULAN_SNAPSHOT / "pytorch_model.bin"
+    assert Path(first_report.tower_weights_read) == weights
+    [converted] = (tmp_path / "converted-weights").glob("*.safetensors")
+    assert converted.stem == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+    def unpickling(*args, **kwargs):
+        raise AssertionError("the .bin was unpickled again")
+
+    monkeypatch.setattr(torch, "load", unpickling)
+    second, second_report = build_model(config)
+    assert Path(second_report.tower_weights) == weights and Path(second_report.tower_weights_read) == converted
+    assert second_report.tower_keys_from_hub == first_report.tower_keys_from_hub > 0
+    assert f"via its converted copy {converted}" in second_report.summary()
+    first_state, second_state = first.state_dict(), second.state_dict()
+    assert first_state.keys() == second_state.keys()
+    assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)
+
+
 def test_every_item_matches_official_scores(variant_scorer):
-    variant, scorer = variant_scorer
+    variant, scorer = variant_scorer.variant, variant_scorer.scorer
     root = PARITY / variant
     failures = []
     for _, item in _items(variant):
@@ -73,7 +137,7 @@ def test_every_item_matches_official_scores(variant_scorer):
 
 def test_items_scored_together_match_official_alone(variant_scorer):
     """The batch-composition quirk of the official code (`batched_official`) is NOT reproduced."""
-    variant, scorer = variant_scorer
+    variant, scorer = variant_scorer.variant, variant_scorer.scorer
     root = PARITY / variant
     items = [item for _, item in _items(variant) if item["batch_group"] == "max_dur_120"]
     scorer.max_dur = 120.0
@@ -88,7 +152,7 @@ def test_items_scored_together_match_official_alone(variant_scorer):
 
 
 def test_tower_intermediates(parity_hub, variant_scorer):
-    _, scorer = variant_scorer
+    scorer = variant_scorer.scorer
     model = scorer.model
     debug = load_file(str(PARITY / "towers_debug.safetensors"))
     wave = Audio.load(PARITY / "inputs" / "a_24k_mono_3s.wav").waveform
@@ -115,7 +179,7 @@ def test_tower_intermediates(parity_hub, variant_scorer):
 
 def test_vanilla_tower_weights_would_fail(variant_scorer):
     """Towers taken from the vanilla MuQ repo (not the MuQ-MuLan checkpoint) miss the official scores."""
-    variant, scorer = variant_scorer
+    variant, scorer = variant_scorer.variant, variant_scorer.scorer
     vanilla = load_file(str(PARITY / "hf_home/hub/models--OpenMuQ--MuQ-large-msd-iter/snapshots/"
                             "0000000000000000000000000000000000000000/model.safetensors"))
     item = _items(variant)[0][1]

@@ -1,10 +1,13 @@
 """Resolve and load CMI-RM checkpoints and the MuQ-MuLan towers, from local folders or the hub.
 
 The released layout is a folder (or hub repo, e.g. ``HaiwenXia/CMI-RM``) holding
-``model.safetensors`` + ``config.yaml``. The frozen towers are built from the MuQ-MuLan hub config
-(``config.yaml: model_name``), loaded from its ``model.safetensors`` (``mulan.audio.*`` ->
-``audio_module.*``, ``mulan.text.*`` -> ``text_module.*``), and then every key of the CMI-RM
-checkpoint is overlaid. Weights are only ever read from safetensors: nothing is unpickled.
+``model.safetensors`` + ``config.yaml``; CMI-RM checkpoints are read from safetensors only. The
+frozen towers are built from the MuQ-MuLan hub config (``config.yaml: model_name``) and loaded from
+its weights (``mulan.audio.*`` -> ``audio_module.*``, ``mulan.text.*`` -> ``text_module.*``); then
+every key of the CMI-RM checkpoint is overlaid. Tower checkpoints are resolved as
+``PyTorchModelHubMixin`` does: ``model.safetensors`` when the folder or repo has it, else
+``pytorch_model.bin`` (what ``OpenMuQ/MuQ-MuLan-large`` ships), which is unpickled weights-only and
+converted once into the cmirm cache (see `cmirm_plugin.model.weights`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import AutoTokenizer, XLMRobertaConfig
 
 from cmirm_plugin.errors import CheckpointError
@@ -24,8 +27,10 @@ from cmirm_plugin.model.config import CMIRMConfig
 from cmirm_plugin.model.mulan import MuLanConfig
 from cmirm_plugin.model.muq import MuQConfig
 from cmirm_plugin.model.reward_model import TOWER_PREFIXES, CMIRewardModel, TowerConfigs
+from cmirm_plugin.model.weights import PICKLE_WEIGHTS_NAME, WEIGHTS_NAME, read_safetensors, read_weights, unshared
 
-WEIGHTS_NAME = "model.safetensors"
+#: Weight files of a hub-mixin style checkpoint (the towers), in the order they are looked for.
+TOWER_WEIGHTS_NAMES = (WEIGHTS_NAME, PICKLE_WEIGHTS_NAME)
 CONFIG_NAME = "config.yaml"
 #: MuQ-MuLan checkpoint prefix -> CMI-RM module prefix.
 HUB_TOWER_PREFIXES = {"mulan.audio.": "audio_module.", "mulan.text.": "text_module."}
@@ -50,30 +55,58 @@ def _looks_like_path(name: str) -> bool:
 
 def resolve_file(repo_or_dir: str | Path, filename: str) -> Path:
     """Find ``filename`` in a local folder or a hub repo (hub cache first; works with HF_HUB_OFFLINE=1)."""
+    return resolve_first(repo_or_dir, (filename,))
+
+
+def resolve_tower_weights(repo_or_dir: str | Path) -> Path:
+    """The weights of a hub-mixin style checkpoint: ``model.safetensors`` if present, else ``pytorch_model.bin``."""
+    return resolve_first(repo_or_dir, TOWER_WEIGHTS_NAMES)
+
+
+def _names(filenames: tuple[str, ...], conjunction: str, quote: bool = True) -> str:
+    """``'a'``, ``'a' or 'b'``, ``'a', 'b' or 'c'`` (for messages)."""
+    names = [f"'{n}'" if quote else n for n in filenames]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {conjunction} {names[-1]}"
+
+
+def resolve_first(repo_or_dir: str | Path, filenames: tuple[str, ...]) -> Path:
+    """The first of ``filenames`` that a local folder or hub repo holds; an error names them all and the repo.
+
+    On the hub only a file that is absent (from the repo, or from the cache when offline) moves on
+    to the next name, so each file is downloaded at most once and only the one used is downloaded.
+    """
     local = Path(repo_or_dir).expanduser()
     if local.is_dir():
-        path = local / filename
-        if not path.is_file():
-            present = sorted(p.name for p in local.iterdir())
-            hint = ""
-            if filename == WEIGHTS_NAME and any(p.endswith(PICKLE_SUFFIXES) for p in present):
-                hint = " Only safetensors weights are loaded (pickle files such as .bin/.pt are never unpickled)."
-            raise CheckpointError(f"'{local}': missing {filename} (folder holds: {present or 'nothing'}).{hint}")
-        return path
+        for filename in filenames:
+            if (local / filename).is_file():
+                return local / filename
+        present = sorted(p.name for p in local.iterdir())
+        hint = ""
+        if filenames == (WEIGHTS_NAME,) and any(p.endswith(PICKLE_SUFFIXES) for p in present):
+            hint = (" CMI-RM checkpoints are read from safetensors only (pickle files such as .bin/.pt are not "
+                    "unpickled for them).")
+        missing = ("" if len(filenames) == 1 else "both " if len(filenames) == 2 else "all of ") + \
+            _names(filenames, "and", quote=False)
+        raise CheckpointError(f"'{local}': missing {missing} (folder holds: {present or 'nothing'}).{hint}")
     name = str(repo_or_dir)
     if _looks_like_path(name):
-        raise CheckpointError(f"'{name}': no such directory (expected a folder with {filename}, or a hub repo id)")
+        expected = _names(filenames, "or", quote=False)
+        raise CheckpointError(f"'{name}': no such directory (expected a folder with {expected}, or a hub repo id)")
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
-    try:
-        return Path(hf_hub_download(repo_id=name, filename=filename))
-    except (LocalEntryNotFoundError, EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError,
-            ValueError) as exc:
-        raise CheckpointError(
-            f"could not get '{filename}' of hub repo '{name}' ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-            f"{download_hint(name)}"
-        ) from exc
+    for filename in filenames:
+        try:
+            return Path(hf_hub_download(repo_id=name, filename=filename))
+        except EntryNotFoundError as exc:   # absent from the repo, or (offline) from the cache: try the next
+            failure = exc
+        except (RepositoryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+            failure = exc
+            break
+    raise CheckpointError(
+        f"could not get {_names(filenames, 'or')} of hub repo '{name}' ({type(failure).__name__}: "
+        f"{str(failure).splitlines()[0]}). {download_hint(name, filenames)}"
+    ) from failure
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -109,15 +142,6 @@ def load_tokenizer(text_model_name: str):
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix != ".safetensors":
-        raise CheckpointError(f"'{path}': weights must be a .safetensors file (pickle formats are never loaded)")
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"'{path}': not a readable safetensors file ({exc})") from exc
-
-
 def hub_to_model_keys(hub_state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map MuQ-MuLan checkpoint keys to CMI-RM tower keys; return (mapped, keys that are not towers)."""
     mapped, other = {}, []
@@ -147,6 +171,10 @@ class LoadReport:
 
     source: str
     loaded: list[str] = field(default_factory=list)
+    #: The MuQ-MuLan weights file used (``model.safetensors`` or ``pytorch_model.bin``), and the file its
+    #: tensors were read from: the same file, or the safetensors copy of a ``.bin`` in the conversion cache.
+    tower_weights: str = ""
+    tower_weights_read: str = ""
     tower_keys_from_hub: int = 0
     overlaid_tower_keys: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
@@ -156,7 +184,9 @@ class LoadReport:
     upcast: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors from {self.source}; {self.tower_keys_from_hub} tower tensors from the MuQ-MuLan checkpoint"]
+        via = f" (via its converted copy {self.tower_weights_read})" if self.tower_weights_read != self.tower_weights else ""
+        lines = [f"loaded {len(self.loaded)} tensors from {self.source}; {self.tower_keys_from_hub} tower tensors from "
+                 f"the MuQ-MuLan checkpoint {self.tower_weights}{via}"]
         for label, keys in (("overlaid tower keys", self.overlaid_tower_keys),
                             ("MISSING (left at initial values)", self.missing),
                             ("missing tower keys (random init!)", self.missing_towers),
@@ -212,8 +242,9 @@ def build_model(config: CMIRMConfig, seed: int = 0) -> tuple[CMIRewardModel, Loa
         torch.manual_seed(seed)
         model = CMIRewardModel(config, towers, tokenizer)
     report = LoadReport(source=config.model_name)
-    hub_state = read_safetensors(resolve_file(config.model_name, WEIGHTS_NAME))
-    mapped, other = hub_to_model_keys(hub_state)
+    weights = read_weights(resolve_tower_weights(config.model_name))
+    report.tower_weights, report.tower_weights_read = str(weights.path), str(weights.read_from)
+    mapped, other = hub_to_model_keys(weights.state)
     report.unexpected_hub.extend(k for k in other if not k.startswith(HUB_UNUSED_PREFIXES))
     overlay(model, mapped, report, tower_source=True)
     tower_keys = {k for k in model.state_dict() if k.startswith(TOWER_PREFIXES)}
@@ -255,15 +286,5 @@ def save_state_dict(config: CMIRMConfig, state: Mapping[str, torch.Tensor], dire
     config.to_yaml(directory / CONFIG_NAME)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     # The `conv` downsampler shares one stage under several names; safetensors stores each name once.
-    save_file(_unshare(tensors), str(directory / WEIGHTS_NAME), metadata={"format": "pt", "producer": "cmirm"})
+    save_file(unshared(tensors), str(directory / WEIGHTS_NAME), metadata={"format": "pt", "producer": "cmirm"})
     return directory
-
-
-def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    seen: dict[int, str] = {}
-    out = {}
-    for key, value in state.items():
-        ptr = value.data_ptr()
-        out[key] = value.clone() if ptr in seen else value
-        seen.setdefault(ptr, key)
-    return out

@@ -1,9 +1,10 @@
 """Tiny random CMI-RM models that build offline in seconds, for tests and ``--tiny`` smoke runs.
 
-`build_tiny_towers` writes three folders laid out exactly like the hub repos the real model
-uses (MuQ-MuLan: ``config.json`` + ``model.safetensors`` with ``mulan.*`` keys; MuQ:
-``config.json``; XLM-R: ``config.json`` + a tokenizer trained here with `tokenizers`), so that the
-real loading code runs on them. `build_tiny_checkpoint` adds a released-layout CMI-RM folder.
+`build_tiny_towers` writes three folders laid out like the hub repos the real model uses
+(MuQ-MuLan: ``config.json`` + its weights with ``mulan.*`` keys, as ``model.safetensors`` or, as the
+released repo ships them, ``pytorch_model.bin``; MuQ: ``config.json``; XLM-R: ``config.json`` + a
+tokenizer trained here with `tokenizers`), so that the real loading code runs on them.
+`build_tiny_checkpoint` adds a released-layout CMI-RM folder.
 Their scores are meaningless: the weights are random. ``size="full"`` builds the same layout at the
 released sizes (MuQ-large, XLM-R base, 768-d MuLan), still with random weights and the tiny
 tokenizer, for timing the real architecture offline.
@@ -12,6 +13,7 @@ tokenizer, for timing the real architecture offline.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +23,7 @@ from safetensors.torch import save_file
 from cmirm_plugin.cache import cache_root
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.model.config import CMIRMConfig
-from cmirm_plugin.model.loading import WEIGHTS_NAME, model_to_hub_keys
+from cmirm_plugin.model.loading import PICKLE_WEIGHTS_NAME, WEIGHTS_NAME, model_to_hub_keys
 from cmirm_plugin.model.mulan import MuLanAudioTower, MuLanConfig, MuLanTextTower
 from cmirm_plugin.model.muq import MuQConfig
 
@@ -29,6 +31,8 @@ TINY_DIM = 32
 TINY_VERSION = "1"
 #: Tower sizes `build_tiny_towers` builds: the test towers, or the released architecture.
 TowerSize = Literal["tiny", "full"]
+#: How `build_tiny_towers` stores the MuQ-MuLan weights: safetensors, or a ``torch.save`` pickle like the hub repo.
+MulanFormat = Literal["safetensors", "bin"]
 #: (MuQ width, MuLan width, MuLan text depth, heads x dim_head) of each size.
 _SIZES: dict[str, tuple[int, int, int, tuple[int, int]]] = {"tiny": (48, TINY_DIM, 2, (4, 8)),
                                                             "full": (1024, 768, 8, (8, 64))}
@@ -96,14 +100,19 @@ def train_tiny_tokenizer(directory: Path) -> int:
     return tok.get_vocab_size()
 
 
-def build_tiny_towers(root: str | Path, seed: int = 0, size: TowerSize = "tiny") -> Path:
+def build_tiny_towers(root: str | Path, seed: int = 0, size: TowerSize = "tiny",
+                      mulan_format: MulanFormat = "safetensors") -> Path:
     """Write MuQ-MuLan / MuQ / XLM-R folders with random weights under ``root``; return the MuQ-MuLan folder.
 
     ``size="tiny"`` (default): ~0.2M parameters, for tests. ``size="full"``: the released sizes
     (~0.6B parameters; building takes a while and a few GB of memory), for benchmarks.
+    ``mulan_format="bin"`` writes the MuQ-MuLan weights as ``pytorch_model.bin`` (``torch.save`` of the
+    state dict), the layout of ``OpenMuQ/MuQ-MuLan-large``.
     """
     if size not in _SIZES:
         raise ConfigError(f"tower size must be one of {', '.join(_SIZES)}, got {size!r}")
+    if mulan_format not in ("safetensors", "bin"):
+        raise ConfigError(f"MuQ-MuLan weights format must be safetensors or bin, got {mulan_format!r}")
     root = Path(root)
     text_dir, audio_dir, mulan_dir = root / f"xlm-roberta-{size}", root / f"muq-{size}", root / f"muq-mulan-{size}"
     for d in (text_dir, audio_dir, mulan_dir):
@@ -131,7 +140,14 @@ def build_tiny_towers(root: str | Path, seed: int = 0, size: TowerSize = "tiny")
     hub = model_to_hub_keys(state)
     # present in the real repo, unused by CMI-RM
     hub["mulan.audio_to_latents.weight"] = torch.zeros(16, mulan.audio_transformer.dim)
-    save_file({k: v.contiguous() for k, v in hub.items()}, str(mulan_dir / WEIGHTS_NAME))
+    hub = {k: v.contiguous() for k, v in hub.items()}
+    names = (PICKLE_WEIGHTS_NAME, WEIGHTS_NAME)
+    weights, other = names if mulan_format == "bin" else names[::-1]
+    (mulan_dir / other).unlink(missing_ok=True)   # a rebuild in another format must not leave both behind
+    if mulan_format == "bin":
+        torch.save(OrderedDict(hub), mulan_dir / weights)   # what `torch.save(model.state_dict())` writes
+    else:
+        save_file(hub, str(mulan_dir / weights))
     return mulan_dir
 
 
