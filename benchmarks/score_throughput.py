@@ -41,10 +41,10 @@ def _run(mode: str, device: str, n: int, seconds: float, ref_seconds: float, rep
     import torch
 
     from cmirm_plugin import Instruction
-    from cmirm_plugin.scoring import RewardScorer
+    from cmirm_plugin.scoring import RewardScorer, ScoringSettings
     from cmirm_plugin.testing import noise, sine
 
-    scorer = RewardScorer(_build(device), device=device, batch_size=n, encode_batch_size=n)
+    scorer = RewardScorer(_build(device), ScoringSettings(batch_size=n, encode_batch_size=n), device=device)
     ref = noise(ref_seconds, 24000, seed=99)
     inst = Instruction(text="Upbeat pop song with bright piano and drums, female vocal",
                        lyrics="I walk alone tonight\nunder the silver moon\noh my heart, oh my love", ref_audio=ref)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 #: The environment variable that moves the cache.
 CACHE_ENV = "CMIRM_CACHE"
+#: Version of the tiny random CMI-RM (`cmirm_plugin.model.tiny`): its cache folder is
+#: ``tiny-v<version>`` and records name it ``tiny-v<version>``; bump it when its construction changes.
+TINY_MODEL_VERSION = "1"
 
 
 def cache_root() -> Path:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import importlib.metadata as md
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
+
+from cmirm_plugin.cli_options import ScoringOptions, with_options
+from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.hub import DEFAULT_MODEL
 
 app = typer.Typer(
     name="cmirm",
@@ -46,22 +50,60 @@ def doctor() -> None:
 
 
 @app.command()
+@with_options(scoring=ScoringOptions)
 def score(
-    audio: list[Path] = typer.Argument(..., help="Audio files to score (wav, flac, ogg, mp3)."),
-    text: Optional[str] = typer.Option(None, "--text", "-t", help="Text description."),
-    lyrics: Optional[str] = typer.Option(None, "--lyrics", "-l", help="Lyrics, or the path of a lyrics text file."),
-    ref_audio: Optional[str] = typer.Option(None, "--ref-audio", "-r", help="Reference audio file."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="CMI-RM folder or hub id [default: HaiwenXia/CMI-RM]."),
-    tiny: bool = typer.Option(False, "--tiny", help="Use a tiny random model (offline smoke test; scores are meaningless)."),
-    max_dur: float = typer.Option(120.0, "--max-dur", help="Seconds of each clip that are scored."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available]."),
-    missing: str = typer.Option("mask", "--missing", help="Absent inputs: 'mask' (released behaviour) or 'null' embeddings."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    audio: Annotated[Optional[list[Path]], typer.Argument(
+        help="Audio files to score (wav, flac, ogg, mp3), against one instruction.", show_default=False)] = None,
+    text: Annotated[Optional[str], typer.Option("--text", "-t", help="Text description.")] = None,
+    lyrics: Annotated[Optional[str], typer.Option(
+        "--lyrics", "-l", help="Lyrics, or the path of a lyrics text file.")] = None,
+    ref_audio: Annotated[Optional[str], typer.Option("--ref-audio", "-r", help="Reference audio file.")] = None,
+    jsonl: Annotated[Optional[Path], typer.Option(
+        "--jsonl", help="Score many rows instead: JSONL with audio, text, lyrics, ref_audio (paths relative to "
+                        "the file), each its own instruction.")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="With --jsonl: output JSONL, appended as rows finish; a rerun skips done rows. "
+                            "\\[default: IN.scores.jsonl]", show_default=False)] = None,
+    reward: Annotated[Optional[str], typer.Option(
+        "--reward", "-m", help="Scorer: tiny, a CMI-RM folder or hub id, or package.module:Name. "
+                               f"\\[default: {DEFAULT_MODEL}]", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", hidden=True, help="Alias of --reward.")] = None,
+    tiny: Annotated[bool, typer.Option(
+        "--tiny", help="Use a tiny random model (offline smoke test; scores are meaningless).")] = False,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="cpu, cuda, cuda:1 ... \\[default: cuda if available]", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
+    sort: Annotated[Optional[str], typer.Option(
+        "--sort", help="Print the files best first by this axis (e.g. musicality).")] = None,
+    retry_errors: Annotated[bool, typer.Option(
+        "--retry-errors", help="With --jsonl: score rows again whose earlier record is an error.")] = False,
+    *,
+    scoring: ScoringOptions,
 ) -> None:
-    """Score audio files against one instruction (alignment and musicality)."""
-    from cmirm_plugin.score_command import score_files
+    """Score audio files against one instruction, or a JSONL of rows each with its own (--jsonl)."""
+    from cmirm_plugin.records import Instruction
+    from cmirm_plugin.score_command import score_files, score_jsonl
+    from cmirm_plugin.scoring import ScorerSpec, load_scorer
 
-    score_files(audio, text, lyrics, ref_audio, model, tiny, max_dur, device, missing, as_json)
+    if reward is not None and model is not None:
+        raise CmirmError("--model is an alias of --reward; give one of them")
+    spec = ScorerSpec.from_options(reward or model, tiny)
+    settings = scoring.settings()
+    if jsonl is not None:
+        if audio or any(v is not None for v in (text, lyrics, ref_audio, sort)):
+            raise CmirmError("--jsonl rows carry their own audio and instruction: drop the files, --text, --lyrics, "
+                             "--ref-audio and --sort")
+        target = out or jsonl.with_name(f"{jsonl.stem}.scores.jsonl")
+        done, failed, reused = score_jsonl(load_scorer(spec, settings, device), spec, jsonl, target,
+                                           settings.batch_size, retry_errors)
+        typer.echo(f"scored {done} row(s) ({failed} with errors, {reused} already done) -> {target}")
+        return
+    if not audio:
+        raise CmirmError("give audio files to score (or --jsonl FILE)")
+    if out is not None or retry_errors:
+        raise CmirmError("--out and --retry-errors apply to --jsonl")
+    instruction = Instruction.from_cli(text, lyrics, ref_audio)
+    score_files(load_scorer(spec, settings, device), spec, audio, instruction, as_json, sort)
 
 
 def _register_plugins() -> None:
@@ -88,8 +130,6 @@ _register_plugins()
 
 def main() -> None:
     """Console-script entry point; turns cmirm input errors into one readable line."""
-    from cmirm_plugin.errors import CmirmError
-
     try:
         app()
     except CmirmError as exc:

@@ -14,6 +14,21 @@ from cmirm_plugin.errors import CheckpointError
 DEFAULT_MODEL = "HaiwenXia/CMI-RM"
 
 
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` is a hub repo id (``name`` or ``owner/name``; dots allowed, e.g. ``Qwen/Qwen2.5-7B``)
+    rather than a path (``/``, ``./``, ``../``, ``~`` or anything the hub would refuse)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.startswith(("/", "./", "../", "~")):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def download_hint(repo: str, files: Sequence[str] = ()) -> str:
     """What to do when ``repo`` is neither a local folder nor reachable on the hub.
 

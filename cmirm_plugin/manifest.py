@@ -41,8 +41,20 @@ def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
         yield record
 
 
-def read_json_lines(path: str | Path, nan_as_null: bool = False) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    """Every JSON object of an input file with its line number, and ``file:line: problem`` for the rest.
+class LineProblem(str):
+    """A bad line of an input file: the text ``file:line: problem``, with the line number as ``line``."""
+
+    line: int
+
+    def __new__(cls, path: Path, line: int, message: str) -> "LineProblem":
+        problem = super().__new__(cls, f"{path}:{line}: {message}")
+        problem.line = line
+        return problem
+
+
+def read_json_lines(path: str | Path, nan_as_null: bool = False
+                    ) -> tuple[list[tuple[int, dict[str, Any]]], list[LineProblem]]:
+    """Every JSON object of an input file with its line number, and a `LineProblem` for each other line.
 
     For validating user-supplied JSONL (pairs, prompts, benchmark rows) where every bad line must be
     reported at once. ``nan_as_null`` reads NaN/Infinity literals as null.
@@ -55,17 +67,17 @@ def read_json_lines(path: str | Path, nan_as_null: bool = False) -> tuple[list[t
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                problems.append(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+                problems.append(LineProblem(path, lineno, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
                 continue
             if not text.strip():
                 continue
             try:
                 value = json.loads(text, parse_constant=parse_constant)
             except json.JSONDecodeError as exc:
-                problems.append(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
+                problems.append(LineProblem(path, lineno, f"not valid JSON ({exc.msg} at column {exc.colno})"))
                 continue
             if not isinstance(value, dict):
-                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(value).__name__}")
+                problems.append(LineProblem(path, lineno, f"expected a JSON object, got {type(value).__name__}"))
                 continue
             rows.append((lineno, value))
     return rows, problems

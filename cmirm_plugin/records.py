@@ -1,7 +1,8 @@
 """The records every package exchanges: `Instruction`, `Candidate`, `Scores`.
 
 They are plain dataclasses with ``to_dict`` / ``from_dict`` so they can go to JSONL manifests.
-Scores are ordered ``[alignment, musicality]`` wherever they appear as arrays.
+CMI-RM's scores are ordered ``[alignment, musicality]`` (`AXES`) wherever they appear as arrays;
+other scorers name their own axes (`Scores.axes`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -120,20 +121,54 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Scores:
-    """CMI-RM's two raw (unbounded) scores for one clip."""
+    """One clip's raw (unbounded) scores, one value per axis, named by the scorer that made them.
 
-    alignment: float
-    musicality: float
+    CMI-RM's axes are `AXES` (``alignment``, ``musicality``); other scorers name their own (e.g. a
+    single ``aesthetics`` axis). ``scores["musicality"]`` reads one axis; ``scores.alignment`` and
+    ``scores.musicality`` are shortcuts for CMI-RM's.
+    """
 
-    def as_tuple(self) -> tuple[float, float]:
-        return (self.alignment, self.musicality)
+    axes: tuple[str, ...]
+    values: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        axes, values = tuple(self.axes), tuple(float(v) for v in self.values)
+        if not axes or len(axes) != len(values):
+            raise CmirmError(f"scores need one value per axis, got axes {list(axes)} and values {list(values)}")
+        if len(set(axes)) != len(axes) or not all(isinstance(a, str) and a for a in axes):
+            raise CmirmError(f"score axes must be distinct non-empty names, got {list(axes)}")
+        object.__setattr__(self, "axes", axes)
+        object.__setattr__(self, "values", values)
+
+    def __getitem__(self, axis: str) -> float:
+        if axis not in self.axes:
+            raise CmirmError(f"no axis {axis!r} in these scores (axes: {', '.join(self.axes)})")
+        return self.values[self.axes.index(axis)]
+
+    @property
+    def alignment(self) -> float:
+        return self["alignment"]
+
+    @property
+    def musicality(self) -> float:
+        return self["musicality"]
+
+    def as_tuple(self) -> tuple[float, ...]:
+        """The values in axis order (a row of a score array)."""
+        return self.values
 
     def to_dict(self) -> dict[str, float]:
-        return {"alignment": self.alignment, "musicality": self.musicality}
+        return dict(zip(self.axes, self.values))
 
     @classmethod
-    def from_array(cls, row: np.ndarray | list[float]) -> "Scores":
-        return cls(float(row[0]), float(row[1]))
+    def from_array(cls, row: np.ndarray | Sequence[float], axes: Sequence[str] = AXES) -> "Scores":
+        """Scores from a row of a score array whose columns are ``axes`` (default CMI-RM's)."""
+        return cls(tuple(axes), tuple(float(v) for v in row))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, float]) -> "Scores":
+        """Inverse of `to_dict` (axes in the mapping's order)."""
+        return cls(tuple(data), tuple(data.values()))
 
 
 @dataclass

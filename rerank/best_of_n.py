@@ -13,36 +13,31 @@ Two forms::
 
 ``generator_or_fn`` is a `generators.Generator` or a plain ``fn(instruction, seed, duration, **params)
 -> (waveform, sample_rate)`` (wrapped in `CallableGenerator`; it must draw its randomness from
-``seed``). ``scorer`` is a `RewardScorer` (or anything with ``score_batch(audios, instruction)
--> [N, 2]``) or a started `ScorerPool`. Candidate i uses seed ``seed_base + i`` unless ``seeds``
-are given. Failed generations and clips that cannot be scored are left out and reported on the
-result (``generation_failures``, ``score_errors``); fewer than k survivors is not an error.
+``seed``). ``scorer`` is any scorer of the contract (`cmirm_plugin.scoring.load_scorer("tiny")`,
+``load_scorer("HaiwenXia/CMI-RM")``, ``load_scorer("my_pkg.scorers:Aesthetics")`` ...) or a
+started `ScorerPool`; the policy names its axes (default `default_policy` of its axes).
+Candidate i uses seed ``seed_base + i`` unless ``seeds`` are given. Failed generations and clips
+that cannot be scored are left out and reported on the result (``generation_failures``,
+``score_errors``); fewer than k survivors is not an error.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import Candidate, Instruction, Scores
+from cmirm_plugin.scoring.contract import Scorer, score_isolated
 from generators import CandidateFailure, Generator
 from generators.python_fn import CallableGenerator
-from rerank.generate import DEFAULT_POLICY
-from rerank.policies import Policy, parse_policy
+from rerank.policies import Policy, default_policy, parse_policy
 from rerank.pool import ScoreItem, ScorerPool
 
-
-class BatchScorer(Protocol):
-    """Anything that scores clips against an instruction like `RewardScorer.score_batch`."""
-
-    def score_batch(self, audios: Sequence[Any], instructions: Instruction) -> np.ndarray: ...
-
-
-ScorerLike = Union[BatchScorer, ScorerPool]
+ScorerLike = Union[Scorer, ScorerPool]
 GeneratorOrFn = Union[Generator, Callable[..., Any]]
 
 
@@ -72,30 +67,23 @@ def _as_generator(generator_or_fn: GeneratorOrFn, sample_rate: int | None) -> Ge
     return CallableGenerator(generator_or_fn, sample_rate=sample_rate)
 
 
-def _as_policy(policy: str | Policy) -> Policy:
-    return parse_policy(policy) if isinstance(policy, str) else policy
+def _as_policy(policy: str | Policy | None, axes: Sequence[str]) -> Policy:
+    chosen = parse_policy(policy or default_policy(axes)) if not isinstance(policy, Policy) else policy
+    chosen.check_axes(axes)
+    return chosen
 
 
 def score_candidates(scorer: ScorerLike, candidates: Sequence[Candidate],
                      instruction: Instruction) -> list[tuple[Scores | None, str | None]]:
-    """``(scores, error)`` per candidate; a clip that cannot be scored gets an error, not an exception.
-
-    A batch scorer that rejects the batch is retried clip by clip to find the bad ones (CMI-RM's
-    scores do not depend on the batch, so the others' scores are unchanged).
-    """
+    """``(scores, error)`` per candidate; a clip that cannot be scored gets an error, not an exception
+    (`cmirm_plugin.scoring.contract.score_isolated`)."""
     if isinstance(scorer, ScorerPool):
         return [(r.scores, r.error) for r in scorer.score([ScoreItem(c.id, c.audio, instruction) for c in candidates])]
-    try:
-        rows = scorer.score_batch([c.audio for c in candidates], instruction)
-        return [(Scores.from_array(row), None) for row in rows]
-    except CmirmError as exc:
-        if len(candidates) == 1:
-            return [(None, f"{type(exc).__name__}: {exc}")]
-    return [score_candidates(scorer, [c], instruction)[0] for c in candidates]
+    return [(o.scores, o.error) for o in score_isolated(scorer, [c.audio for c in candidates], instruction)]
 
 
 def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *, n: int = 16, k: int = 2,
-              scorer: ScorerLike, policy: str | Policy = DEFAULT_POLICY, seeds: Sequence[int] | None = None,
+              scorer: ScorerLike, policy: str | Policy | None = None, seeds: Sequence[int] | None = None,
               seed_base: int = 0, duration: float = 10.0, batch_size: int | None = None,
               sample_rate: int | None = None, **params: Any) -> BestOfN:
     """Generate ``n`` candidates (or one per seed), score them, return the top ``k`` as `RankedCandidate`s.
@@ -106,7 +94,8 @@ def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *,
     """
     generator = _as_generator(generator_or_fn, sample_rate)
     instruction = Instruction(text=instruction) if isinstance(instruction, str) else instruction
-    selection_policy = _as_policy(policy)
+    axes = tuple(scorer.axes)
+    selection_policy = _as_policy(policy, axes)   # a bad policy fails before anything is generated
     seeds = list(seeds) if seeds is not None else [seed_base + i for i in range(n)]
     result = generator.sample(instruction, seeds, duration, batch_size=batch_size, **params)
     scored: list[tuple[Candidate, Scores]] = []
@@ -121,13 +110,13 @@ def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *,
         raise CmirmError(f"best_of_n: none of the {len(seeds)} candidates could be generated and scored:\n  "
                          + "\n  ".join(problems))
     matrix = np.array([s.as_tuple() for _, s in scored])
-    selection = selection_policy.select(matrix, k, allow_fewer=True)
+    selection = selection_policy.select(matrix, k, axes=axes, allow_fewer=True)
     ranked = [RankedCandidate(scored[i][0], scored[i][1], rank, float(value))
               for rank, (i, value) in enumerate(zip(selection.indices, selection.composite), start=1)]
     return BestOfN(ranked, result.failures, errors)
 
 
-def best_of(n: int = 8, k: int = 1, *, scorer: ScorerLike, policy: str | Policy = DEFAULT_POLICY,
+def best_of(n: int = 8, k: int = 1, *, scorer: ScorerLike, policy: str | Policy | None = None,
             duration: float = 10.0, seed_base: int = 0, sample_rate: int | None = None,
             batch_size: int | None = None) -> Callable[[Callable[..., Any]], Callable[..., BestOfN]]:
     """Decorator: turn ``fn(instruction, seed, duration, **params) -> (waveform, sample_rate)`` into
@@ -135,7 +124,7 @@ def best_of(n: int = 8, k: int = 1, *, scorer: ScorerLike, policy: str | Policy 
 
     The wrapped function keeps the original as ``.generator`` (a `CallableGenerator`).
     """
-    selection_policy = _as_policy(policy)
+    selection_policy = _as_policy(policy, tuple(scorer.axes))
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., BestOfN]:
         generator = CallableGenerator(fn, sample_rate=sample_rate)

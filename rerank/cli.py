@@ -2,32 +2,34 @@
 
 This module only turns options into the typed configs of `rerank.generate`, `rerank.rerank_run`
 and `rerank.scaling_run` and prints their results. The options ``generate`` and ``scaling`` share
-are the fields of `GenOptions`, added to both commands by `with_gen_options`; their defaults are
-the defaults of the config fields they feed, so the two cannot drift apart.
+are the fields of `GenOptions` (and the scoring group `cmirm_plugin.cli_options.ScoringOptions`),
+added to both commands by `with_options`; their defaults are the defaults of the config fields
+they feed, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional, Sequence, get_type_hints
+from typing import Annotated, Any, Optional, Sequence
 
 import typer
 from rich.console import Console
 
+from cmirm_plugin.cli_options import ScoringOptions, changed_options, with_options
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.hub import DEFAULT_MODEL
 from cmirm_plugin.records import Instruction
+from cmirm_plugin.scoring.spec import TINY, ScorerSpec
 from rerank.generate import CandidatesConfig, GenerateConfig, run_generate
 from rerank.instructions import cli_instruction, load_prompts
-from rerank.policies import parse_policy
+from rerank.policies import DEFAULT_POLICY, default_policy, parse_policy
 from rerank.pool_options import PoolOptions, check_count
 from rerank.report import print_ranking_summary
 from rerank.rerank_run import rank_run
-from rerank.run_config import load_run_config, resolve_reward
-from rerank.run_records import MANIFEST, read_run, require_run_dir
+from rerank.run_config import load_run_config
+from rerank.run_records import MANIFEST, read_run, require_run_dir, score_axes
 from rerank.scaling_run import ScalingConfig, run_scaling, selection_scorer
 
 #: The generator of ``--tiny`` runs when ``--generator`` is not given.
@@ -46,10 +48,13 @@ GeneratorName = Annotated[Optional[str], typer.Option(
     "--generator", "-g", rich_help_panel=_GEN,
     help=f"Generator name (musicgen-small, stable-audio-open, py:module:fn, ...) (--tiny: {TINY_GENERATOR}).")]
 RewardOpt = Annotated[Optional[str], typer.Option(
-    "--reward", "-m", help="Reward model: hub id or folder (default HaiwenXia/CMI-RM).")]
-Policy = Annotated[str, typer.Option(
-    "--policy", rich_help_panel=_SEL,
-    help="axis:musicality | weighted:alignment=0.5,musicality=0.5 | zsum | lex:alignment,tol=0.1 | pareto.")]
+    "--reward", "-m", show_default=False,
+    help=f"Scorer: tiny, a CMI-RM folder or hub id, or package.module:Name \\[default: {DEFAULT_MODEL}; "
+         f"--tiny: {TINY}].")]
+Policy = Annotated[Optional[str], typer.Option(
+    "--policy", rich_help_panel=_SEL, show_default=False,
+    help="axis:musicality | weighted:alignment=0.5,musicality=0.5 | zsum | lex:alignment,tol=0.1 | pareto "
+         f"\\[default: {DEFAULT_POLICY}, or the one axis of a single-axis scorer].")]
 Minimums = Annotated[Optional[list[str]], typer.Option(
     "--min", rich_help_panel=_SEL, help="Threshold axis=value (repeatable): candidates below it are never selected.")]
 Duration = Annotated[float, typer.Option("--duration", rich_help_panel=_GEN, help="Seconds per candidate.")]
@@ -84,7 +89,6 @@ RayAddress = Annotated[Optional[str], typer.Option(
     "--ray-address", rich_help_panel=_POOL, help="Join this Ray cluster.")]
 Device = Annotated[Optional[str], typer.Option(
     "--device", help="cpu, cuda, cuda:1 ... for the generator and the scorers (default cuda if available).")]
-MaxDur = Annotated[float, typer.Option("--max-dur", help="Seconds of each candidate that are scored.")]
 Tiny = Annotated[bool, typer.Option(
     "--tiny", help=f"Offline smoke run: tiny random generator ({TINY_GENERATOR}) and reward model; audio is noise.")]
 RetryErrors = Annotated[bool, typer.Option(
@@ -146,7 +150,7 @@ class GenOptions:
     """The options ``generate`` and ``scaling`` share: generation, reward, selection policy, scorer pool.
 
     Each field is one command-line option: its type is the option's ``Annotated`` declaration and
-    its default the default of the config field it feeds. `with_gen_options` adds them to a command.
+    its default the default of the config field it feeds. `with_options` adds them to a command.
     """
 
     generator: GeneratorName = None
@@ -170,7 +174,6 @@ class GenOptions:
     max_in_flight: InFlight = _default(PoolOptions, "max_in_flight")
     ray_address: RayAddress = _default(PoolOptions, "ray_address")
     device: Device = _default(PoolOptions, "device")
-    max_dur: MaxDur = _default(CandidatesConfig, "max_dur")
     tiny: Tiny = False
 
     def pool(self) -> PoolOptions:
@@ -178,64 +181,37 @@ class GenOptions:
         return PoolOptions(self.backend, self.num_actors, self.num_gpus_per_actor, self.threads_per_actor,
                            self.score_batch_size, self.max_in_flight, self.ray_address, self.device)
 
+    def reward_spec(self) -> ScorerSpec:
+        """``--reward``; with ``--tiny`` and no ``--reward``, the tiny CMI-RM."""
+        return ScorerSpec.parse(self.reward if self.reward is not None else (TINY if self.tiny else None))
+
     def _job(self, out: Path, instructions: Sequence[Instruction], n: int, seeds: Sequence[int] | None,
-             retry_errors: bool) -> dict[str, Any]:
+             retry_errors: bool, scoring: ScoringOptions) -> dict[str, Any]:
         return dict(out=out, instructions=instructions, generator=_generator_name(self.generator, self.tiny),
-                    reward=resolve_reward(self.reward, self.tiny), n=n, duration=self.duration,
+                    reward=self.reward_spec(), n=n, duration=self.duration,
                     params=generation_params(self.temperature, self.top_k, self.top_p, self.guidance, self.steps,
                                              self.param),
                     seed_base=self.seed_base, seeds=seeds, gen_batch_size=self.gen_batch_size, device=self.device,
-                    max_dur=self.max_dur, pool=self.pool(), retry_errors=retry_errors)
+                    scoring=scoring.settings(), pool=self.pool(), retry_errors=retry_errors)
 
-    def candidates(self, out: Path, instructions: Sequence[Instruction], *, n: int,
+    def candidates(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int,
                    seeds: Sequence[int] | None = None, retry_errors: bool = False) -> CandidatesConfig:
         """The pool-only job these options describe (``scaling``: no k, no ranking)."""
-        return CandidatesConfig(**self._job(out, instructions, n, seeds, retry_errors))
+        return CandidatesConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring))
 
-    def config(self, out: Path, instructions: Sequence[Instruction], *, n: int, k: int,
+    def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int,
                seeds: Sequence[int] | None = None, retry_errors: bool = False) -> GenerateConfig:
         """The ``generate`` job these options describe."""
-        return GenerateConfig(**self._job(out, instructions, n, seeds, retry_errors), k=k, policy=self.policy,
-                              minimums=self.minimums or ())
-
-    def changed(self, names: Sequence[str]) -> list[str]:
-        """The option names (``--duration`` ...) of the fields among ``names`` not at their default."""
-        defaults = GenOptions()
-        return [_option_name(name) for name in names if getattr(self, name) != getattr(defaults, name)]
+        return GenerateConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring), k=k,
+                              policy=self.policy, minimums=self.minimums or ())
 
 
 #: `GenOptions` fields that only shape how candidates are made and scored (refused by ``scaling --from``).
 GENERATION_ONLY = ("generator", "reward", "duration", "temperature", "top_k", "top_p", "guidance", "steps", "param",
-                   "seed_base", "gen_batch_size", "max_dur", "tiny")
+                   "seed_base", "gen_batch_size", "tiny")
 
 
-def _option_name(name: str) -> str:
-    """The long option name (``--seed-base``) of the `GenOptions` field ``name``."""
-    info = get_type_hints(GenOptions, include_extras=True)[name].__metadata__[0]
-    return next(d for d in (info.default, *(info.param_decls or ())) if isinstance(d, str) and d.startswith("--"))
-
-
-def with_gen_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give ``command`` every `GenOptions` option; the command receives them as ``opts: GenOptions``.
-
-    Typer reads a command's options from ``inspect.signature``, so the wrapper's ``__signature__``
-    is the command's own parameters (``opts`` left out) followed by one parameter per field.
-    """
-    hints = get_type_hints(GenOptions, include_extras=True)
-    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=hints[f.name])
-              for f in fields(GenOptions)]
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "opts"]
-
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> None:
-        opts = GenOptions(**{p.name: kwargs.pop(p.name) for p in shared})
-        command(**kwargs, opts=opts)
-
-    wrapper.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
-    return wrapper
-
-
-@with_gen_options
+@with_options(opts=GenOptions, scoring=ScoringOptions)
 def generate(
     text: Annotated[Optional[str], typer.Argument(help="Text description (or use --prompts).")] = None,
     out: Out = ...,
@@ -249,8 +225,9 @@ def generate(
     retry_errors: RetryErrors = False,
     *,
     opts: GenOptions,
+    scoring: ScoringOptions,
 ) -> None:
-    """Sample N candidates per instruction, score them with CMI-RM, keep the top k.
+    """Sample N candidates per instruction, score them with CMI-RM (or any --reward scorer), keep the top k.
 
     Writes OUT/candidates/*.wav, OUT/manifest.jsonl (append-only), OUT/run.json, OUT/ranking.jsonl
     and OUT/top/<instruction>_rank<r>.wav. Rerunning into OUT resumes: finished candidates are
@@ -259,7 +236,7 @@ def generate(
     if prompts is not None and any(v is not None for v in (text, lyrics, ref_audio)):
         raise ConfigError("give the instruction as TEXT [--lyrics] [--ref-audio] or as --prompts FILE, not both")
     instructions = load_prompts(prompts) if prompts is not None else [cli_instruction(text, lyrics, ref_audio)]
-    config = opts.config(out, instructions, n=n, k=k,
+    config = opts.config(out, instructions, scoring, n=n, k=k,
                          seeds=_int_list(seeds, "--seeds", 0) if seeds is not None else None,
                          retry_errors=retry_errors)
     console = Console()
@@ -285,15 +262,16 @@ def rerank(
     run_dir = require_run_dir(run)
     views = read_run(run_dir)
     scorer = scorer or selection_scorer(run_dir, views, load_run_config(run_dir))
-    if not any(scorer in v.scores for v in views):
+    axes = score_axes(views, scorer)
+    if axes is None:
         known = sorted({s for v in views for s in v.scores})
         raise ConfigError(f"{run_dir / MANIFEST}: no candidate has scores from {scorer!r} (scorers with scores: "
                           f"{', '.join(known) or 'none'}); rerun `cmirm generate` into it to score them")
-    ranking = rank_run(run_dir, views, scorer, parse_policy(policy, minimums or ()), k, out)
+    ranking = rank_run(run_dir, views, scorer, parse_policy(policy or default_policy(axes), minimums or ()), k, out)
     print_ranking_summary(Console(), ranking)
 
 
-@with_gen_options
+@with_options(opts=GenOptions, scoring=ScoringOptions)
 def scaling(
     out: Out = ...,
     prompts: Prompts = None,
@@ -308,11 +286,12 @@ def scaling(
         help="With --from: select by this scorer's records (default the run's reward model).")] = None,
     eval_reward: Annotated[Optional[str], typer.Option(
         "--eval-reward",
-        help="Score the same candidates with this model too and report its view of the selections.")] = None,
-    eval_axis: Annotated[str, typer.Option(
-        "--eval-axis",
-        help="Axis the summary table reports: alignment, musicality or composite (files hold all).")]
-        = _default(ScalingConfig, "eval_axis"),
+        help="Score the same candidates with this scorer too (a --reward spec) and report its view of the "
+             "selections.")] = None,
+    eval_axis: Annotated[Optional[str], typer.Option(
+        "--eval-axis", show_default=False,
+        help="Axis the summary table reports: one of the evaluation scorer's axes or composite (files hold all) "
+             "\\[default: composite].")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the instructions.")]
         = _default(ScalingConfig, "n_boot"),
     ci: Annotated[float, typer.Option("--ci", help="Bootstrap band level.")] = _default(ScalingConfig, "ci"),
@@ -321,6 +300,7 @@ def scaling(
         = ",".join(map(str, _default(ScalingConfig, "ks"))),
     *,
     opts: GenOptions,
+    scoring: ScoringOptions,
 ) -> None:
     """Best-of-N / top-k-of-N curves (N = 1, 2, 4, ..., M) from one pool of M candidates per instruction.
 
@@ -333,18 +313,19 @@ def scaling(
         check_count("--n-max", n_max)
     generate_config = None
     if from_dir is not None:
-        given = (["--prompts"] if prompts is not None else []) + opts.changed(GENERATION_ONLY)
+        given = (["--prompts"] if prompts is not None else []) + changed_options(opts, GENERATION_ONLY) \
+            + scoring.given()
         if given:
             raise ConfigError(f"--from reuses a run's candidates, scores and settings (reward model, --max-dur), so "
                               f"generation options do not apply: drop {', '.join(given)}")
     else:
         if prompts is None or n_max is None:
             raise ConfigError("give --prompts FILE.jsonl and --n-max M (or --from DIR to reuse a generate run)")
-        generate_config = opts.candidates(out, load_prompts(prompts), n=n_max)
+        generate_config = opts.candidates(out, load_prompts(prompts), scoring, n=n_max)
     config = ScalingConfig(
         out=out, policy=opts.policy, minimums=opts.minimums or (), ks=k_values, n_boot=n_boot, ci=ci, seed=seed,
         n_max=n_max, generate=generate_config, source=from_dir, scorer=scorer,
-        eval_reward=resolve_reward(eval_reward, False, "--eval-reward") if eval_reward else None,
+        eval_reward=ScorerSpec.parse(eval_reward, "--eval-reward") if eval_reward else None,
         eval_axis=eval_axis, pool=opts.pool())
     console = Console()
     result = run_scaling(config, console=console)

@@ -36,14 +36,16 @@ from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import ManifestWriter
 from cmirm_plugin.records import Instruction
+from cmirm_plugin.scoring.settings import ScoringSettings
+from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator, build_generator
 from generators.base import MAX_SEED, validate_seeds
-from rerank.policies import Policy, parse_policy
+from rerank.policies import Policy, default_policy, parse_policy
 from rerank.pool import ScoreItem, ScorerPool
 from rerank.pool_options import PoolOptions, check_count
 from rerank.report import progress_bar
 from rerank.rerank_run import Ranking, rank_run
-from rerank.run_config import ResultSettings, Reward, RunConfig, save_run_config
+from rerank.run_config import ResultSettings, RunConfig, save_run_config
 from rerank.run_records import (
     CandidateView,
     RunPaths,
@@ -52,17 +54,9 @@ from rerank.run_records import (
     fold_records,
     in_run_order,
     load_views,
+    score_axes,
     score_record,
 )
-
-#: The selection policy when none is given.
-DEFAULT_POLICY = "axis:musicality"
-#: Seconds of each candidate that are scored (CMI-RM's own default crop).
-DEFAULT_MAX_DUR = 120.0
-#: How the scorer treats an instruction's absent inputs (`cmirm_plugin.scoring.RewardScorer`'s ``missing``).
-DEFAULT_MISSING = "mask"
-#: The values ``missing`` may take.
-MISSING_POLICIES = ("mask", "null")
 
 RecordCallback = Callable[[dict[str, Any]], None]
 
@@ -75,13 +69,12 @@ class CandidatesConfig:
         out: the run directory.
         instructions: what to generate for (distinct ids).
         generator: a `generators.registry` name (``musicgen-small``, ``tiny-musicgen``, ``py:mod:fn`` ...).
-        reward: the selection reward model (`rerank.run_config.resolve_reward`).
+        reward: the selection scorer (`cmirm_plugin.scoring.ScorerSpec`).
         n: candidates per instruction (ignored when ``seeds`` is given).
         duration: seconds per candidate; params: the generator's sampling parameters.
         seed_base / seeds: candidate i gets ``seed_base + i``, or ``seeds[i]``.
         gen_batch_size: seeds per generator call; device: where the generator runs (default cuda if available).
-        max_dur: seconds of each candidate that are scored.
-        missing: how the scorer treats absent inputs, ``"mask"`` or ``"null"`` (recorded in ``run.json``).
+        scoring: how the scorers score (`ScoringSettings`; what changes scores is recorded in ``run.json``).
         pool: the scorer pool's options.
         retry_errors: regenerate failed generations and rescore failed scorings of earlier runs.
     """
@@ -89,7 +82,7 @@ class CandidatesConfig:
     out: Path
     instructions: Sequence[Instruction]
     generator: str
-    reward: Reward
+    reward: ScorerSpec
     n: int = 8
     duration: float = 10.0
     params: dict[str, Any] = field(default_factory=dict)
@@ -97,8 +90,7 @@ class CandidatesConfig:
     seeds: Sequence[int] | None = None
     gen_batch_size: int = 1
     device: str | None = None
-    max_dur: float = DEFAULT_MAX_DUR
-    missing: str = DEFAULT_MISSING
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
     pool: PoolOptions = field(default_factory=PoolOptions)
     retry_errors: bool = False
 
@@ -114,8 +106,6 @@ class CandidatesConfig:
             if self.seed_base + self.n - 1 > MAX_SEED:
                 raise ConfigError(f"seed_base + n - 1 = {self.seed_base + self.n - 1} exceeds the largest seed "
                                   f"{MAX_SEED}; lower seed_base")
-        if self.missing not in MISSING_POLICIES:
-            raise ConfigError(f"missing must be one of {', '.join(MISSING_POLICIES)}, got {self.missing!r}")
         ids = [inst.id for inst in self.instructions]
         if not ids:
             raise ConfigError("no instructions to generate for")
@@ -130,7 +120,7 @@ class CandidatesConfig:
     def result_settings(self) -> ResultSettings:
         """The settings that determine candidates' audio and scores (``run.json``'s ``result``)."""
         return ResultSettings(self.generator, dict(self.params), float(self.duration), self.reward.label,
-                              float(self.max_dur), self.missing)
+                              **self.scoring.score_identity(self.pool.scorer_device()))
 
     def request(self) -> dict[str, Any]:
         """What this job asks for (``run.json``'s ``request``)."""
@@ -154,19 +144,31 @@ class GenerateConfig(CandidatesConfig):
     """
 
     k: int = 2
-    policy: str = DEFAULT_POLICY
+    policy: str | None = None
     minimums: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_count("k", self.k)
-        self.selection_policy()  # a bad policy fails before any work
+        axes = self.reward.known_axes()
+        if axes is not None:  # a bad policy, or one naming an axis the scorer lacks, fails before any work
+            self.selection_policy(axes).check_axes(axes)
+        elif self.policy is not None:
+            parse_policy(self.policy, self.minimums)
 
-    def selection_policy(self) -> Policy:
+    def selection_policy(self, axes: Sequence[str] | None = None) -> Policy:
+        """The policy asked for, or the default for the scorer's ``axes`` (`default_policy`)."""
+        if self.policy is None:
+            axes = axes if axes is not None else self.reward.known_axes()
+            if axes is None:
+                raise ConfigError(f"give --policy: the axes of scorer {self.reward} are known only once it loads")
+            return parse_policy(default_policy(axes), self.minimums)
         return parse_policy(self.policy, self.minimums)
 
     def request(self) -> dict[str, Any]:
-        return {**super().request(), "k": self.k, "policy": self.selection_policy().spec()}
+        policy = self.policy if self.policy is not None and self.reward.known_axes() is None \
+            else self.selection_policy().spec()
+        return {**super().request(), "k": self.k, "policy": policy}
 
 
 @dataclass
@@ -300,14 +302,13 @@ def generate_missing(config: CandidatesConfig, paths: RunPaths, views: Sequence[
         _free_memory()
 
 
-def score_missing(views: Sequence[CandidateView], root: Path, reward: Reward, options: PoolOptions,
-                  settings: ResultSettings | None, log: RunLog, progress: Progress, counts: JobCounts,
+def score_missing(views: Sequence[CandidateView], root: Path, reward: ScorerSpec, options: PoolOptions,
+                  scoring: ScoringSettings, log: RunLog, progress: Progress, counts: JobCounts,
                   retry_errors: bool = False, description: str = "scoring") -> None:
     """Score every generated candidate of ``views`` that lacks scores from ``reward`` (phase 2).
 
-    Audio paths are relative to ``root``; records go to ``log`` as each batch finishes. The crop
-    (``max_dur``) and ``missing`` policy are the run's ``settings`` (defaults for a run without
-    ``run.json``), so every scorer of a run scores the same inputs.
+    Audio paths are relative to ``root``; records go to ``log`` as each batch finishes. ``scoring``
+    is the run's (`ResultSettings.scoring`), so every scorer of a run scores the same inputs.
     """
     todo = [v for v in views if v.generated and (root / v.audio_path).is_file() and reward.label not in v.scores
             and (retry_errors or reward.label not in v.score_errors)]
@@ -315,8 +316,7 @@ def score_missing(views: Sequence[CandidateView], root: Path, reward: Reward, op
         return
     task = progress.add_task(description, total=len(todo))
     items = [ScoreItem(v.id, str((root / v.audio_path).resolve()), v.instruction) for v in todo]
-    max_dur, missing = (settings.max_dur, settings.missing) if settings else (DEFAULT_MAX_DUR, DEFAULT_MISSING)
-    with ScorerPool(options.pool_config(reward.source, max_dur, missing)) as pool:
+    with ScorerPool(options.pool_config(reward, scoring)) as pool:
         for done in pool.iter_results(items):
             for _, result in done:
                 log.append(score_record(result.key, reward.label, result.scores, result.error))
@@ -349,7 +349,7 @@ def prepare_candidates(config: CandidatesConfig, *, generator: Generator | None 
     counts = JobCounts()
     with RunLog(paths.manifest, views, on_record) as log, progress_bar(console or Console()) as progress:
         generate_missing(config, paths, in_run_order(views.values()), log, progress, generator, counts)
-        score_missing(in_run_order(views.values()), paths.root, config.reward, config.pool, run_config.result, log,
+        score_missing(in_run_order(views.values()), paths.root, config.reward, config.pool, config.scoring, log,
                       progress, counts, config.retry_errors)
     return PreparedRun(counts, views)
 
@@ -362,5 +362,7 @@ def run_generate(config: GenerateConfig, *, generator: Generator | None = None, 
     ``on_record`` sees every manifest record as it is appended.
     """
     prepared = prepare_candidates(config, generator=generator, console=console, on_record=on_record)
-    ranking = rank_run(config.out, prepared.candidates(), config.reward.label, config.selection_policy(), config.k)
+    candidates = prepared.candidates()
+    policy = config.selection_policy(score_axes(candidates, config.reward.label))
+    ranking = rank_run(config.out, candidates, config.reward.label, policy, config.k)
     return GenerateResult(config.out, prepared.counts, ranking)

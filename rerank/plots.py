@@ -1,6 +1,6 @@
 """Paper-ready PNG plots of scaling curves (`rerank.scaling.ScalingCurves`).
 
-One panel per reported axis (alignment, musicality, composite), N on a log2 x axis, one line per
+One panel per reported axis (e.g. alignment, musicality, composite), N on a log2 x axis, one line per
 modality ("all" in black) with its bootstrap band shaded. The figure has a fixed size and dpi, so
 every PNG is exactly `PNG_SIZE` pixels. Rendering uses the Agg canvas directly and never touches
 pyplot's global state, so it is safe in servers and tests.
@@ -16,7 +16,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import MODALITIES
-from rerank.scaling import ALL, CURVE_AXES, ScalingCurves
+from rerank.scaling import ALL, COMPOSITE, ScalingCurves
 
 #: Figure size in inches and resolution; the PNG is FIGSIZE * DPI pixels.
 FIGSIZE = (12.0, 4.0)
@@ -34,9 +34,9 @@ def plot_curves(curves: ScalingCurves, path: str | Path, *, k: int = 1) -> Path:
         raise CmirmError(f"no curves for k={k}; available k: {', '.join(map(str, curves.ks))}")
     figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    panels = figure.subplots(1, len(CURVE_AXES), sharex=True)
+    panels = figure.subplots(1, len(curves.axes), sharex=True, squeeze=False)[0]
     quantity = "best-of-N" if k == 1 else f"mean of top-{k} of N"
-    for panel, axis in zip(panels, CURVE_AXES):
+    for panel, axis in zip(panels, curves.axes):
         for modality in curves.modalities:
             rows = curves.where(k=k, axis=axis, modality=modality)
             ns = [row.n for row in rows]
@@ -53,7 +53,7 @@ def plot_curves(curves: ScalingCurves, path: str | Path, *, k: int = 1) -> Path:
         panel.set_xticklabels([str(n) for n in ticks])
         panel.set_xlabel("N candidates per instruction (log2 scale)")
         panel.set_ylabel(f"expected {axis} of {quantity}")
-        panel.set_title(axis if axis != "composite" else f"composite ({curves.policy})")
+        panel.set_title(axis if axis != COMPOSITE else f"composite ({curves.policy})")
         panel.grid(True, alpha=0.3)
     panels[0].legend(title="modality", fontsize="small")
     figure.suptitle(f"policy {curves.policy}: select by {curves.selection_scorer}, "

@@ -1,8 +1,10 @@
 """Top-k selection policies: pure functions of a pool's score matrix.
 
 A pool is the set of candidates generated for one instruction; its scores are an array
-``[N, 2]`` with columns ``AXES = (alignment, musicality)`` (higher is better on both). A policy
-turns that matrix into
+``[N, n_axes]`` whose columns are the scorer's ``axes`` (CMI-RM: ``AXES = (alignment,
+musicality)``; higher is better on every axis). Policies name axes, and every method takes the
+``axes`` of the matrix (default CMI-RM's); a policy naming an axis the scorer lacks is refused
+(`Policy.check_axes`). A policy turns that matrix into
 
 * ``order(scores)``: every candidate index, best first (a strict total order);
 * ``composite(scores)``: one scalar per candidate (what scaling curves report as "composite");
@@ -27,8 +29,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.errors import CmirmError, ConfigError
 from cmirm_plugin.records import AXES
+
+#: The selection policy of a scorer with a ``musicality`` axis (CMI-RM) when none is given.
+DEFAULT_POLICY = "axis:musicality"
 
 #: Policy names accepted by `parse_policy`, with an example of each.
 POLICY_EXAMPLES = {
@@ -44,16 +49,29 @@ POLICY_EXAMPLES = {
 # Validation and ordering helpers
 
 
-def check_scores(scores: np.ndarray | Sequence[Sequence[float]], name: str = "scores") -> np.ndarray:
-    """Return ``scores`` as a float64 array ``[N, 2]`` after checking shape and finiteness.
+def default_policy(axes: Sequence[str]) -> str:
+    """The policy used when none is given: `DEFAULT_POLICY` for scorers with a ``musicality`` axis,
+    the one axis of a single-axis scorer; other scorers need an explicit ``--policy``."""
+    axes = tuple(axes)
+    if "musicality" in axes:
+        return DEFAULT_POLICY
+    if len(axes) == 1:
+        return f"axis:{axes[0]}"
+    raise ConfigError(f"give --policy: the scorer's axes are {', '.join(axes)} (e.g. 'axis:{axes[0]}' or 'zsum')")
+
+
+def check_scores(scores: np.ndarray | Sequence[Sequence[float]], name: str = "scores",
+                 axes: Sequence[str] = AXES) -> np.ndarray:
+    """Return ``scores`` as a float64 array ``[N, len(axes)]`` after checking shape and finiteness.
 
     A pool needs at least one candidate, and every score must be finite: a NaN or infinite score
     would silently sort first or last, so it is rejected with the candidate index and axis named.
     """
+    axes = tuple(axes)
     array = np.asarray(scores, dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != len(AXES):
+    if array.ndim != 2 or array.shape[1] != len(axes):
         raise CmirmError(
-            f"{name} must have shape [N, {len(AXES)}] (columns {', '.join(AXES)}); got shape {array.shape}"
+            f"{name} must have shape [N, {len(axes)}] (columns {', '.join(axes)}); got shape {array.shape}"
         )
     if array.shape[0] == 0:
         raise CmirmError(f"{name} is empty: a pool needs at least one candidate")
@@ -61,7 +79,7 @@ def check_scores(scores: np.ndarray | Sequence[Sequence[float]], name: str = "sc
     if len(bad):
         row, col = (int(v) for v in bad[0])
         raise CmirmError(
-            f"{name}[{row}, {AXES[col]}] is {array[row, col]}: every candidate needs finite scores "
+            f"{name}[{row}, {axes[col]}] is {array[row, col]}: every candidate needs finite scores "
             f"({len(bad)} non-finite value(s) in all); re-score candidate {row} or drop it"
         )
     return array
@@ -109,11 +127,19 @@ def top_eligible(order: np.ndarray, eligible: np.ndarray, k: int) -> np.ndarray:
     return order[eligible[order]][:k]
 
 
-def axis_index(axis: str) -> int:
-    """Column of ``axis`` in a score array; an unknown name lists the valid ones."""
-    if axis not in AXES:
-        raise CmirmError(f"unknown axis {axis!r}; valid axes: {', '.join(AXES)}")
-    return AXES.index(axis)
+def axis_index(axis: str, axes: Sequence[str] = AXES) -> int:
+    """Column of ``axis`` in a score array with columns ``axes``; an unknown name lists the valid ones."""
+    axes = tuple(axes)
+    if axis not in axes:
+        raise CmirmError(f"unknown axis {axis!r}; the scorer's axes are {', '.join(axes)}")
+    return axes.index(axis)
+
+
+def check_axis_name(axis: str) -> str:
+    """``axis`` when it can name a score column (a non-empty word), else an error naming it."""
+    if not isinstance(axis, str) or not axis or not all(c.isalnum() or c in "_-." for c in axis):
+        raise CmirmError(f"axis names are words of letters, digits, '_', '-' or '.', got {axis!r}")
+    return axis
 
 
 def zscores(scores: np.ndarray) -> np.ndarray:
@@ -195,32 +221,52 @@ class Selection:
 
 
 class Policy(ABC):
-    """A ranking of a pool's candidates; see the module docstring for the contract."""
+    """A ranking of a pool's candidates; see the module docstring for the contract.
 
-    def order(self, scores: np.ndarray) -> np.ndarray:
+    Every method takes the ``axes`` (column names) of ``scores``; the default is CMI-RM's.
+    """
+
+    def axes_used(self) -> tuple[str, ...]:
+        """The axes the policy names (none for policies that use every axis)."""
+        return ()
+
+    def check_axes(self, axes: Sequence[str]) -> tuple[str, ...]:
+        """``axes`` as a tuple, after checking the policy names none that the scorer lacks."""
+        axes = tuple(axes)
+        unknown = [axis for axis in self.axes_used() if axis not in axes]
+        if unknown:
+            raise CmirmError(f"policy {self.spec()!r} names {', '.join(map(repr, unknown))} but the scorer's axes "
+                             f"are {', '.join(axes)}")
+        return axes
+
+    def _checked(self, scores: np.ndarray, axes: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+        axes = self.check_axes(axes)
+        return check_scores(scores, axes=axes), axes
+
+    def order(self, scores: np.ndarray, axes: Sequence[str] = AXES) -> np.ndarray:
         """Every candidate index, best first (eligible candidates before ineligible ones)."""
-        return self._order(check_scores(scores))
+        return self._order(*self._checked(scores, axes))
 
-    def composite(self, scores: np.ndarray) -> np.ndarray:
+    def composite(self, scores: np.ndarray, axes: Sequence[str] = AXES) -> np.ndarray:
         """One scalar per candidate summarising the policy (reported by scaling curves)."""
-        return self._composite(check_scores(scores))
+        return self._composite(*self._checked(scores, axes))
 
-    def eligible(self, scores: np.ndarray) -> np.ndarray:
+    def eligible(self, scores: np.ndarray, axes: Sequence[str] = AXES) -> np.ndarray:
         """Which candidates may be selected (all of them unless the policy has thresholds)."""
-        return np.ones(len(check_scores(scores)), dtype=bool)
+        return self._eligible(*self._checked(scores, axes))
 
-    def select(self, scores: np.ndarray, k: int, *, allow_fewer: bool = False) -> Selection:
+    def select(self, scores: np.ndarray, k: int, *, axes: Sequence[str] = AXES, allow_fewer: bool = False) -> Selection:
         """The top ``k`` eligible candidates, best first.
 
-        Errors: non-finite or mis-shaped scores, ``k < 1``, ``k > N`` (unless ``allow_fewer``).
-        Fewer than ``k`` eligible candidates is not an error: the `Selection` holds all of them
-        and ``complete`` is False.
+        Errors: non-finite or mis-shaped scores, ``k < 1``, ``k > N`` (unless ``allow_fewer``), an
+        axis the scorer lacks. Fewer than ``k`` eligible candidates is not an error: the
+        `Selection` holds all of them and ``complete`` is False.
         """
-        scores = check_scores(scores)
+        scores, axes = self._checked(scores, axes)
         k = check_k(k, len(scores), allow_fewer=allow_fewer)
-        eligible = self.eligible(scores)
-        chosen = top_eligible(self._order(scores), eligible, k)
-        return Selection(chosen, self._composite(scores)[chosen], k, int(eligible.sum()))
+        eligible = self._eligible(scores, axes)
+        chosen = top_eligible(self._order(scores, axes), eligible, k)
+        return Selection(chosen, self._composite(scores, axes)[chosen], k, int(eligible.sum()))
 
     __call__ = select
 
@@ -228,11 +274,14 @@ class Policy(ABC):
     def spec(self) -> str:
         """The policy string that `parse_policy` turns back into this policy."""
 
-    @abstractmethod
-    def _order(self, scores: np.ndarray) -> np.ndarray: ...
+    def _eligible(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        return np.ones(len(scores), dtype=bool)
 
     @abstractmethod
-    def _composite(self, scores: np.ndarray) -> np.ndarray: ...
+    def _order(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray: ...
+
+    @abstractmethod
+    def _composite(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -242,52 +291,65 @@ class AxisPolicy(Policy):
     axis: str
 
     def __post_init__(self) -> None:
-        axis_index(self.axis)
+        check_axis_name(self.axis)
+
+    def axes_used(self) -> tuple[str, ...]:
+        return (self.axis,)
 
     def spec(self) -> str:
         return f"axis:{self.axis}"
 
-    def _composite(self, scores: np.ndarray) -> np.ndarray:
-        return scores[:, axis_index(self.axis)]
+    def _composite(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        return scores[:, axis_index(self.axis, axes)]
 
-    def _order(self, scores: np.ndarray) -> np.ndarray:
-        return order_desc(self._composite(scores))
+    def _order(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        return order_desc(self._composite(scores, axes))
 
 
 @dataclass(frozen=True)
 class WeightedPolicy(Policy):
     """Rank by ``sum_a weights[a] * score[a]`` (raw scores, so the axes' scales matter).
 
-    ``weights`` is ordered like `AXES`; weights must be finite, >= 0 and not all zero.
-    Composite: the weighted sum.
+    ``weights`` holds ``(axis, weight)`` pairs; an axis not listed has weight 0. Weights must be
+    finite, >= 0 and not all zero. Composite: the weighted sum.
     """
 
-    weights: tuple[float, ...]
+    weights: tuple[tuple[str, float], ...]
 
     def __post_init__(self) -> None:
-        weights = tuple(float(w) for w in self.weights)
-        if len(weights) != len(AXES):
-            raise CmirmError(f"weights must have one value per axis ({', '.join(AXES)}), got {self.weights!r}")
-        for axis, weight in zip(AXES, weights):
+        pairs = []
+        for axis, weight in self.weights:
+            check_axis_name(axis)
+            weight = float(weight)
             if not math.isfinite(weight) or weight < 0:
                 raise CmirmError(f"weight of {axis} must be finite and >= 0, got {weight}")
-        if not any(weights):
+            pairs.append((axis, weight))
+        names = [axis for axis, _ in pairs]
+        if len(set(names)) != len(names):
+            raise CmirmError(f"weighted: an axis is given twice in {names}")
+        if not any(weight for _, weight in pairs):
             raise CmirmError("weights are all zero: give at least one axis a positive weight")
-        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "weights", tuple(pairs))
+
+    def axes_used(self) -> tuple[str, ...]:
+        return tuple(axis for axis, _ in self.weights)
 
     def spec(self) -> str:
-        return "weighted:" + ",".join(f"{axis}={_fmt(w)}" for axis, w in zip(AXES, self.weights))
+        return "weighted:" + ",".join(f"{axis}={_fmt(w)}" for axis, w in self.weights)
 
-    def _composite(self, scores: np.ndarray) -> np.ndarray:
-        return scores @ np.asarray(self.weights)
+    def _composite(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        vector = np.zeros(len(axes))
+        for axis, weight in self.weights:
+            vector[axis_index(axis, axes)] = weight
+        return scores @ vector
 
-    def _order(self, scores: np.ndarray) -> np.ndarray:
-        return order_desc(self._composite(scores))
+    def _order(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        return order_desc(self._composite(scores, axes))
 
 
 @dataclass(frozen=True)
 class ZSumPolicy(Policy):
-    """Rank by the sum of per-pool z-scores, so neither axis' scale or offset matters.
+    """Rank by the sum of per-pool z-scores of every axis, so no axis' scale or offset matters.
 
     Each axis is standardised within the pool (`zscores`: population std; a constant axis,
     e.g. any axis of a pool of one, contributes 0). Composite: the z-sum.
@@ -296,54 +358,62 @@ class ZSumPolicy(Policy):
     def spec(self) -> str:
         return "zsum"
 
-    def _composite(self, scores: np.ndarray) -> np.ndarray:
+    def _composite(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
         return zscores(scores).sum(axis=1)
 
-    def _order(self, scores: np.ndarray) -> np.ndarray:
-        return order_desc(self._composite(scores))
+    def _order(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        return order_desc(self._composite(scores, axes))
 
 
 @dataclass(frozen=True)
 class LexPolicy(Policy):
-    """Lexicographic with a tolerance: the primary axis first, near-ties settled by the other.
+    """Lexicographic with a tolerance: the primary axis first, near-ties settled by the next axes.
 
     The order is built in tiers: tier 1 holds every candidate whose primary score is within
     ``tol`` of the best primary score (``primary >= best - tol``); those are ordered by the
-    secondary axis (then primary, then index). Tier 2 repeats this on the rest, and so on.
-    ``tol`` is in raw primary-score units; ``tol=0`` is plain lexicographic order.
-    Composite: the primary axis.
+    ``secondary`` axis (default: the scorer's other axes, in their order), then primary, then
+    index. Tier 2 repeats this on the rest, and so on. ``tol`` is in raw primary-score units;
+    ``tol=0`` is plain lexicographic order. Composite: the primary axis.
     """
 
     primary: str
     tol: float = 0.0
+    secondary: str | None = None
 
     def __post_init__(self) -> None:
-        axis_index(self.primary)
+        check_axis_name(self.primary)
+        if self.secondary is not None:
+            check_axis_name(self.secondary)
+            if self.secondary == self.primary:
+                raise CmirmError(f"lex: the secondary axis repeats the primary {self.primary!r}")
         tol = float(self.tol)
         if not math.isfinite(tol) or tol < 0:
             raise CmirmError(f"lex tolerance must be finite and >= 0, got tol={self.tol}")
         object.__setattr__(self, "tol", tol)
 
-    @property
-    def secondary(self) -> str:
-        """The other axis, used within a tier."""
-        return next(axis for axis in AXES if axis != self.primary)
+    def axes_used(self) -> tuple[str, ...]:
+        return (self.primary,) + ((self.secondary,) if self.secondary else ())
+
+    def tie_breakers(self, axes: Sequence[str]) -> tuple[str, ...]:
+        """The axes that order candidates within a tier."""
+        return (self.secondary,) if self.secondary else tuple(a for a in axes if a != self.primary)
 
     def spec(self) -> str:
-        return f"lex:{self.primary},{self.secondary},tol={_fmt(self.tol)}"
+        second = f"{self.secondary}," if self.secondary else ""
+        return f"lex:{self.primary},{second}tol={_fmt(self.tol)}"
 
-    def _composite(self, scores: np.ndarray) -> np.ndarray:
-        return scores[:, axis_index(self.primary)]
+    def _composite(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        return scores[:, axis_index(self.primary, axes)]
 
-    def _order(self, scores: np.ndarray) -> np.ndarray:
-        primary = scores[:, axis_index(self.primary)]
-        secondary = scores[:, axis_index(self.secondary)]
+    def _order(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        primary = scores[:, axis_index(self.primary, axes)]
+        others = [scores[:, axis_index(axis, axes)] for axis in self.tie_breakers(axes)]
         remaining = np.arange(len(scores))
         tiers = []
         while len(remaining):
             in_tier = primary[remaining] >= primary[remaining].max() - self.tol
             tier = remaining[in_tier]
-            tiers.append(tier[order_desc(secondary[tier], primary[tier])])
+            tiers.append(tier[order_desc(*(key[tier] for key in others), primary[tier])])
             remaining = remaining[~in_tier]
         return np.concatenate(tiers)
 
@@ -359,11 +429,11 @@ class ParetoPolicy(Policy):
     def spec(self) -> str:
         return "pareto"
 
-    def _composite(self, scores: np.ndarray) -> np.ndarray:
+    def _composite(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
         return zscores(scores).sum(axis=1)
 
-    def _order(self, scores: np.ndarray) -> np.ndarray:
-        return order_desc(-pareto_fronts(scores), self._composite(scores))
+    def _order(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        return order_desc(-pareto_fronts(scores), self._composite(scores, axes))
 
 
 @dataclass(frozen=True)
@@ -386,7 +456,7 @@ class Thresholded(Policy):
             raise CmirmError("Thresholded needs at least one (axis, minimum) pair")
         pairs = []
         for axis, minimum in self.minimums:
-            axis_index(axis)
+            check_axis_name(axis)
             minimum = float(minimum)
             if not math.isfinite(minimum):
                 raise CmirmError(f"minimum for {axis} must be finite, got {minimum}")
@@ -395,24 +465,27 @@ class Thresholded(Policy):
         duplicated = sorted({axis for axis in axes if axes.count(axis) > 1})
         if duplicated:
             raise CmirmError(f"minimum for {', '.join(duplicated)} given more than once")
-        object.__setattr__(self, "minimums", tuple(sorted(pairs, key=lambda pair: axis_index(pair[0]))))
+        order = {axis: i for i, axis in enumerate(AXES)}   # CMI-RM's axes first, the rest by name
+        object.__setattr__(self, "minimums", tuple(sorted(pairs, key=lambda p: (order.get(p[0], len(order)), p[0]))))
+
+    def axes_used(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.base.axes_used() + tuple(axis for axis, _ in self.minimums)))
 
     def spec(self) -> str:
         return self.base.spec() + ";min:" + ",".join(f"{axis}={_fmt(m)}" for axis, m in self.minimums)
 
-    def eligible(self, scores: np.ndarray) -> np.ndarray:
-        scores = check_scores(scores)
+    def _eligible(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
         passes = np.ones(len(scores), dtype=bool)
         for axis, minimum in self.minimums:
-            passes &= scores[:, axis_index(axis)] >= minimum
+            passes &= scores[:, axis_index(axis, axes)] >= minimum
         return passes
 
-    def _composite(self, scores: np.ndarray) -> np.ndarray:
-        return self.base._composite(scores)
+    def _composite(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        return self.base._composite(scores, axes)
 
-    def _order(self, scores: np.ndarray) -> np.ndarray:
-        ranked = self.base._order(scores)
-        passes = self.eligible(scores)[ranked]
+    def _order(self, scores: np.ndarray, axes: tuple[str, ...]) -> np.ndarray:
+        ranked = self.base._order(scores, axes)
+        passes = self._eligible(scores, axes)[ranked]
         return np.concatenate([ranked[passes], ranked[~passes]])
 
 
@@ -453,15 +526,16 @@ def rank_per_instruction(
     policy: Policy,
     k: int,
     *,
+    axes: Sequence[str] = AXES,
     allow_fewer: bool = False,
 ) -> GroupRanking:
     """Apply ``policy`` to each instruction's pool of a flat candidate list.
 
-    ``instruction_ids[i]`` and ``scores[i]`` describe candidate ``i``; the pools need not be
-    contiguous. Ties within a pool go to the candidate that comes first in the input. A pool
-    smaller than ``k`` is an error naming the instruction unless ``allow_fewer`` is set.
+    ``instruction_ids[i]`` and ``scores[i]`` describe candidate ``i`` (columns ``axes``); the pools
+    need not be contiguous. Ties within a pool go to the candidate that comes first in the input. A
+    pool smaller than ``k`` is an error naming the instruction unless ``allow_fewer`` is set.
     """
-    scores = check_scores(scores)
+    scores, axes = policy._checked(scores, axes)
     if len(instruction_ids) != len(scores):
         raise CmirmError(f"got {len(instruction_ids)} instruction ids for {len(scores)} score rows")
     rank = np.zeros(len(scores), dtype=np.int64)
@@ -474,11 +548,11 @@ def rank_per_instruction(
             pool_k = check_k(k, len(pool), allow_fewer=allow_fewer)
         except CmirmError as exc:
             raise CmirmError(f"instruction {instruction_id!r}: {exc}") from None
-        order, passes = policy._order(pool), policy.eligible(pool)
+        order, passes = policy._order(pool, axes), policy._eligible(pool, axes)
         rank[positions[order]] = np.arange(1, len(positions) + 1)
         eligible[positions] = passes
         selected[positions[top_eligible(order, passes, pool_k)]] = True
-        composite[positions] = policy._composite(pool)
+        composite[positions] = policy._composite(pool, axes)
     return GroupRanking(rank, eligible, selected, composite)
 
 
@@ -493,7 +567,7 @@ def _pairs(text: str, what: str) -> list[tuple[str, float]]:
         axis, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not axis:
             raise CmirmError(f"{what}: expected 'axis=value' pairs separated by ',', got {item.strip()!r}")
-        axis_index(axis)
+        check_axis_name(axis)
         if axis in dict(pairs):
             raise CmirmError(f"{what}: axis {axis!r} given twice")
         pairs.append((axis, _number(value, f"{what} value for {axis}")))
@@ -507,12 +581,11 @@ def _parse_lex(args: str) -> LexPolicy:
         if item.startswith("tol="):
             tol = _number(item[len("tol="):], "lex tol")
         else:
-            axis_index(item)
-            axes.append(item)
-    if not axes or len(axes) > len(AXES) or len(set(axes)) != len(axes):
-        raise CmirmError(f"lex needs the primary axis, optionally followed by the other one; got {args!r} "
+            axes.append(check_axis_name(item))
+    if not axes or len(axes) > 2 or len(set(axes)) != len(axes):
+        raise CmirmError(f"lex needs the primary axis, optionally followed by a secondary one; got {args!r} "
                          f"(e.g. {POLICY_EXAMPLES['lex']!r})")
-    return LexPolicy(axes[0], tol)
+    return LexPolicy(axes[0], tol, axes[1] if len(axes) == 2 else None)
 
 
 def _parse_base(name: str, args: str | None) -> Policy:
@@ -527,8 +600,7 @@ def _parse_base(name: str, args: str | None) -> Policy:
     if name == "axis":
         return AxisPolicy(args)
     if name == "weighted":
-        weights = dict(_pairs(args, "weighted"))
-        return WeightedPolicy(tuple(weights.get(axis, 0.0) for axis in AXES))
+        return WeightedPolicy(tuple(_pairs(args, "weighted")))
     if name == "lex":
         return _parse_lex(args)
     return ZSumPolicy() if name == "zsum" else ParetoPolicy()
@@ -540,15 +612,16 @@ def parse_policy(spec: str, minimums: Sequence[str] = ()) -> Policy:
     ``spec`` is one base policy, optionally followed by ``;min:`` thresholds::
 
         axis:musicality
-        weighted:alignment=0.5,musicality=0.5      (a missing axis has weight 0)
+        weighted:alignment=0.5,musicality=0.5      (an axis not listed has weight 0)
         zsum
-        lex:alignment,musicality,tol=0.1           (the second axis and tol are optional)
+        lex:alignment,musicality,tol=0.1           (the secondary axis and tol are optional)
         pareto
         zsum;min:alignment=0.2,musicality=-1
 
     ``minimums`` are the values of repeated ``--min`` options (``"alignment=0.2"``); they are
     merged with the embedded ones, and an axis given twice is an error. Whitespace around tokens
-    is ignored. Errors name the offending token and list the valid choices.
+    is ignored. Errors name the offending token and list the valid choices. Axis names are checked
+    against a scorer's axes when the policy is used (`Policy.check_axes`).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise CmirmError(f"policy must be a non-empty string, e.g. {POLICY_EXAMPLES['zsum']!r}; got {spec!r}")

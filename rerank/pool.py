@@ -1,7 +1,8 @@
 """Score candidates in parallel: a pool of scorer workers, on Ray actors or in-process.
 
-Each worker holds one loaded `RewardScorer`. Candidates are grouped by instruction (so a
-worker's prompt cache serves the whole group) and cut into batches; at most ``max_in_flight``
+Each worker holds one scorer, loaded once by `cmirm_plugin.scoring.load_scorer` from a spec (any
+scorer that follows the contract). Candidates are grouped by instruction (so a worker's prompt
+cache serves the whole group) and cut into batches; at most ``max_in_flight``
 batches wait on each worker. Audio travels as arrays through Ray's object store. Results come back
 in input order; `ScorerPool.iter_results` yields them batch by batch as they finish so a caller can
 write them incrementally.
@@ -25,13 +26,16 @@ import numpy as np
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import Instruction, Scores
+from cmirm_plugin.scoring.settings import ScoringSettings
+from cmirm_plugin.scoring.spec import ScorerSpec
 
 
 @dataclass
 class PoolConfig:
-    """How to score: which model, where, and how much in parallel."""
+    """How to score: which scorer (a spec and its settings), where, and how much in parallel."""
 
-    model: str
+    spec: ScorerSpec
+    settings: ScoringSettings = field(default_factory=ScoringSettings)
     backend: Literal["ray", "local"] = "ray"
     num_actors: int = 1
     num_gpus_per_actor: float = 0.0
@@ -41,10 +45,7 @@ class PoolConfig:
     max_in_flight: int = 2
     ray_address: str | None = None
     device: str | None = None
-    max_dur: float = 120.0
-    missing: str = "mask"
     max_restarts: int = 3
-    scorer_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.backend not in ("ray", "local"):
@@ -77,14 +78,13 @@ class ScoreResult:
 class ScorerWorker:
     """The scoring code every backend runs: load a scorer once, score batches, isolate bad audio."""
 
-    def __init__(self, model: str, device: str | None, threads: int, max_dur: float, missing: str,
-                 options: dict[str, Any]) -> None:
-        from cmirm_plugin.scoring import RewardScorer
+    def __init__(self, spec: ScorerSpec, settings: ScoringSettings, device: str | None, threads: int) -> None:
+        from cmirm_plugin.scoring.loader import load_scorer
 
         self.threads = threads
+        self.label = spec.label
         with self._threads():
-            self.scorer = RewardScorer.from_pretrained(model, device=device, max_dur=max_dur, missing=missing,
-                                                       **options)
+            self.scorer = load_scorer(spec, settings, device)
 
     @contextlib.contextmanager
     def _threads(self):
@@ -100,28 +100,27 @@ class ScorerWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def axes(self) -> tuple[str, ...]:
+        """The loaded scorer's axes (the columns of every score row)."""
+        return tuple(self.scorer.axes)
+
     def score(self, batch: list[tuple[Any, int | None, dict]]) -> list[tuple[list[float] | None, str | None]]:
         """Score ``[(audio (path or array), sample_rate, instruction dict)]``; bad items get an error string."""
+        from cmirm_plugin.scoring.contract import score_isolated
+
         results: list[tuple[list[float] | None, str | None]] = [(None, None)] * len(batch)
-        waves, insts, slots = [], [], []
+        clips, insts, slots = [], [], []
+        for i, (audio, sr, inst) in enumerate(batch):
+            try:
+                clips.append(audio if isinstance(audio, str) else Audio.from_array(audio, sr))
+                insts.append(Instruction.from_dict(inst))
+                slots.append(i)
+            except CmirmError as exc:
+                results[i] = (None, f"{type(exc).__name__}: {exc}")
         with self._threads():
-            for i, (audio, sr, inst) in enumerate(batch):
-                try:
-                    source = audio if isinstance(audio, str) else Audio.from_array(audio, sr)
-                    waves.append(self.scorer.prepare_audio(source))
-                    insts.append(Instruction.from_dict(inst))
-                    slots.append(i)
-                except (CmirmError, OSError) as exc:
-                    results[i] = (None, f"{type(exc).__name__}: {exc}")
-            if slots:
-                try:
-                    scores = self.scorer.score_prepared(waves, insts)
-                except (CmirmError, OSError) as exc:  # e.g. an unreadable reference clip
-                    for i in slots:
-                        results[i] = (None, f"{type(exc).__name__}: {exc}")
-                else:
-                    for i, row in zip(slots, scores):
-                        results[i] = ([float(row[0]), float(row[1])], None)
+            outcomes = score_isolated(self.scorer, clips, insts, name=self.label)
+        for i, outcome in zip(slots, outcomes):
+            results[i] = (list(outcome.scores.values) if outcome.scores else None, outcome.error)
         return results
 
 
@@ -151,6 +150,7 @@ class ScorerPool:
         self._started_ray = False
         self._workers: list[Any] = []
         self._restarts = 0
+        self.axes: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "ScorerPool":
@@ -163,8 +163,8 @@ class ScorerPool:
     def start(self) -> None:
         cfg = self.config
         if cfg.backend == "local":
-            self._workers = [ScorerWorker(cfg.model, cfg.device, cfg.threads_per_actor, cfg.max_dur, cfg.missing,
-                                          cfg.scorer_options)]
+            self._workers = [ScorerWorker(cfg.spec, cfg.settings, cfg.device, cfg.threads_per_actor)]
+            self.axes = self._workers[0].axes()
             return
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         import ray
@@ -179,11 +179,17 @@ class ScorerPool:
             self._started_ray = True
         self._actor_cls = ray.remote(num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus_per_actor)(ScorerWorker)
         self._workers = [self._new_actor() for _ in range(cfg.num_actors)]
+        try:
+            self.axes = ray.get(self._workers[0].axes.remote())
+        except ray.exceptions.RayError as exc:   # the scorer failed to load on the worker
+            self.close()
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            cause = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else "")
+            raise CmirmError(f"scorer {cfg.spec.label} could not be loaded on a Ray worker: {cause.strip()}") from exc
 
     def _new_actor(self):
         cfg = self.config
-        return self._actor_cls.remote(cfg.model, cfg.device, cfg.threads_per_actor, cfg.max_dur, cfg.missing,
-                                      cfg.scorer_options)
+        return self._actor_cls.remote(cfg.spec, cfg.settings, cfg.device, cfg.threads_per_actor)
 
     def close(self) -> None:
         if self._ray is not None:
@@ -228,9 +234,8 @@ class ScorerPool:
             return
         yield from self._iter_ray(items, batches, payloads)
 
-    @staticmethod
-    def _collect(items, batch, raw) -> list[tuple[int, ScoreResult]]:
-        return [(i, ScoreResult(items[i].key, Scores(*r) if r is not None else None, err))
+    def _collect(self, items, batch, raw) -> list[tuple[int, ScoreResult]]:
+        return [(i, ScoreResult(items[i].key, Scores(self.axes, tuple(r)) if r is not None else None, err))
                 for i, (r, err) in zip(batch, raw)]
 
     def _iter_ray(self, items, batches, payloads) -> Iterator[list[tuple[int, ScoreResult]]]:

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.scoring.settings import ScoringSettings
+from cmirm_plugin.scoring.spec import ScorerSpec
 from rerank.pool import PoolConfig
 
 Backend = Literal["auto", "ray", "local"]
@@ -73,19 +75,27 @@ class PoolOptions:
             return torch.get_num_threads()
         return max(1, (os.cpu_count() or 1) // self.num_actors)
 
-    def pool_config(self, model: str, max_dur: float, missing: str) -> PoolConfig:
-        """The `PoolConfig` scoring with ``model`` (a folder or hub id).
+    def scorer_device(self) -> str:
+        """Where the scorers run: ``--device``; else on Ray a GPU when actors reserve one (Ray hides GPUs
+        from actors that reserve none), in-process this machine's default. The dtype resolves on it."""
+        if self.device is not None:
+            return self.device
+        if self.resolved_backend == "ray":
+            return "cuda" if self.num_gpus_per_actor > 0 else "cpu"
+        from cmirm_plugin.scoring.settings import default_device_type
 
-        ``max_dur`` and ``missing`` change scores, so they come from the run's recorded settings
-        (`rerank.run_config.ResultSettings`), never from a default here.
-        """
+        return default_device_type()
+
+    def pool_config(self, spec: ScorerSpec, settings: ScoringSettings) -> PoolConfig:
+        """The `PoolConfig` scoring with ``spec``: ``settings`` with the dtype resolved on `scorer_device`,
+        so every worker scores alike (and ``run.json`` records what they do)."""
         threads = self.threads()
-        return PoolConfig(model=model, backend=self.resolved_backend, num_actors=self.num_actors,
+        settings = settings.with_options(dtype=settings.resolved_dtype(self.scorer_device()))
+        return PoolConfig(spec=spec, settings=settings, backend=self.resolved_backend, num_actors=self.num_actors,
                           num_gpus_per_actor=self.num_gpus_per_actor,
                           num_cpus_per_actor=float(threads) if self.num_gpus_per_actor == 0 else 1.0,
                           threads_per_actor=threads, batch_size=self.score_batch_size,
-                          max_in_flight=self.max_in_flight, ray_address=self.ray_address, device=self.device,
-                          max_dur=max_dur, missing=missing)
+                          max_in_flight=self.max_in_flight, ray_address=self.ray_address, device=self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "backend": self.resolved_backend}

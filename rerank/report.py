@@ -28,9 +28,10 @@ def print_ranking_summary(console: Console, ranking: Ranking) -> None:
     by_instruction: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in ranking.records:
         by_instruction[record["instruction"]["id"]].append(record)
+    axes = next((tuple(r["scores"]) for r in ranking.records if r["scores"]), ())
     table = Table(title=f"top-{ranking.k} by {ranking.policy} (scorer {ranking.scorer})")
     for column, justify in (("instruction", "left"), ("modality", "left"), ("scored", "right"), ("failed", "right"),
-                            ("kept", "right"), ("rank-1 alignment", "right"), ("rank-1 musicality", "right")):
+                            ("kept", "right"), *((f"rank-1 {axis}", "right") for axis in axes)):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for inst_id, records in by_instruction.items():
         scored = [r for r in records if r["rank"] is not None]
@@ -40,8 +41,7 @@ def print_ranking_summary(console: Console, ranking: Ranking) -> None:
             f"{inst_id}\n[dim]{_short(inst['text'] or inst['lyrics'])}[/dim]", inst["modality"],
             f"{len(scored)}/{len(records)}", str(sum(1 for r in records if r["errors"])),
             str(sum(1 for r in records if r["selected"])),
-            f"{best['scores']['alignment']:.4f}" if best else "-",
-            f"{best['scores']['musicality']:.4f}" if best else "-",
+            *(f"{best['scores'][axis]:.4f}" if best else "-" for axis in axes),
         )
     console.print(table)
     console.print(f"ranking: {ranking.ranking_path}\ntop-{ranking.k}: {ranking.top_dir}/<instruction>_rank<r>.wav")

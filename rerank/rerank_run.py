@@ -26,7 +26,7 @@ import numpy as np
 
 from cmirm_plugin.errors import ConfigError
 from rerank.policies import Policy, rank_per_instruction
-from rerank.run_records import CandidateView, RunPaths, instruction_record, write_jsonl_atomic
+from rerank.run_records import CandidateView, RunPaths, instruction_record, score_axes, write_jsonl_atomic
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,11 @@ def rank_records(views: Sequence[CandidateView], scorer: str, policy: Policy, k:
     """One ranking record per candidate (paths still relative to the run directory)."""
     scored = [v for v in views if v.generated and scorer in v.scores]
     ranks: dict[str, tuple[int, bool, bool, float]] = {}
-    if scored:
+    axes = score_axes(scored, scorer)
+    if axes is not None:
         ids = [v.instruction.id for v in scored]
         scores = np.array([v.scores[scorer].as_tuple() for v in scored], dtype=np.float64)
-        ranking = rank_per_instruction(ids, scores, policy, k, allow_fewer=True)
+        ranking = rank_per_instruction(ids, scores, policy, k, axes=axes, allow_fewer=True)
         ranks = {v.id: (int(ranking.rank[i]), bool(ranking.eligible[i]), bool(ranking.selected[i]),
                         float(ranking.composite[i]))
                  for i, v in enumerate(scored)}

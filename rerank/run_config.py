@@ -5,8 +5,9 @@ more instructions) and may rank them differently, but must not mix candidates ma
 differently. So `run.json` holds three parts:
 
 * ``result``: the settings that determine a candidate's audio and scores (generator, its
-  parameters, duration, reward model, scoring crop and missing-input policy). A rerun with any
-  of them different is refused, naming each difference;
+  parameters, duration, the reward model's label, and the scoring settings that change scores:
+  crop, missing-input policy, dtype). A rerun with any of them different is refused, naming each
+  difference;
 * ``request``: what the last invocation asked for (n, seeds, k, policy, number of instructions);
 * ``pool``: how it was computed (backend, actors, batch sizes, device).
 
@@ -23,53 +24,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cmirm_plugin.errors import ConfigError
-from cmirm_plugin.hub import DEFAULT_MODEL
+from cmirm_plugin.scoring.settings import ScoringSettings
 from rerank.run_records import RunPaths, write_atomic
 
 FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class Reward:
-    """A reward model: the ``label`` records carry, and where it is loaded from.
-
-    The label is the hub id, the resolved folder, or ``tiny-v<version>`` for ``--tiny``; the
-    tiny checkpoint is built (once, cached) only when `source` is first asked for.
-    """
-
-    label: str
-    location: str | None = None
-
-    @property
-    def source(self) -> str:
-        """The folder or hub id to load."""
-        if self.location is not None:
-            return self.location
-        from cmirm_plugin.model.tiny import default_tiny_checkpoint
-
-        return str(default_tiny_checkpoint())
-
-
-def resolve_reward(reward: str | None, tiny: bool, option: str = "--reward") -> Reward:
-    """The reward model a command asked for: ``--tiny``, a local folder, or a hub id (default CMI-RM)."""
-    if tiny:
-        if reward is not None:
-            raise ConfigError(f"{option} {reward!r} and --tiny both name a reward model; give one of them")
-        from cmirm_plugin.model.tiny import TINY_VERSION
-
-        return Reward(f"tiny-v{TINY_VERSION}")
-    reward = reward or DEFAULT_MODEL
-    path = Path(reward).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(f"{option} {reward!r} is a file; give a checkpoint folder or a hub id")
-        return Reward(str(path.resolve()), str(path.resolve()))
-    return Reward(reward, reward)
-
-
-@dataclass(frozen=True)
 class ResultSettings:
-    """The settings a rerun must repeat (see the module docstring)."""
+    """The settings a rerun must repeat (see the module docstring).
+
+    ``dtype`` is None in ``run.json`` files of versions that did not record it; it is then not compared.
+    """
 
     generator: str
     params: dict[str, Any]
@@ -77,11 +43,17 @@ class ResultSettings:
     reward: str
     max_dur: float
     missing: str
+    dtype: str | None = None
+
+    def scoring(self) -> ScoringSettings:
+        """The run's scoring settings (every scorer of the run, evaluation models too, scores alike)."""
+        return ScoringSettings(max_dur=self.max_dur, missing=self.missing, dtype=self.dtype or "auto")  # type: ignore[arg-type]
 
     def differences(self, saved: "ResultSettings") -> list[str]:
-        """``field: saved vs now`` for every setting that differs from ``saved``."""
+        """``field: saved vs now`` for every setting that differs from ``saved`` (unrecorded ones skipped)."""
         now, before = _plain(asdict(self)), _plain(asdict(saved))
-        return [f"{key}: {before[key]!r} (saved) vs {now[key]!r} (now)" for key in now if now[key] != before.get(key)]
+        return [f"{key}: {before[key]!r} (saved) vs {now[key]!r} (now)" for key in now
+                if before.get(key) is not None and now[key] != before[key]]
 
 
 @dataclass

@@ -16,7 +16,9 @@ finished. Every record names its candidate by ``id`` (`Candidate.id`) and says w
   instruction's dict with its ``modality``).
 * ``"record": "generation_failed"``: the same identity fields plus `CandidateFailure` fields
   (``kind``, ``message``, ``detail``).
-* ``"record": "scores"``: ``scorer`` (the reward model's label) with ``alignment``, ``musicality``.
+* ``"record": "scores"``: ``scorer`` (the scorer's label, `ScorerSpec.label`) and ``scores``
+  (``{axis: value}`` in the scorer's axis order). Records of earlier versions carry ``alignment``
+  and ``musicality`` at the top level instead; they are read the same way.
 * ``"record": "score_failed"``: ``scorer`` and ``error`` (e.g. unreadable audio).
 
 `fold_records` replays the log into one `CandidateView` per candidate: a later generation record
@@ -106,7 +108,17 @@ def score_record(candidate: str, scorer: str, scores: Scores | None, error: str 
     """The manifest record of one candidate's scores by ``scorer`` (or of the error that stopped them)."""
     if scores is None:
         return {"record": "score_failed", "id": candidate, "scorer": scorer, "error": error or "no scores"}
-    return {"record": "scores", "id": candidate, "scorer": scorer, **scores.to_dict()}
+    return {"record": "scores", "id": candidate, "scorer": scorer, "scores": scores.to_dict()}
+
+
+def _record_scores(record: Mapping[str, Any]) -> Scores:
+    """The scores of a ``scores`` record (or of the flat alignment/musicality form of earlier versions)."""
+    if "scores" in record:
+        values = record["scores"]
+        if not isinstance(values, dict):
+            raise TypeError(f"'scores' must be an object of axis: value, got {values!r}")
+        return Scores.from_dict({str(axis): float(value) for axis, value in values.items()})
+    return Scores.from_dict({"alignment": float(record["alignment"]), "musicality": float(record["musicality"])})
 
 
 @dataclass
@@ -179,7 +191,7 @@ def fold_records(records: Iterable[Mapping[str, Any]], source: str = "manifest",
             view.scores.pop(scorer, None)
             view.score_errors.pop(scorer, None)
             if kind == "scores":
-                view.scores[scorer] = Scores(float(record["alignment"]), float(record["musicality"]))
+                view.scores[scorer] = _record_scores(record)
             else:
                 view.score_errors[scorer] = str(record.get("error"))
         except ManifestError:
@@ -187,6 +199,14 @@ def fold_records(records: Iterable[Mapping[str, Any]], source: str = "manifest",
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(f"{source}: record {number} ({kind} of {key!r}) is malformed: {exc!r}") from exc
     return views
+
+
+def score_axes(views: Iterable[CandidateView], scorer: str) -> tuple[str, ...] | None:
+    """The axes of ``scorer``'s scores in ``views`` (None when it scored none); mixed axes are an error."""
+    found = {v.scores[scorer].axes for v in views if scorer in v.scores}
+    if len(found) > 1:
+        raise ManifestError(f"scorer {scorer!r} recorded scores with different axes: {sorted(found)}")
+    return found.pop() if found else None
 
 
 def require_run_dir(path: str | Path, option: str | None = None) -> Path:

@@ -42,8 +42,8 @@ from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import AXES, MODALITIES
 from rerank.policies import Policy, check_scores, group_by_instruction, order_desc, positive_int
 
-#: What a curve row reports: each score axis of the selected candidates, and the policy's composite.
-CURVE_AXES = (*AXES, "composite")
+#: The curve "axis" of the policy's composite (reported next to each score axis of the evaluation scorer).
+COMPOSITE = "composite"
 
 #: The pseudo-modality that pools every instruction.
 ALL = "all"
@@ -197,6 +197,7 @@ class ScalingCurves:
     ci: float
     n_boot: int
     seed: int
+    axes: tuple[str, ...] = (*AXES, COMPOSITE)
 
     def where(self, *, k: int | None = None, axis: str | None = None, modality: str | None = None) -> list[CurveRow]:
         """The rows matching every given field, in stored order (modality, k, axis, then N)."""
@@ -264,16 +265,26 @@ def _check_grid(
     return ns, ks
 
 
+def curve_axes(policy: Policy, evaluation_axes: Sequence[str]) -> tuple[str, ...]:
+    """What the curves report: each evaluation axis, and the policy's composite of the evaluation
+    scores when the policy applies to them (it names no axis the evaluation scorer lacks)."""
+    evaluation_axes = tuple(evaluation_axes)
+    applies = all(axis in evaluation_axes for axis in policy.axes_used())
+    return evaluation_axes + ((COMPOSITE,) if applies else ())
+
+
 def _instruction_values(
     selection: np.ndarray, evaluation: np.ndarray, groups: Mapping[str, np.ndarray],
-    policy: Policy, ns: Sequence[int], ks: Sequence[int],
+    policy: Policy, ns: Sequence[int], ks: Sequence[int], selection_axes: tuple[str, ...],
+    evaluation_axes: tuple[str, ...], reported_axes: tuple[str, ...],
 ) -> np.ndarray:
     """``values[i, n, k, axis]``: instruction i's exact expected value (0 where k > N, never reported)."""
-    values = np.zeros((len(groups), len(ns), len(ks), len(CURVE_AXES)))
+    values = np.zeros((len(groups), len(ns), len(ks), len(reported_axes)))
     for i, positions in enumerate(groups.values()):
-        ranking = policy.order(selection[positions])
+        ranking = policy.order(selection[positions], selection_axes)
         pool = evaluation[positions]
-        reported = np.column_stack([pool, policy.composite(pool)])
+        columns = [pool] + ([policy.composite(pool, evaluation_axes)] if COMPOSITE in reported_axes else [])
+        reported = np.column_stack(columns)
         for a, n in enumerate(ns):
             for b, k in enumerate(ks):
                 if k <= n:
@@ -290,6 +301,8 @@ def scaling_curves(
     evaluation_scores: np.ndarray | None = None,
     selection_scorer: str = "cmirm",
     evaluation_scorer: str | None = None,
+    selection_axes: Sequence[str] = AXES,
+    evaluation_axes: Sequence[str] | None = None,
     ns: Sequence[int] | None = None,
     ks: Sequence[int] = (1,),
     n_boot: int = 1000,
@@ -298,11 +311,12 @@ def scaling_curves(
 ) -> ScalingCurves:
     """Exact best-of-N / top-k-of-N curves, overall and per modality, with bootstrap bands.
 
-    ``selection_scores [C, 2]`` and ``instruction_ids [C]`` describe a flat list of candidates;
-    each instruction's candidates form its pool (ties go to the earlier candidate). ``policy``
-    ranks each pool by the selection scores; the reported values are the ``evaluation_scores``
-    (default: the selection scores) of the selected candidates, per axis and for the policy's
-    composite of the evaluation scores. ``modalities`` maps each instruction id to one of
+    ``selection_scores [C, len(selection_axes)]`` and ``instruction_ids [C]`` describe a flat list
+    of candidates; each instruction's candidates form its pool (ties go to the earlier candidate).
+    ``policy`` ranks each pool by the selection scores; the reported values are the
+    ``evaluation_scores`` (columns ``evaluation_axes``; default: the selection scores) of the
+    selected candidates, per axis and for the policy's composite of the evaluation scores when the
+    policy applies to them (`curve_axes`). ``modalities`` maps each instruction id to one of
     `MODALITIES`. Name the scorers for the output; ``evaluation_scorer`` is required when
     ``evaluation_scores`` is given.
 
@@ -317,15 +331,17 @@ def scaling_curves(
     Bootstrap: ``n_boot`` resamples of the instructions of each modality, percentile interval at
     level ``ci``, from a generator seeded by ``(seed, modality)`` (same seed, same bands).
     """
-    selection = check_scores(selection_scores, "selection_scores")
+    selection_axes = policy.check_axes(selection_axes)
+    selection = check_scores(selection_scores, "selection_scores", selection_axes)
     if evaluation_scores is None:
         if evaluation_scorer not in (None, selection_scorer):
             raise CmirmError(f"evaluation_scorer={evaluation_scorer!r} given without evaluation_scores")
-        evaluation, evaluation_scorer = selection, selection_scorer
+        evaluation, evaluation_scorer, evaluation_axes = selection, selection_scorer, selection_axes
     else:
-        evaluation = check_scores(evaluation_scores, "evaluation_scores")
-        if evaluation.shape != selection.shape:
-            raise CmirmError(f"evaluation_scores has shape {evaluation.shape}, selection_scores {selection.shape}")
+        evaluation_axes = tuple(evaluation_axes if evaluation_axes is not None else selection_axes)
+        evaluation = check_scores(evaluation_scores, "evaluation_scores", evaluation_axes)
+        if len(evaluation) != len(selection):
+            raise CmirmError(f"evaluation_scores has {len(evaluation)} rows, selection_scores {len(selection)}")
         if evaluation_scorer is None:
             raise CmirmError("name the evaluation_scorer that produced evaluation_scores (it goes into every row)")
     if len(instruction_ids) != len(selection):
@@ -336,7 +352,9 @@ def scaling_curves(
     modality_of = _instruction_modalities(groups, modalities)
     ns, ks = _check_grid(ns, ks, groups)
 
-    values = _instruction_values(selection, evaluation, groups, policy, ns, ks)
+    reported_axes = curve_axes(policy, evaluation_axes)
+    values = _instruction_values(selection, evaluation, groups, policy, ns, ks, selection_axes,
+                                 tuple(evaluation_axes), reported_axes)
     modality_array = np.array([modality_of[key] for key in groups])
     spec = policy.spec()
     rows = []
@@ -348,7 +366,7 @@ def scaling_curves(
         flat = values[members].reshape(int(members.sum()), -1)
         mean, low, high = (part.reshape(values.shape[1:]) for part in bootstrap_ci(flat, n_boot=n_boot, ci=ci, rng=rng))
         for b, k in enumerate(ks):
-            for c, axis in enumerate(CURVE_AXES):
+            for c, axis in enumerate(reported_axes):
                 for a, n in enumerate(ns):
                     if k <= n:
                         rows.append(CurveRow(
@@ -356,7 +374,7 @@ def scaling_curves(
                             int(members.sum()), selection_scorer, evaluation_scorer, spec,
                         ))
     return ScalingCurves(tuple(rows), spec, selection_scorer, evaluation_scorer, tuple(ns), tuple(ks),
-                         float(ci), int(n_boot), int(seed))
+                         float(ci), int(n_boot), int(seed), reported_axes)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,17 +30,19 @@ from rich.table import Table
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import iter_records
+from cmirm_plugin.scoring.settings import ScoringSettings
+from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
-from rerank.generate import DEFAULT_POLICY, CandidatesConfig, JobCounts, RunLog, prepare_candidates, score_missing
+from rerank.generate import CandidatesConfig, JobCounts, RunLog, prepare_candidates, score_missing
 from rerank.plots import plot_curves
-from rerank.policies import parse_policy, positive_int
+from rerank.policies import Policy, default_policy, parse_policy, positive_int
 from rerank.pool_options import PoolOptions
 from rerank.report import progress_bar
-from rerank.run_config import ResultSettings, Reward, RunConfig, load_run_config
-from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir
+from rerank.run_config import RunConfig, load_run_config
+from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes
 from rerank.scaling import (
     ALL,
-    CURVE_AXES,
+    COMPOSITE,
     ScalingCurves,
     check_bootstrap,
     check_ks,
@@ -55,12 +57,17 @@ EVAL_SCORES = "eval_scores.jsonl"
 
 @dataclass(frozen=True)
 class RunScores:
-    """The scored candidates of a run, as flat arrays (candidate i: ``instruction_ids[i]``, ``scores[i]``)."""
+    """The scored candidates of a run, as flat arrays (candidate i: ``instruction_ids[i]``, ``scores[i]``).
+
+    ``axes`` name the columns of ``scores``, ``evaluation_axes`` those of ``evaluation``.
+    """
 
     instruction_ids: list[str]
     modalities: dict[str, str]
     scores: np.ndarray
+    axes: tuple[str, ...]
     evaluation: np.ndarray | None = None
+    evaluation_axes: tuple[str, ...] | None = None
     skipped: list[str] = field(default_factory=list)
 
 
@@ -106,8 +113,9 @@ def run_scores(views: Sequence[CandidateView], scorer: str, *, evaluation_scorer
                           f"{', '.join(known) or 'none'}); check --scorer, or rerun `cmirm generate` into it")
     return RunScores(
         [v.instruction.id for v in kept], {v.instruction.id: v.instruction.modality for v in kept},
-        np.array([v.scores[scorer].as_tuple() for v in kept]),
-        np.array([v.scores[evaluation_scorer].as_tuple() for v in kept]) if evaluation_scorer else None, skipped)
+        np.array([v.scores[scorer].as_tuple() for v in kept]), score_axes(kept, scorer),
+        np.array([v.scores[evaluation_scorer].as_tuple() for v in kept]) if evaluation_scorer else None,
+        score_axes(kept, evaluation_scorer) if evaluation_scorer else None, skipped)
 
 
 def load_run(run_dir: str | Path, scorer: str | None = None, *, evaluation_scorer: str | None = None,
@@ -125,13 +133,15 @@ class ScalingConfig:
 
     Exactly one of ``generate`` (make the pool in ``out``; its ``n`` is M) and ``source`` (an existing
     run directory, or its manifest) is given. ``scorer`` is the selection model's label for a
-    ``source`` run (default: its reward model). ``eval_reward`` scores the pool with a second model,
-    on the scorer pool ``pool``. ``eval_axis`` is the axis the terminal summary reports (every axis
-    is in the files).
+    ``source`` run (default: its reward model). ``policy`` defaults to the ``source`` run's own
+    (its ``run.json``), else to `default_policy` of the selection scorer's axes. ``eval_reward``
+    scores the pool with a second model, on the scorer pool ``pool``. ``eval_axis`` is the axis the
+    terminal summary reports (default the composite, or the evaluation model's first axis when the
+    policy does not apply to its axes; every axis is in the files).
     """
 
     out: Path
-    policy: str = DEFAULT_POLICY
+    policy: str | None = None
     minimums: Sequence[str] = ()
     ks: Sequence[int] = (1,)
     n_boot: int = 1000
@@ -141,8 +151,8 @@ class ScalingConfig:
     generate: CandidatesConfig | None = None
     source: Path | None = None
     scorer: str | None = None
-    eval_reward: Reward | None = None
-    eval_axis: str = "composite"
+    eval_reward: ScorerSpec | None = None
+    eval_axis: str | None = None
     pool: PoolOptions = field(default_factory=PoolOptions)
 
     def __post_init__(self) -> None:
@@ -151,9 +161,8 @@ class ScalingConfig:
             raise ConfigError("give either a pool to generate (--prompts) or an existing run (--from DIR), not both")
         if self.source is not None:
             self.source = require_run_dir(self.source, "--from")
-        if self.eval_axis not in CURVE_AXES:
-            raise ConfigError(f"--eval-axis must be one of {', '.join(CURVE_AXES)}, got {self.eval_axis!r}")
-        parse_policy(self.policy, self.minimums)
+        if self.policy is not None:
+            parse_policy(self.policy, self.minimums)
         self.ks = tuple(check_ks(self.ks))
         check_bootstrap(self.n_boot, self.ci)
         check_seed(self.seed)
@@ -218,7 +227,7 @@ def _fold_eval_scores(path: Path, source: str, views: dict[str, CandidateView]) 
 
 
 def _score_evaluation(config: ScalingConfig, run_dir: Path, views: dict[str, CandidateView], scorer: str,
-                      settings: ResultSettings | None, console: Console) -> None:
+                      scoring: ScoringSettings, console: Console) -> None:
     """Score with ``config.eval_reward`` every candidate the curves use that it has not scored yet.
 
     Those are the first ``n_max`` candidates of each instruction with scores from ``scorer``; the
@@ -230,46 +239,67 @@ def _score_evaluation(config: ScalingConfig, run_dir: Path, views: dict[str, Can
     used = [v for v in in_run_order(views.values()) if _within(v, config.n_max) and scorer in v.scores]
     config.out.mkdir(parents=True, exist_ok=True)
     with RunLog(path, views, fields={"run": source}) as log, progress_bar(console) as progress:
-        score_missing(used, run_dir, config.eval_reward, config.pool, settings, log, progress, JobCounts(),
+        score_missing(used, run_dir, config.eval_reward, config.pool, scoring, log, progress, JobCounts(),
                       description="scoring (evaluation model)")
+
+
+def _policy(config: ScalingConfig, saved_policy: str | None, axes: tuple[str, ...]) -> Policy:
+    """``--policy``, else the source run's saved policy, else the default for the selection axes."""
+    spec = config.policy or saved_policy or default_policy(axes)
+    policy = parse_policy(spec, config.minimums)
+    policy.check_axes(axes)
+    return policy
+
+
+def _summary_axis(asked: str | None, curves: ScalingCurves) -> str:
+    """The axis the terminal table reports: ``--eval-axis``, else the composite, else the first axis."""
+    if asked is None:
+        return COMPOSITE if COMPOSITE in curves.axes else curves.axes[0]
+    if asked not in curves.axes:
+        raise ConfigError(f"--eval-axis must be one of {', '.join(curves.axes)}, got {asked!r}")
+    return asked
 
 
 def run_scaling(config: ScalingConfig, *, generator: Generator | None = None,
                 console: Console | None = None) -> ScalingResult:
     """Make or reuse the pool, score it with the evaluation model if any, and write the curves."""
     console = console or Console()
-    settings: ResultSettings | None
+    saved_policy = None
     if config.generate is not None:
         run_dir = config.generate.out
         views = prepare_candidates(config.generate, generator=generator, console=console).views
-        settings, scorer = config.generate.result_settings(), config.generate.reward.label
+        scoring, scorer = config.generate.scoring, config.generate.reward.label
     else:
         assert config.source is not None
         run_dir = config.source
         saved = load_run_config(run_dir)
         views = load_views(run_dir)
-        settings = saved.result if saved is not None else None
+        scoring = saved.result.scoring() if saved is not None else ScoringSettings()
         scorer = config.scorer or selection_scorer(run_dir, views.values(), saved)
+        saved_policy = saved.request.get("policy") if saved is not None else None
     eval_label = config.eval_reward.label if config.eval_reward else None
     if config.eval_reward is not None:
         if eval_label == scorer:
             raise ConfigError(f"--eval-reward is the selection model ({scorer}); give a different model")
-        _score_evaluation(config, run_dir, views, scorer, settings, console)
+        _score_evaluation(config, run_dir, views, scorer, scoring, console)
     data = run_scores(in_run_order(views.values()), scorer, evaluation_scorer=eval_label, n_max=config.n_max,
                       where=run_dir)
-    policy = parse_policy(config.policy, config.minimums)
-    common = dict(ks=config.ks, n_boot=config.n_boot, ci=config.ci, seed=config.seed, selection_scorer=scorer)
+    policy = _policy(config, saved_policy, data.axes)
+    common = dict(ks=config.ks, n_boot=config.n_boot, ci=config.ci, seed=config.seed, selection_scorer=scorer,
+                  selection_axes=data.axes)
     own = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy, **common)
     if data.evaluation is not None:
         curves = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy,
-                                evaluation_scores=data.evaluation, evaluation_scorer=eval_label, **common)
+                                evaluation_scores=data.evaluation, evaluation_scorer=eval_label,
+                                evaluation_axes=data.evaluation_axes, **common)
         files = _write(curves, config.out, "curve") + _write(own, config.out, "curve_selection")
         selection: ScalingCurves | None = own
-        _print_summary(console, [own, curves], config.eval_axis)
+        axis = _summary_axis(config.eval_axis, curves)
+        _print_summary(console, [own, curves] if axis in own.axes else [curves], axis)
     else:
         curves, selection = own, None
         files = _write(curves, config.out, "curve")
-        _print_summary(console, [curves], config.eval_axis)
+        _print_summary(console, [curves], _summary_axis(config.eval_axis, curves))
     if data.skipped:
         console.print(f"[yellow]{len(data.skipped)} candidate(s) left out (no scores): {data.skipped[0]} ...")
     return ScalingResult(curves, selection, files, data.skipped)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from cmirm_plugin.errors import CmirmError, ConfigError
-from train.bench import DatasetError, ScorerError, load_benchmark, load_scorer
+from cmirm_plugin.records import Instruction
+from cmirm_plugin.scoring import BenchmarkPluginScorer, load_scorer
+from train.bench import BenchScorer, DatasetError, ScorerError, load_benchmark
 from train.bench.dataset import resolve_path
 from train.bench.schema import modality_group, musicarena_month, subset_of
-from train.bench.scorer import check_contract, score
-from cmirm_plugin.plugin_contract import BenchmarkBatchInput
 
 
 def test_subset_assignment_from_source_and_path_fallback():
@@ -145,28 +145,29 @@ class NotNumbers(WrongShape):
 
 def test_load_scorer_errors_name_what_failed(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
-    with pytest.raises(ScorerError, match="must look like 'package.module:Name'"):
-        load_scorer("no_colon", checkpoint=None, device="cpu")
-    with pytest.raises(ScorerError, match="cannot import module 'no_such_pkg.mod'.*No module named 'no_such_pkg'"):
-        load_scorer("no_such_pkg.mod:X", checkpoint=None, device="cpu")
-    with pytest.raises(ScorerError, match="'Missing' not found in module 'test_bench_dataset'"):
-        load_scorer("test_bench_dataset:Missing", checkpoint=None, device="cpu")
-    with pytest.raises(ScorerError, match="lacks an 'sr' property"):
-        load_scorer("test_bench_dataset:NoSr", checkpoint=None, device="cpu")
-    with pytest.raises(ScorerError, match="lacks a callable 'score_batch"):
-        load_scorer("test_bench_dataset:NotCallable", checkpoint=None, device="cpu")
-    with pytest.raises(ScorerError, match="cannot instantiate test_bench_dataset:NoSr.*unexpected keyword"):
-        load_scorer("test_bench_dataset:NoSr", checkpoint=None, device="cpu", init_kwargs={"extra": 1})
-    # checkpoint and device are injected with setdefault: explicit init kwargs win
-    model = load_scorer("test_bench_dataset:KwargsRecorder", checkpoint="ck", device="cpu", init_kwargs={"device": "cuda:1", "x": 1})
-    assert model.kwargs == {"checkpoint": "ck", "device": "cuda:1", "x": 1}
-    # no checkpoint given: none is passed, so the class's own default applies
-    assert load_scorer("test_bench_dataset:KwargsRecorder", checkpoint=None, device="cpu").kwargs == {"device": "cpu"}
+    with pytest.raises(ConfigError, match="no such folder, and not a hub id"):
+        load_scorer("./no_colon")
+    with pytest.raises(ConfigError, match="cannot import module 'no_such_pkg.mod'.*No module named 'no_such_pkg'"):
+        load_scorer("no_such_pkg.mod:X")
+    with pytest.raises(ConfigError, match="'Missing' not found in module 'test_bench_dataset'"):
+        load_scorer("test_bench_dataset:Missing")
+    with pytest.raises(ConfigError, match=r"does not honour the scorer contract: it needs an 'sr'"):
+        load_scorer("test_bench_dataset:NoSr")
+    with pytest.raises(ConfigError, match="callable 'score_batch"):
+        load_scorer("test_bench_dataset:NotCallable")
+    with pytest.raises(ConfigError, match=r"cannot call it with arguments \['device', 'extra'\]"):
+        load_scorer("test_bench_dataset:NoSr", device="cpu", init_kwargs={"extra": 1})
+    # device and settings are passed when the signature takes them; explicit init kwargs win
+    model = load_scorer("test_bench_dataset:KwargsRecorder", device="cpu", init_kwargs={"device": "cuda:1", "x": 1})
+    assert isinstance(model, BenchmarkPluginScorer)      # no 'axes': the official plug-in contract
+    assert model.plugin.kwargs["device"] == "cuda:1" and model.plugin.kwargs["x"] == 1
+    assert sorted(model.plugin.kwargs) == ["device", "settings", "x"]
 
 
-def test_score_checks_output_shape():
-    inputs = [BenchmarkBatchInput(audio="a.wav"), BenchmarkBatchInput(audio="b.wav")]
-    with pytest.raises(ScorerError, match=r"returned shape \[2, 3\] for 2 inputs \(PAM, side A\); expected \[2, 2\]"):
-        score(check_contract(WrongShape(), "WrongShape"), inputs, max_dur=1.0, score_kwargs={}, where="PAM, side A")
-    with pytest.raises(ScorerError, match="returned list for here"):
-        score(NotNumbers(), inputs, max_dur=1.0, score_kwargs={}, where="here")
+def test_bench_scorer_checks_output_shape():
+    inputs = ["a.wav", "b.wav"]
+    insts = [Instruction(), Instruction()]
+    with pytest.raises(ScorerError, match=r"returned shape \[2, 3\] for 2 clips; expected \[2, 2\].*\(PAM, side A\)"):
+        BenchScorer(BenchmarkPluginScorer(WrongShape()), "WrongShape").score(inputs, insts, "PAM, side A")
+    with pytest.raises(ScorerError, match="returned list.*\\(here\\)"):
+        BenchScorer(BenchmarkPluginScorer(NotNumbers()), "NotNumbers").score(inputs, insts, "here")

@@ -18,6 +18,7 @@ from cmirm_plugin.cli import app
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import read_records
 from cmirm_plugin.testing import sine
+from cmirm_plugin.scoring import ScoringSettings
 from train.bench import BenchConfig, MetricsConfig, ScorerError, compute_metrics, run_benchmark
 
 SCORER_SOURCE = '''
@@ -132,9 +133,11 @@ def scorer(tmp_path, monkeypatch):
 
 def config(bench_data, scorer, out, **overrides):
     jsonl, root = bench_data
-    values = dict(dataset_jsonl=jsonl, dataset_root=root, out_dir=out, model="toy-ckpt", model_class=scorer[0],
-                  init_kwargs={"scores": SCORES, "ref_bonus": 10.0}, score_kwargs={"temperature": 0.5},
-                  batch_size=2, max_dur=30.0, device="cpu")
+    values = dict(dataset_jsonl=jsonl, dataset_root=root, out_dir=out, model=scorer[0],
+                  init_kwargs={"scores": SCORES, "ref_bonus": 10.0, "checkpoint": "toy-ckpt"},
+                  score_kwargs={"temperature": 0.5}, batch_size=2, scoring=ScoringSettings(max_dur=30.0), device="cpu")
+    if "max_dur" in overrides:
+        values["scoring"] = ScoringSettings(max_dur=overrides.pop("max_dur"))
     values.update(overrides)
     return BenchConfig(**values)
 
@@ -233,7 +236,7 @@ def test_metrics_of_the_run(bench_data, scorer, tmp_path):
     assert detail["musicality", "confidence", "=3", "all"] == (2, 0.25)
     assert json.loads(result.files.json.read_text()) == result.metrics
     metadata = json.loads((tmp_path / "out/metadata.json").read_text())
-    assert metadata["scoring"]["model_class"] == scorer[0] and metadata["rows"] == 20
+    assert metadata["scoring"]["model"] == scorer[0] and metadata["rows"] == 20
 
 
 def test_resume_scores_only_unfinished_rows(bench_data, scorer, tmp_path):
@@ -276,7 +279,7 @@ def test_retry_errors_rescores_rows_with_errors(bench_data, scorer, tmp_path):
 
 def test_bad_scorer_output(bench_data, scorer, tmp_path):
     cfg = config(bench_data, scorer, tmp_path / "out", init_kwargs={"scores": SCORES, "bad_shape": True})
-    with pytest.raises(ScorerError, match=r"shape \[2, 3\] for 2 inputs \(PAM, side A, lines \[9, 10\]\)"):
+    with pytest.raises(ScorerError, match=r"shape \[2, 3\] for 2 clips; expected \[2, 2\].*\(PAM, side A, lines \[9, 10\]\)"):
         run_benchmark(cfg, show_progress=False)
 
 
@@ -293,7 +296,7 @@ def test_cli_end_to_end(bench_data, scorer, tmp_path):
     jsonl, root = bench_data
     out = tmp_path / "out"
     runner = CliRunner(env={"COLUMNS": "200"})  # wide enough that rich does not fold the model name
-    args = ["bench", "--dataset-jsonl", str(jsonl), "--dataset-root", str(root), "--model-class", scorer[0],
+    args = ["bench", "--dataset-jsonl", str(jsonl), "--dataset-root", str(root), "--model", scorer[0],
             "--model-init-json", json.dumps({"scores": SCORES, "ref_bonus": 10.0}), "--score-kwargs-json", '{"temperature": 0.5}',
             "--batch-size", "2", "--max-dur", "30", "--device", "cpu", "--out", str(out),
             "--by-duration", "--duration-bins", "0,0.3,1"]

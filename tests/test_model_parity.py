@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from cmirm_plugin import Audio, Instruction
-from cmirm_plugin.scoring import RewardScorer
+from cmirm_plugin.scoring import RewardScorer, ScoringSettings
 
 from conftest import PARITY
 
@@ -125,7 +125,7 @@ def test_every_item_matches_official_scores(variant_scorer):
     root = PARITY / variant
     failures = []
     for _, item in _items(variant):
-        scorer.max_dur = item["max_dur"]
+        scorer = scorer.with_settings(ScoringSettings(max_dur=item["max_dur"]))
         ref = str(root / item["ref_audio"]) if item["ref_audio"] else None
         inst = Instruction(text=item["text"], lyrics=item["lyrics"], ref_audio=ref)
         ours = scorer.score_batch([str(root / item["audio"])], inst)[0]
@@ -140,7 +140,7 @@ def test_items_scored_together_match_official_alone(variant_scorer):
     variant, scorer = variant_scorer.variant, variant_scorer.scorer
     root = PARITY / variant
     items = [item for _, item in _items(variant) if item["batch_group"] == "max_dur_120"]
-    scorer.max_dur = 120.0
+    scorer = scorer.with_settings(ScoringSettings(max_dur=120.0))
     insts = [Instruction(text=i["text"], lyrics=i["lyrics"],
                          ref_audio=str(root / i["ref_audio"]) if i["ref_audio"] else None) for i in items]
     together = scorer.score_batch([str(root / i["audio"]) for i in items], insts)
@@ -188,7 +188,7 @@ def test_vanilla_tower_weights_would_fail(variant_scorer):
     try:
         model.audio_module.model.load_state_dict(vanilla)
         scorer.clear_cache()
-        scorer.max_dur = item["max_dur"]
+        scorer = scorer.with_settings(ScoringSettings(max_dur=item["max_dur"]))
         wrong = scorer.score_batch([str(PARITY / variant / item["audio"])], Instruction(text=item["text"]))[0]
     finally:
         model.audio_module.model.load_state_dict(saved)

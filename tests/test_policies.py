@@ -75,22 +75,23 @@ def test_axis_policy_ranking_and_ties_by_index():
 
 def test_all_ties_keep_input_order_for_every_policy():
     flat = np.ones((6, 2))
-    for policy in (AxisPolicy("musicality"), WeightedPolicy((1, 2)), ZSumPolicy(), LexPolicy("alignment", 0.5),
+    for policy in (AxisPolicy("musicality"), WeightedPolicy((("alignment", 1), ("musicality", 2))), ZSumPolicy(), LexPolicy("alignment", 0.5),
                    ParetoPolicy(), Thresholded(ZSumPolicy(), (("alignment", 0.0),))):
         assert policy.order(flat).tolist() == list(range(6)), policy
         assert policy(flat, 2).indices.tolist() == [0, 1]
 
 
 def test_weighted_policy():
-    policy = WeightedPolicy((1.0, 0.5))
+    policy = WeightedPolicy((("alignment", 1.0), ("musicality", 0.5)))
     np.testing.assert_allclose(policy.composite(POOL), [2.0, 3.5, 3.5, 2.5, 3.0])
     assert policy.order(POOL).tolist() == [1, 2, 4, 3, 0]
-    assert WeightedPolicy((0, 1)).order(POOL).tolist() == AxisPolicy("musicality").order(POOL).tolist()
+    assert WeightedPolicy((("musicality", 1),)).order(POOL).tolist() == AxisPolicy("musicality").order(POOL).tolist()
 
 
-@pytest.mark.parametrize("weights,message", [((-1, 1), "weight of alignment must be finite and >= 0"),
-                                             ((0, 0), "all zero"), ((1, np.nan), "weight of musicality"),
-                                             ((1,), "one value per axis")])
+@pytest.mark.parametrize("weights,message", [
+    ((("alignment", -1), ("musicality", 1)), "weight of alignment must be finite and >= 0"),
+    ((("alignment", 0), ("musicality", 0)), "all zero"), ((("alignment", 1), ("musicality", np.nan)), "weight of musicality"),
+    ((("alignment", 1), ("alignment", 2)), "given twice"), ((("bad axis", 1),), "axis names are words")])
 def test_weighted_policy_rejects_bad_weights(weights, message):
     with pytest.raises(CmirmError, match=message):
         WeightedPolicy(weights)
@@ -129,8 +130,9 @@ def test_lex_policy_plain_and_with_tolerance():
     assert LexPolicy("musicality").order(POOL).tolist() == [3, 4, 0, 1, 2]
     with pytest.raises(CmirmError, match="tol"):
         LexPolicy("alignment", -0.1)
-    with pytest.raises(CmirmError, match="unknown axis 'melody'; valid axes: alignment, musicality"):
-        LexPolicy("melody")
+    with pytest.raises(CmirmError, match="policy 'lex:melody,tol=0.0' names 'melody' but the scorer's axes are "
+                                         "alignment, musicality"):
+        LexPolicy("melody").order(POOL)
 
 
 def test_pareto_fronts_and_order():
@@ -159,10 +161,10 @@ def test_thresholds_exclude_and_may_return_fewer_than_k():
 
 @pytest.mark.parametrize("spec,expected", [
     ("axis:musicality", AxisPolicy("musicality")),
-    ("weighted:alignment=0.5,musicality=0.5", WeightedPolicy((0.5, 0.5))),
-    ("weighted: musicality = 2", WeightedPolicy((0.0, 2.0))),
+    ("weighted:alignment=0.5,musicality=0.5", WeightedPolicy((("alignment", 0.5), ("musicality", 0.5)))),
+    ("weighted: musicality = 2", WeightedPolicy((("musicality", 2.0),))),
     ("zsum", ZSumPolicy()),
-    ("lex:alignment,musicality,tol=0.1", LexPolicy("alignment", 0.1)),
+    ("lex:alignment,musicality,tol=0.1", LexPolicy("alignment", 0.1, "musicality")),
     ("lex:musicality", LexPolicy("musicality", 0.0)),
     ("pareto", ParetoPolicy()),
     ("zsum;min:alignment=0.2", Thresholded(ZSumPolicy(), (("alignment", 0.2),))),
@@ -185,13 +187,14 @@ def test_parse_merges_cli_minimums():
     ("best", (), "unknown policy 'best'; valid policies: axis .*weighted.*zsum.*lex.*pareto"),
     ("", (), "non-empty"),
     ("axis", (), "policy 'axis' needs arguments, e.g. 'axis:musicality'"),
-    ("axis:melody", (), "unknown axis 'melody'; valid axes: alignment, musicality"),
+    ("axis:mel ody", (), "axis names are words"),
     ("zsum:alignment", (), "takes no arguments"),
     ("weighted:alignment", (), "expected 'axis=value'"),
     ("weighted:alignment=x", (), "must be a number, got 'x'"),
     ("weighted:alignment=1,alignment=2", (), "axis 'alignment' given twice"),
     ("weighted:alignment=-1", (), "weight of alignment must be finite and >= 0"),
     ("lex:alignment,alignment", (), "lex needs the primary axis"),
+    ("lex:alignment,musicality,melody", (), "lex needs the primary axis"),
     ("lex:tol=0.1", (), "lex needs the primary axis"),
     ("lex:alignment,tol=nan", (), "must be finite"),
     ("zsum;pareto", (), "more than one base policy"),

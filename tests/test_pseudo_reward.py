@@ -12,7 +12,7 @@ import pytest
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.manifest import read_records
 from cmirm_plugin.records import Instruction
-from cmirm_plugin.scoring import RewardScorer
+from cmirm_plugin.scoring import RewardScorer, ScoringSettings
 from cmirm_plugin.testing import noise, sine
 from train.pseudo.judges.base import PairView
 from train.pseudo.judges.reward import RewardJudge
@@ -31,7 +31,7 @@ class CountingScorer(RewardScorer):
 
 @pytest.fixture(scope="module")
 def scorer(tiny_model) -> CountingScorer:
-    return CountingScorer(tiny_model, device="cpu", max_dur=10.0)
+    return CountingScorer(tiny_model, ScoringSettings(max_dur=10.0), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def test_a_wide_margin_gives_ties_that_the_policy_decides(scorer, data, tmp_path
 
 
 def test_the_judge_id_names_what_the_scorer_hears(tiny_model, scorer):
-    shorter = RewardScorer(tiny_model, device="cpu", max_dur=5.0)
+    shorter = RewardScorer(tiny_model, ScoringSettings(max_dur=5.0), device="cpu")
     assert RewardJudge(shorter, "tiny").id == "reward:tiny:margin=0:max_dur=5"
     assert RewardJudge(shorter, "tiny").id != RewardJudge(scorer, "tiny").id
-    assert RewardJudge(RewardScorer(tiny_model, device="cpu", missing="null"), "tiny").id.endswith(":missing=null")
+    assert RewardJudge(RewardScorer(tiny_model, ScoringSettings(missing="null"), device="cpu"), "tiny").id.endswith(":missing=null")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cmirm_plugin import CmirmError, Instruction, Scores
-from cmirm_plugin.scoring import RewardScorer
+from cmirm_plugin.scoring import RewardScorer, ScorerSpec
 from generators.python_fn import CallableGenerator
 from rerank.best_of_n import BestOfN, RankedCandidate, best_of, best_of_n
 from rerank.policies import AxisPolicy
@@ -28,10 +28,13 @@ def tone(instruction, seed, duration, gain=1.0):
 class LoudnessScorer:
     """A stand-in reward: alignment = RMS, musicality = -RMS; rejects any batch holding a short clip."""
 
+    sr = 16000
+    axes = ("alignment", "musicality")
+
     def __init__(self) -> None:
         self.batches: list[int] = []
 
-    def score_batch(self, audios, instructions):
+    def score_batch(self, audios, instructions, sample_rate=None):
         self.batches.append(len(audios))
         rows = []
         for audio in audios:
@@ -96,7 +99,7 @@ def test_with_the_tiny_reward_model_and_a_pool(tiny_checkpoint: Path):
     scorer = RewardScorer.from_pretrained(str(tiny_checkpoint), device="cpu")
     generator = CallableGenerator(tone, sample_rate=16000, name="tone")
     direct = best_of_n(generator, "calm pad", n=3, k=3, scorer=scorer, policy="zsum", duration=0.5)
-    with ScorerPool(PoolConfig(model=str(tiny_checkpoint), backend="local", device="cpu")) as pool:
+    with ScorerPool(PoolConfig(spec=ScorerSpec.parse(str(tiny_checkpoint)), backend="local", device="cpu")) as pool:
         pooled = best_of_n(generator, "calm pad", n=3, k=3, scorer=pool, policy="zsum", duration=0.5)
     assert [r.candidate.seed for r in direct] == [r.candidate.seed for r in pooled]
     for a, b in zip(direct, pooled):

@@ -17,7 +17,7 @@ from generators.python_fn import CallableGenerator
 from rerank.generate import GenerateConfig, run_generate
 from rerank.instructions import load_prompts
 from rerank.pool_options import PoolOptions
-from rerank.run_config import Reward
+from cmirm_plugin.scoring import ScorerSpec, ScoringSettings
 from rerank.run_records import read_run
 
 pytestmark = pytest.mark.timeout(300)
@@ -64,7 +64,7 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
 
     run = json.loads((out / "run.json").read_text())
     assert run["result"] == {"generator": "tiny-musicgen", "params": {"temperature": 0.9}, "duration": 0.5,
-                             "reward": "tiny-v1", "max_dur": 120.0, "missing": "mask"}
+                             "reward": "tiny-v1", "max_dur": 120.0, "missing": "mask", "dtype": "fp32"}
     assert run["request"]["k"] == 2 and run["request"]["policy"] == "axis:musicality"
     assert "top-2 by axis:musicality" in result.output and inst.id in result.output
     assert "generated 3 new candidate(s)" in result.output
@@ -112,9 +112,14 @@ class Synth:
         return wave, 16000
 
 
+def _label(checkpoint: Path) -> str:
+    """What score records call the tiny checkpoint folder (its absolute path)."""
+    return ScorerSpec.parse(str(checkpoint)).label
+
+
 def _config(out: Path, checkpoint: Path, **overrides) -> GenerateConfig:
     values = dict(out=out, instructions=[Instruction(text="calm piano"), Instruction(text="rock", id="rock")],
-                  generator="synth", reward=Reward("tiny-test", str(checkpoint)), n=4, k=2, duration=0.5,
+                  generator="synth", reward=ScorerSpec.parse(str(checkpoint)), n=4, k=2, duration=0.5,
                   pool=PoolOptions(backend="local", score_batch_size=2, device="cpu"))
     values.update(overrides)
     return GenerateConfig(**values)
@@ -173,7 +178,7 @@ def test_failures_are_records_and_the_job_completes(tmp_path: Path, tiny_checkpo
     assert by_seed[1].generation_error["kind"] == "exception"
     assert "crashed on seed 1" in by_seed[1].generation_error["message"]
     assert by_seed[3].generation_error["kind"] == "invalid_audio"
-    assert "too short to score" in by_seed[2].score_errors["tiny-test"]
+    assert "too short to score" in by_seed[2].score_errors[_label(tiny_checkpoint)]
     ranking = {r["seed"]: r for r in read_records(out / "ranking.jsonl")}
     assert {s for s, r in ranking.items() if r["selected"]} == {0, 4}            # k=3, only two scorable
     assert ranking[1]["rank"] is None and ranking[1]["errors"][0].startswith("generation exception")
@@ -201,8 +206,8 @@ def test_generate_on_a_ray_pool(tmp_path: Path, tiny_checkpoint: Path):
     assert result.counts.scored == 8
     local = _config(tmp_path / "local", tiny_checkpoint)
     run_generate(local, generator=_generator(Synth()), console=_quiet())
-    ray_scores = {v.id: v.scores["tiny-test"] for v in read_run(out)}
-    local_scores = {v.id: v.scores["tiny-test"] for v in read_run(tmp_path / "local")}
+    ray_scores = {v.id: v.scores[_label(tiny_checkpoint)] for v in read_run(out)}
+    local_scores = {v.id: v.scores[_label(tiny_checkpoint)] for v in read_run(tmp_path / "local")}
     assert ray_scores.keys() == local_scores.keys()
     for key in ray_scores:
         np.testing.assert_allclose(ray_scores[key].as_tuple(), local_scores[key].as_tuple(), atol=1e-5)
@@ -217,9 +222,9 @@ def test_rerun_may_change_k_policy_pool_and_add_candidates(tmp_path: Path, tiny_
     result = run_generate(config, generator=_generator(more), console=_quiet())
     assert more.calls == [2, 2] and result.counts.reused == 4
     assert result.ranking.policy == "zsum" and len(result.ranking.selected) == 2
-    with pytest.raises(ConfigError, match="reward: 'tiny-test' \\(saved\\) vs 'other' \\(now\\)"):
-        run_generate(_config(out, tiny_checkpoint, reward=Reward("other", str(tiny_checkpoint))),
-                     generator=_generator(Synth()), console=_quiet())
+    other = ScorerSpec("folder", str(tmp_path / "other"))
+    with pytest.raises(ConfigError, match=f"reward: '{_label(tiny_checkpoint)}' \\(saved\\) vs '{other.label}' \\(now\\)"):
+        run_generate(_config(out, tiny_checkpoint, reward=other), generator=_generator(Synth()), console=_quiet())
 
 
 def test_generator_name_must_match_the_job(tmp_path: Path, tiny_checkpoint: Path):
@@ -274,7 +279,8 @@ def test_cli_errors_are_clear(tmp_path: Path, tiny_cache: Path):
         (["generate", "--out", str(tmp_path / "o")], "give an instruction"),
         (["generate", "pop", "--prompts", str(prompts), "--tiny", "--out", str(tmp_path / "o")], "not both"),
         (["generate", "pop", "--out", str(tmp_path / "o")], "give --generator NAME"),
-        (["generate", "pop", "--tiny", "--reward", "x", "--out", str(tmp_path / "o")], "both name a reward model"),
+        (["generate", "pop", "--tiny", "--reward", "./nope", "--out", str(tmp_path / "o")],
+         "--reward './nope': no such folder, and not a hub id"),
         (["generate", "pop", "--tiny", "--policy", "best", "--out", str(tmp_path / "o")], "unknown policy 'best'"),
         (["generate", "pop", "--tiny", "--param", "oops", "--out", str(tmp_path / "o")], "--param expects key=value"),
         (["generate", "pop", "--tiny", "--seeds", "1,1", "--out", str(tmp_path / "o")], "seeds must be distinct"),
@@ -357,10 +363,10 @@ def test_seed_range_and_missing_policy_are_validated(tmp_path: Path, tiny_checkp
     with pytest.raises(ConfigError, match="exceeds the largest seed"):
         _config(tmp_path, tiny_checkpoint, seed_base=2**63 - 1, n=2)
     with pytest.raises(ConfigError, match="missing must be one of mask, null, got 'zero'"):
-        _config(tmp_path, tiny_checkpoint, missing="zero")
-    config = _config(tmp_path, tiny_checkpoint, missing="null")
+        ScoringSettings(missing="zero")
+    config = _config(tmp_path, tiny_checkpoint, scoring=ScoringSettings(missing="null"))
     assert config.run_config().result.missing == "null"
-    assert config.pool.pool_config("m", config.max_dur, config.missing).missing == "null"
+    assert config.pool.pool_config(config.reward, config.scoring).settings.missing == "null"
 
 
 def test_a_job_reads_its_manifest_once(tmp_path: Path, tiny_checkpoint: Path, monkeypatch):

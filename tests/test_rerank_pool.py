@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from cmirm_plugin import Audio, Instruction
+from cmirm_plugin.scoring import ScorerSpec
 from cmirm_plugin.testing import noise, sine
 from rerank.pool import PoolConfig, ScoreItem, ScorerPool, make_batches
 
@@ -28,14 +29,14 @@ def test_batches_group_by_instruction(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def ray_pool(tiny_checkpoint):
-    with ScorerPool(PoolConfig(model=str(tiny_checkpoint), backend="ray", num_actors=2, batch_size=2,
+    with ScorerPool(PoolConfig(spec=ScorerSpec.parse(str(tiny_checkpoint)), backend="ray", num_actors=2, batch_size=2,
                                device="cpu", max_in_flight=1)) as pool:
         yield pool
 
 
 def test_ray_pool_equals_in_process_exactly_and_in_order(ray_pool, tiny_checkpoint, tmp_path: Path):
     items = _items(tmp_path)
-    with ScorerPool(PoolConfig(model=str(tiny_checkpoint), backend="local", batch_size=2, device="cpu")) as local:
+    with ScorerPool(PoolConfig(spec=ScorerSpec.parse(str(tiny_checkpoint)), backend="local", batch_size=2, device="cpu")) as local:
         expected = local.score(items)
     got = ray_pool.score(items)
     assert [r.key for r in got] == [i.key for i in items]
@@ -72,8 +73,8 @@ def test_bad_audio_gets_an_error_record(ray_pool, tmp_path: Path):
 
 def test_pool_config_validation():
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        PoolConfig(model="x", batch_size=0)
+        PoolConfig(spec=ScorerSpec.parse("tiny"), batch_size=0)
     with pytest.raises(ValueError, match="backend must be 'ray' or 'local'"):
-        PoolConfig(model="x", backend="dask")
+        PoolConfig(spec=ScorerSpec.parse("tiny"), backend="dask")
     with pytest.raises(ValueError, match="pool is not started"):
-        ScorerPool(PoolConfig(model="x")).score([])
+        ScorerPool(PoolConfig(spec=ScorerSpec.parse("tiny"))).score([])

@@ -34,7 +34,7 @@ def _make_run(root: Path, scorer: str = "rm") -> RunPaths:
             cand = Candidate(sine(200 + 50 * seed, 0.5), INST.id, "synth", seed, {"duration": 0.5})
             wav = cand.audio.save(paths.candidate_wav(cand.id))
             log.append(candidate_record(cand, INST, seed, wav.relative_to(root).as_posix()))
-            log.append(score_record(cand.id, scorer, Scores(alignment, musicality), None))
+            log.append(score_record(cand.id, scorer, Scores.from_array([alignment, musicality]), None))
         log.append(failure_record(CandidateFailure(INST.id, "synth", 4, "exception", "boom"), INST, 4))
     return paths
 
@@ -102,12 +102,12 @@ def test_fold_regeneration_replaces_scores_and_later_scores_win():
     cand = Candidate(sine(300, 0.2), "x", "g", 7)
     records = [
         candidate_record(cand, inst, 0, "candidates/a.wav"),
-        score_record(cand.id, "rm", Scores(1.0, 2.0), None),
+        score_record(cand.id, "rm", Scores.from_array([1.0, 2.0]), None),
         score_record(cand.id, "eval", None, "AudioError: too short"),
-        score_record(cand.id, "rm", Scores(3.0, 4.0), None),
+        score_record(cand.id, "rm", Scores.from_array([3.0, 4.0]), None),
     ]
     (view,) = fold_records(records).values()
-    assert view.scores == {"rm": Scores(3.0, 4.0)} and view.score_errors == {"eval": "AudioError: too short"}
+    assert view.scores == {"rm": Scores.from_array([3.0, 4.0])} and view.score_errors == {"eval": "AudioError: too short"}
     assert view.instruction == inst and view.generated and view.errors() == ["scoring (eval): AudioError: too short"]
     (regenerated,) = fold_records(records + [candidate_record(cand, inst, 0, "candidates/a.wav")]).values()
     assert regenerated.scores == {} and regenerated.score_errors == {}
@@ -115,7 +115,7 @@ def test_fold_regeneration_replaces_scores_and_later_scores_win():
 
 def test_fold_errors_name_the_record():
     with pytest.raises(ManifestError, match="record 1 scores candidate 'nope' before it was generated"):
-        fold_records([score_record("nope", "rm", Scores(0.0, 0.0), None)], "m.jsonl")
+        fold_records([score_record("nope", "rm", Scores.from_array([0.0, 0.0]), None)], "m.jsonl")
     with pytest.raises(ManifestError, match="m.jsonl: record 1 is not a run record"):
         fold_records([{"id": "a", "record": "mystery"}], "m.jsonl")
     with pytest.raises(ManifestError, match="record 1 \\(candidate of 'a'\\) is malformed"):

@@ -11,7 +11,7 @@ from cmirm_plugin.records import MODALITIES
 from rerank.plots import PNG_SIZE, plot_curves
 from rerank.policies import AxisPolicy, ParetoPolicy, WeightedPolicy, ZSumPolicy, parse_policy
 from rerank.scaling import (
-    CURVE_AXES,
+    COMPOSITE,
     CURVE_COLUMNS,
     expected_best_of_n,
     expected_top_k_of_n,
@@ -113,11 +113,11 @@ def rows_of(curves, **where):
 
 def test_curve_points_match_per_instruction_brute_force():
     scores, ids, modalities = flat_pools(n_instructions=4, m=6)
-    policy = WeightedPolicy((1.0, 2.0))
+    policy = WeightedPolicy((("alignment", 1.0), ("musicality", 2.0)))
     curves = scaling_curves(scores, ids, modalities, policy, ks=(1, 2), n_boot=50)
     assert curves.ns == (1, 2, 4, 6)
     for k in (1, 2):
-        for axis_index, axis in enumerate(CURVE_AXES):
+        for axis_index, axis in enumerate(curves.axes):
             for n, row in rows_of(curves, k=k, axis=axis, modality="all").items():
                 expected = []
                 for i in range(4):
@@ -216,7 +216,8 @@ def test_csv_and_json_writers(tmp_path):
     assert document["columns"] == list(CURVE_COLUMNS)
     assert document["settings"] == {"policy": "zsum;min:alignment=-1.0", "selection_scorer": "cmirm",
                                     "evaluation_scorer": "cmirm", "ns": [1, 2, 4, 8], "ks": [1, 2],
-                                    "ci": 0.95, "n_boot": 20, "seed": 0}
+                                    "ci": 0.95, "n_boot": 20, "seed": 0,
+                                    "axes": ["alignment", "musicality", COMPOSITE]}
     assert document["rows"] == [asdict(row) for row in curves.rows]
 
 

@@ -164,7 +164,8 @@ def test_scaling_generation_options_reach_run_json(tmp_path: Path, env):
              "--max-in-flight", "1", "--policy", "zsum", "--n-boot", "20", "--out", str(out)], env)
     run = json.loads((out / "run.json").read_text())
     assert run["result"] == {"generator": "tiny-musicgen", "duration": 0.3, "reward": "tiny-v1", "max_dur": 10.0,
-                             "missing": "mask", "params": {"temperature": 0.7, "top_k": 5, "guidance_scale": 1.5}}
+                             "missing": "mask", "dtype": "fp32",
+                             "params": {"temperature": 0.7, "top_k": 5, "guidance_scale": 1.5}}
     assert run["request"] == {"n": 2, "seed_base": 3, "seeds": None, "instructions": ["calm"]}
     assert (run["pool"]["backend"], run["pool"]["score_batch_size"], run["pool"]["max_in_flight"],
             run["pool"]["gen_batch_size"]) == ("local", 3, 1, 2)
@@ -208,12 +209,12 @@ def test_option_errors_name_the_option(tiny_run: Path, tmp_path: Path, env):
 
 
 def test_scaling_config_is_validated_up_front(tiny_run: Path, tmp_path: Path):
+    from cmirm_plugin.scoring import ScorerSpec
     from rerank.generate import CandidatesConfig
-    from rerank.run_config import Reward
     from rerank.scaling_run import ScalingConfig
 
     out = tmp_path / "o"
-    pool = CandidatesConfig(out=out, instructions=[Instruction(text="x")], generator="g", reward=Reward("rm"), n=4)
+    pool = CandidatesConfig(out=out, instructions=[Instruction(text="x")], generator="g", reward=ScorerSpec("hub", "rm"), n=4)
     cases = [
         (dict(source=tiny_run, ci=95), "ci must be a level"),
         (dict(source=tiny_run, n_boot=0), "n_boot must be >= 1"),
@@ -221,7 +222,7 @@ def test_scaling_config_is_validated_up_front(tiny_run: Path, tmp_path: Path):
         (dict(source=tiny_run, seed=-1), "seed must be a non-negative integer"),
         (dict(source=tiny_run, ks=(1, 5), n_max=4), "--ks: k=5 exceeds the 4 candidates"),
         (dict(generate=pool, ks=(5,)), "--ks: k=5 exceeds the 4 candidates"),
-        (dict(generate=pool, eval_reward=Reward("rm")), "--eval-reward is the selection model (rm)"),
+        (dict(generate=pool, eval_reward=ScorerSpec("hub", "rm")), "--eval-reward is the selection model (rm)"),
         (dict(generate=pool, scorer="rm"), "drop --scorer"),
         (dict(source=tmp_path), "--from"),
     ]
@@ -256,8 +257,8 @@ def test_evaluation_scores_only_candidates_with_selection_scores(tmp_path: Path,
 
     from cmirm_plugin import ManifestWriter, Scores
     from cmirm_plugin.records import Candidate
+    from cmirm_plugin.scoring import ScorerSpec
     from rerank.pool_options import PoolOptions
-    from rerank.run_config import Reward
     from rerank.run_records import RunPaths, candidate_record, score_record
     from rerank.scaling_run import ScalingConfig, run_scaling
 
@@ -268,10 +269,10 @@ def test_evaluation_scores_only_candidates_with_selection_scores(tmp_path: Path,
             cand = Candidate(sine(200 + 50 * seed, 1.0), inst.id, "synth", seed)
             wav = cand.audio.save(paths.candidate_wav(cand.id))
             log.append(candidate_record(cand, inst, seed, wav.relative_to(paths.root).as_posix()))
-            scores = Scores(0.1 * seed, 0.2 * seed) if seed != 1 else None
+            scores = Scores.from_array([0.1 * seed, 0.2 * seed]) if seed != 1 else None
             log.append(score_record(cand.id, "rm", scores, None if scores else "AudioError: broken"))
     config = ScalingConfig(out=tmp_path / "curves", source=paths.root, n_boot=10,
-                           eval_reward=Reward("judge", str(tiny_checkpoint)),
+                           eval_reward=ScorerSpec.parse(str(tiny_checkpoint)),
                            pool=PoolOptions(backend="local", device="cpu"))
     result = run_scaling(config, console=Console(quiet=True))
     records = [json.loads(line) for line in (config.out / "eval_scores.jsonl").read_text().splitlines()]

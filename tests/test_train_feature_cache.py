@@ -11,7 +11,7 @@ import train.feature_cache as fc
 from cmirm_plugin.model.loading import build_model
 from cmirm_plugin.model.reward_model import CMIRewardModel
 from cmirm_plugin.model.tiny import build_tiny_towers, tiny_config
-from cmirm_plugin.scoring import RewardScorer
+from cmirm_plugin.scoring import RewardScorer, ScoringSettings
 from train.config import TrainConfig
 from train.feature_cache import FeatureCache
 from train.synthetic import write_synthetic_pairs
@@ -78,7 +78,7 @@ def test_cached_features_equal_what_inference_computes(towers, data, tmp_path):
     clip = data.parent / "clips" / "train0003.wav"
     cache = FeatureCache(tmp_path / "cache", model, max_dur=0.3, dtype="float32", progress=False)
     cache.precompute(texts=["low pitch"], audio=[clip])
-    scorer = RewardScorer(model, device="cpu", max_dur=0.3)
+    scorer = RewardScorer(model, ScoringSettings(max_dur=0.3), device="cpu")
     with torch.inference_mode():
         live = model.encode_audio([scorer.prepare_audio(str(clip))])[0]
         text = model.encode_text(["low pitch"]).items()[0]

@@ -201,6 +201,10 @@ class Trainer:
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=self.console, disable=not self.config.progress)
 
+    def _autocast(self):
+        """bf16 autocast when ``--bf16`` is set and training runs on CUDA (fp32 otherwise)."""
+        return autocast(self.device, "bf16" if self.config.bf16 and self.device.type == "cuda" else "fp32")
+
     def _train_epoch(self, state: TrainState, progress: Progress, task: Any) -> dict[str, Any]:
         """Train the rest of epoch ``state.epoch``; return the whole epoch's training metrics.
 
@@ -220,7 +224,7 @@ class Trainer:
             batch = [pairs[i] for i in indices]
             labels = [p.labels for p in batch]
             targets = make_targets(labels, [p.confidences for p in batch], self.loss_config)   # CPU, for the metrics
-            with autocast(self.device, c.bf16):
+            with self._autocast():
                 score_a, score_b = score_pairs(model, batch, self.text, self.audio, c.missing)
             loss, _ = bradley_terry_loss(score_a.float(), score_b.float(), targets.to(self.device))
             self.optimizer.zero_grad(set_to_none=True)
@@ -253,7 +257,7 @@ class Trainer:
         return metrics.compute()
 
     def _evaluate(self) -> dict[str, Any]:
-        with autocast(self.device, self.config.bf16):
+        with self._autocast():
             return evaluate_pairs(self.model, self.split.eval, self.text, self.audio, self.loss_config,
                                   batch_size=2 * self.config.batch_size, missing=self.config.missing)
 

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from transformers import AutoTokenizer, XLMRobertaConfig
 
 from cmirm_plugin.errors import CheckpointError
-from cmirm_plugin.hub import download_hint
+from cmirm_plugin.hub import download_hint, is_repo_id
 from cmirm_plugin.model.config import CMIRMConfig
 from cmirm_plugin.model.mulan import MuLanConfig
 from cmirm_plugin.model.muq import MuQConfig
@@ -37,20 +37,6 @@ HUB_TOWER_PREFIXES = {"mulan.audio.": "audio_module.", "mulan.text.": "text_modu
 #: MuQ-MuLan parts CMI-RM does not keep (latent projections and the contrastive module).
 HUB_UNUSED_PREFIXES = ("mulan.audio_to_latents.", "mulan.text_to_latents.", "mulan.contrast.")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
-def _looks_like_path(name: str) -> bool:
-    """Not a hub repo id (``name`` or ``owner/name``; dots are allowed, e.g. ``Qwen/Qwen2.5-7B``)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if name.startswith(("/", "./", "../", "~")):
-        return True
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return True
-    return False
 
 
 def resolve_file(repo_or_dir: str | Path, filename: str) -> Path:
@@ -89,7 +75,7 @@ def resolve_first(repo_or_dir: str | Path, filenames: tuple[str, ...]) -> Path:
             _names(filenames, "and", quote=False)
         raise CheckpointError(f"'{local}': missing {missing} (folder holds: {present or 'nothing'}).{hint}")
     name = str(repo_or_dir)
-    if _looks_like_path(name):
+    if not is_repo_id(name):
         expected = _names(filenames, "or", quote=False)
         raise CheckpointError(f"'{name}': no such directory (expected a folder with {expected}, or a hub repo id)")
     from huggingface_hub import hf_hub_download

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from safetensors.torch import save_file
 
-from cmirm_plugin.cache import cache_root
+from cmirm_plugin.cache import TINY_MODEL_VERSION, cache_root
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.model.config import CMIRMConfig
 from cmirm_plugin.model.loading import PICKLE_WEIGHTS_NAME, WEIGHTS_NAME, model_to_hub_keys
@@ -28,7 +28,6 @@ from cmirm_plugin.model.mulan import MuLanAudioTower, MuLanConfig, MuLanTextTowe
 from cmirm_plugin.model.muq import MuQConfig
 
 TINY_DIM = 32
-TINY_VERSION = "1"
 #: Tower sizes `build_tiny_towers` builds: the test towers, or the released architecture.
 TowerSize = Literal["tiny", "full"]
 #: How `build_tiny_towers` stores the MuQ-MuLan weights: safetensors, or a ``torch.save`` pickle like the hub repo.
@@ -183,7 +182,7 @@ def default_tiny_checkpoint() -> Path:
     """
     from filelock import FileLock
 
-    cache = cache_root() / f"tiny-v{TINY_VERSION}"
+    cache = cache_root() / f"tiny-v{TINY_MODEL_VERSION}"
     ckpt = cache / "cmi-rm-tiny"
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache) + ".lock"):

@@ -2,10 +2,11 @@
 
     python examples/reranking/best_of_n.py                      # offline: tiny random reward model (scores are noise)
     python examples/reranking/best_of_n.py --reward HaiwenXia/CMI-RM --device cuda
+    python examples/reranking/best_of_n.py --reward my_pkg.scorers:Aesthetics   # any contract scorer
 
 Your generation function only has to draw its randomness from ``seed`` and return
-``(waveform, sample_rate)``; `best_of_n` samples N seeds, scores every clip with CMI-RM and
-returns the top k (`RankedCandidate`: ``.candidate`` with its audio and recipe, ``.scores``,
+``(waveform, sample_rate)``; `best_of_n` samples N seeds, scores every clip with the scorer
+(`cmirm_plugin.scoring.load_scorer`: CMI-RM by default) and returns the top k (`RankedCandidate`: ``.candidate`` with its audio and recipe, ``.scores``,
 ``.rank``). With the tiny model the ranking is meaningless; the plumbing is the real one.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 from cmirm_plugin import Instruction
-from cmirm_plugin.score_command import load_scorer
+from cmirm_plugin.scoring import load_scorer
 from rerank.best_of_n import best_of, best_of_n
 
 SAMPLE_RATE = 22050
@@ -39,12 +40,13 @@ def pluck(instruction: Instruction, seed: int, duration: float, brightness: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reward", default=None, help="CMI-RM folder or hub id [default: the tiny random model]")
+    parser.add_argument("--reward", default="tiny", help="scorer spec: tiny, a CMI-RM folder or hub id, "
+                                                         "package.module:Name [default: tiny, the random model]")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=Path("out/best_of_n"))
     args = parser.parse_args()
 
-    scorer = load_scorer(args.reward, args.reward is None, args.device)
+    scorer = load_scorer(args.reward, device=args.device)
     instruction = Instruction(text="warm plucked guitar chords, gentle and bright")
 
     # 1. The function form: any Generator, or a plain function (then give its sample rate).

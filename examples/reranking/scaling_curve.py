@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from cmirm_plugin import MODALITIES, Instruction
+from cmirm_plugin.scoring import ScorerSpec
 from cmirm_plugin.testing import sine
 from rerank.generate import GenerateConfig, run_generate
 from rerank.plots import plot_curves
 from rerank.policies import parse_policy
-from rerank.run_config import resolve_reward
 from rerank.scaling import scaling_curves, write_curve_csv
 from rerank.scaling_run import ScalingConfig, run_scaling
 
@@ -38,7 +38,7 @@ def saved_run_curve(out: Path) -> Path:
     instructions = [Instruction(text="upbeat pop with bright piano"), Instruction(text="calm ambient pad"),
                     Instruction(text="a rock song in the style of the reference", ref_audio=str(reference.resolve()))]
     run = GenerateConfig(out=out / "run", instructions=instructions, generator="tiny-musicgen",
-                         reward=resolve_reward(None, tiny=True), n=8, k=2, duration=0.5, gen_batch_size=8)
+                         reward=ScorerSpec.parse("tiny"), n=8, k=2, duration=0.5, gen_batch_size=8)
     run_generate(run)
     result = run_scaling(ScalingConfig(out=out / "curves", policy="zsum", source=run.out, ks=(1, 2), n_boot=500))
     return next(path for path in result.files if path.name == "curve.png")

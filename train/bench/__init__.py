@@ -1,4 +1,4 @@
-"""CMI-RewardBench evaluation (spec §5): score any plug-in scorer on the benchmark, compute its metrics.
+"""CMI-RewardBench evaluation (spec §5): score any cmirm scorer (or official-runner plug-in) on the benchmark, compute its metrics.
 
 ``run_benchmark`` scores and evaluates (resumable, writes results.jsonl and the metrics files);
 ``compute_metrics`` evaluates rows held in memory, e.g. a trainer's held-out predictions.
@@ -18,7 +18,7 @@ _EXPORTS = {
     "MetricsConfig": "train.bench.metrics", "compute_metrics": "train.bench.metrics",
     "MetricsFiles": "train.bench.outputs", "write_metrics": "train.bench.outputs",
     "print_summary": "train.bench.report", "summary_tables": "train.bench.report",
-    "DEFAULT_MODEL_CLASS": "train.bench.scorer", "load_scorer": "train.bench.scorer",
+    "BenchScorer": "train.bench.scorer",
 }
 __all__ = sorted(_EXPORTS)
 

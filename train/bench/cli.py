@@ -16,7 +16,8 @@ from train.bench.outputs import write_metrics
 from train.bench.report import print_summary
 from train.bench.results import METADATA_FILE, result_rows
 from train.bench.runner import BenchConfig, run_benchmark
-from train.bench.scorer import DEFAULT_MODEL_CLASS
+from cmirm_plugin.cli_options import ScoringOptions, with_options
+from cmirm_plugin.hub import DEFAULT_MODEL
 
 SplitOption = Annotated[str, typer.Option(help="Keep only rows whose 'split' field equals this.")]
 ByDurationOption = Annotated[bool, typer.Option(
@@ -48,20 +49,21 @@ def _report(console: Console, metrics: dict[str, Any], label: str, files: dict[s
         console.print(f"{name}: {path}")
 
 
+@with_options(scoring=ScoringOptions)
 def bench(
     out: Annotated[Path, typer.Option(help="Output folder: results.jsonl, metrics files, metadata.json.")],
     dataset_jsonl: Annotated[Path, typer.Option(help="The benchmark file.")] = Path("data/all_test.jsonl"),
     dataset_root: Annotated[Path, typer.Option(help="Folder the file's relative clip paths start from.")] = Path("data"),
     model: Annotated[Optional[str], typer.Option(
-        help="Checkpoint (hub id or folder), passed to the model class as 'checkpoint' (default: the class's own).")] = None,
-    model_class: Annotated[str, typer.Option(
-        help="Scorer as 'package.module:Class' honouring the plug-in contract.")] = DEFAULT_MODEL_CLASS,
-    model_init_json: Annotated[str, typer.Option(help="JSON object of extra constructor arguments.")] = "{}",
-    score_kwargs_json: Annotated[str, typer.Option(help="JSON object of extra score_batch arguments.")] = "{}",
+        help="Scorer: tiny, a CMI-RM folder or hub id, or package.module:Name (a cmirm scorer or a plug-in "
+             f"written for the official runner). \\[default: {DEFAULT_MODEL}]", show_default=False)] = None,
+    model_init_json: Annotated[str, typer.Option(
+        help="JSON object of constructor arguments of a package.module:Name scorer.")] = "{}",
+    score_kwargs_json: Annotated[str, typer.Option(
+        help="JSON object of extra score_batch arguments of an official-runner plug-in.")] = "{}",
     subset: Annotated[str, typer.Option(help="PAM, MusicEval, MusicArena, CMI-Pref or all.")] = "all",
     split: SplitOption = "test",
     batch_size: Annotated[int, typer.Option(help="Rows per score_batch call.")] = 12,
-    max_dur: Annotated[float, typer.Option(help="Seconds of each clip the scorer sees.")] = 120.0,
     device: Annotated[Optional[str], typer.Option(help="Device for the scorer (default: cuda:0 if present, else cpu).")] = None,
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Leave out bad lines and rows (listed) instead of stopping.")] = False,
@@ -69,13 +71,15 @@ def bench(
         "--retry-errors", help="Rescore finished rows whose record has an error (e.g. a clip now downloaded).")] = False,
     by_duration: ByDurationOption = False,
     duration_bins: BinsOption = "10,30,60,120,500",
+    *,
+    scoring: ScoringOptions,
 ) -> None:
     """Evaluate a scorer on CMI-RewardBench (PAM, MusicEval, Music Arena, CMI-Pref); resumable."""
     config = BenchConfig(
-        dataset_jsonl=dataset_jsonl, dataset_root=dataset_root, out_dir=out, model=model, model_class=model_class,
+        dataset_jsonl=dataset_jsonl, dataset_root=dataset_root, out_dir=out, model=model,
         init_kwargs=_json_object(model_init_json, "--model-init-json"),
         score_kwargs=_json_object(score_kwargs_json, "--score-kwargs-json"),
-        split=split, subset=subset, batch_size=batch_size, max_dur=max_dur, device=device,
+        split=split, subset=subset, batch_size=batch_size, scoring=scoring.settings(), device=device,
         skip_invalid=skip_invalid, retry_errors=retry_errors,
         metrics=_metrics_config(split, by_duration, duration_bins))
     console = Console()
@@ -83,7 +87,7 @@ def bench(
     for problem in result.skipped:
         console.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
     console.print(f"rows scored now: {result.scored}, already in results.jsonl: {result.reused}")
-    _report(console, result.metrics, model or model_class, {"results": str(result.results_path), **result.files.as_dict()})
+    _report(console, result.metrics, config.spec.label, {"results": str(result.results_path), **result.files.as_dict()})
 
 
 def bench_metrics(
@@ -100,5 +104,5 @@ def bench_metrics(
     files = write_metrics(metrics, out if out is not None else results.parent / "evaluation_output")
     metadata = results.parent / METADATA_FILE
     scoring = json.loads(metadata.read_text(encoding="utf-8")).get("scoring", {}) if metadata.is_file() else {}
-    label = scoring.get("model") or scoring.get("model_class") or "ours"
+    label = scoring.get("model") or "ours"
     _report(Console(), metrics, label, files.as_dict())

@@ -31,48 +31,50 @@ from rich.progress import Progress
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import ManifestWriter, read_records
-from cmirm_plugin.plugin_contract import BenchmarkBatchInput, BenchmarkModel
+from cmirm_plugin.records import Instruction
+from cmirm_plugin.scoring.contract import Scorer
+from cmirm_plugin.scoring.settings import ScoringSettings
+from cmirm_plugin.scoring.spec import ScorerSpec
 from train.bench.dataset import BenchRow, load_benchmark
 from train.bench.metrics import MetricsConfig, compute_metrics
 from train.bench.outputs import MetricsFiles, write_metrics
 from train.bench.results import METADATA_FILE, RESULTS_FILE, SideResult, build_record, latest_by_row_id
 from train.bench.schema import ERROR, SUBSETS
-from train.bench.scorer import DEFAULT_MODEL_CLASS, check_contract, load_scorer, score
+from train.bench.scorer import BenchScorer
 
 
 @dataclass
 class BenchConfig:
-    """A benchmark run. Defaults are the official CLI's (batch 12, first 120 s, split ``test``).
+    """A benchmark run. Defaults are the official CLI's (batch 12, the scoring defaults' first 120 s,
+    split ``test``).
 
-    ``model`` is the checkpoint (hub id or folder) passed to ``model_class`` as ``checkpoint``
-    (when None, the class's own default applies, e.g. the released CMI-RM weights);
-    ``init_kwargs`` are its other constructor arguments, ``score_kwargs`` go to every
-    ``score_batch`` call. ``skip_invalid`` leaves bad lines out instead of failing;
-    ``retry_errors`` rescores finished rows whose record carries an error (e.g. a clip that was
-    missing and has since been downloaded).
+    ``model`` is any scorer spec (`cmirm_plugin.scoring.spec`; default the released CMI-RM),
+    ``scoring`` its `ScoringSettings` (``max_dur`` is what the scorer sees of each clip).
+    ``init_kwargs`` are a ``module:Name`` scorer's constructor arguments; ``score_kwargs`` go to
+    every ``score_batch`` call of a plug-in written for the official runner. ``skip_invalid``
+    leaves bad lines out instead of failing; ``retry_errors`` rescores finished rows whose record
+    carries an error (e.g. a clip that was missing and has since been downloaded).
     """
 
     dataset_jsonl: Path
     dataset_root: Path
     out_dir: Path
     model: str | None = None
-    model_class: str = DEFAULT_MODEL_CLASS
     init_kwargs: dict[str, Any] = field(default_factory=dict)
     score_kwargs: dict[str, Any] = field(default_factory=dict)
     split: str | None = "test"
     subset: str = "all"
     batch_size: int = 12
-    max_dur: float = 120.0
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
     device: str | None = None
     skip_invalid: bool = False
     retry_errors: bool = False
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.max_dur > 0:
-            raise ConfigError(f"max_dur must be > 0 s, got {self.max_dur}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be an integer >= 1, got {self.batch_size!r}")
+        self.spec = ScorerSpec.parse(self.model, "--model")
 
 
 @dataclass
@@ -92,11 +94,11 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-def _scoring_identity(config: BenchConfig, scorer: BenchmarkModel | None) -> dict[str, Any]:
+def _scoring_identity(config: BenchConfig, scorer: Scorer | None, device: str) -> dict[str, Any]:
     """What determines the scores; resuming into a folder scored differently is refused."""
-    model_class = config.model_class if scorer is None else f"{type(scorer).__module__}:{type(scorer).__qualname__}"
-    identity = {"model": config.model, "model_class": model_class, "init_kwargs": config.init_kwargs,
-                "score_kwargs": config.score_kwargs, "batch_size": config.batch_size, "max_dur": config.max_dur}
+    model = config.spec.label if scorer is None else f"{type(scorer).__module__}:{type(scorer).__qualname__}"
+    identity = {"model": model, "init_kwargs": config.init_kwargs, "score_kwargs": config.score_kwargs,
+                "batch_size": config.batch_size, **config.scoring.score_identity(device)}
     return json.loads(json.dumps(identity, default=str))
 
 
@@ -134,7 +136,7 @@ def _duration(path: Path) -> float | None:
 class _SubsetScorer:
     """Scores the rows of one subset in the official order and appends their records."""
 
-    def __init__(self, model: BenchmarkModel, config: BenchConfig, writer: ManifestWriter,
+    def __init__(self, model: BenchScorer, config: BenchConfig, writer: ManifestWriter,
                  progress: Progress, task: Any) -> None:
         self.model, self.config, self.writer = model, config, writer
         self.progress, self.task = progress, task
@@ -142,20 +144,20 @@ class _SubsetScorer:
     def _side(self, batch: Sequence[BenchRow], side: str, refs: Mapping[str, Path | None]) -> dict[str, SideResult]:
         """Score one side (``a`` or ``b``) of a batch; rows whose clip is missing are not sent."""
         results: dict[str, SideResult] = {}
-        inputs, sent = [], []
+        clips, instructions, sent = [], [], []
         for row in batch:
             clip = row.audio_a if side == "a" else row.audio_b
             if _existing(clip) is None:
                 name = "audio" if side == "a" else "audio2"
                 results[row.id] = SideResult(errors=[f"{name}_not_found:{clip}"])
                 continue
-            inputs.append(BenchmarkBatchInput(audio=str(clip), text=row.text, lyrics=row.lyrics,
-                                              ref_audio=None if refs[row.id] is None else str(refs[row.id])))
+            clips.append(str(clip))
+            instructions.append(Instruction(text=row.text, lyrics=row.lyrics,
+                                            ref_audio=None if refs[row.id] is None else str(refs[row.id])))
             sent.append((row, clip))
-        if inputs:
+        if clips:
             where = f"{batch[0].subset}, side {side.upper()}, lines {[row.line for row, _ in sent]}"
-            scores = score(self.model, inputs, max_dur=self.config.max_dur,
-                           score_kwargs=self.config.score_kwargs, where=where)
+            scores = self.model.score(clips, instructions, where)
             for (row, clip), (alignment, musicality) in zip(sent, scores):
                 results[row.id] = SideResult.scored(alignment, musicality, _duration(clip))
         return results
@@ -178,20 +180,21 @@ class _SubsetScorer:
                 self.progress.advance(self.task, 0.5)
 
 
-def run_benchmark(config: BenchConfig, scorer: BenchmarkModel | None = None, *, show_progress: bool = True,
+def run_benchmark(config: BenchConfig, scorer: Scorer | None = None, *, show_progress: bool = True,
                   console: Console | None = None) -> BenchResult:
     """Score every unfinished selected row, then write and return the metrics of all selected rows.
 
-    ``scorer`` (an object honouring the plug-in contract) replaces loading ``config.model_class``;
-    a trainer passes its in-memory model this way. The scorer is only loaded when rows remain.
+    ``scorer`` (a contract scorer, or an official-runner plug-in object) replaces loading
+    ``config.model``; a trainer passes its in-memory model this way. The scorer is only loaded when
+    rows remain.
     """
     data = load_benchmark(config.dataset_jsonl, config.dataset_root, split=config.split,
                           subset=config.subset, skip_invalid=config.skip_invalid)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    identity = _scoring_identity(config, scorer)
-    _check_resume(out_dir, identity)
     device = config.device or default_device()
+    identity = _scoring_identity(config, scorer, device)
+    _check_resume(out_dir, identity)
     metadata = {"scoring": identity, "dataset_jsonl": str(config.dataset_jsonl),
                 "dataset_root": str(config.dataset_root), "split": config.split, "subset": config.subset,
                 "device": device, "skipped": data.skipped}
@@ -201,11 +204,12 @@ def run_benchmark(config: BenchConfig, scorer: BenchmarkModel | None = None, *, 
     done = latest_by_row_id(read_records(results_path))
     pending = [row for row in data.rows if row.id not in done or (config.retry_errors and done[row.id].get(ERROR))]
     if pending:
+        from cmirm_plugin.scoring.loader import as_scorer, load_scorer
+
         if scorer is None:
-            model = load_scorer(config.model_class, checkpoint=config.model, device=device,
-                                init_kwargs=config.init_kwargs)
-        else:
-            model = check_contract(scorer, identity["model_class"])
+            scorer = load_scorer(config.spec, config.scoring, device, init_kwargs=config.init_kwargs,
+                                 score_kwargs=config.score_kwargs)
+        model = BenchScorer(as_scorer(scorer, identity["model"], config.scoring), identity["model"])
         with ManifestWriter(results_path) as writer, \
                 Progress(console=console, disable=not show_progress, transient=False) as progress:
             task = progress.add_task("scoring rows", total=len(pending))

@@ -14,13 +14,14 @@ import typer
 from cmirm_plugin.errors import ConfigError
 
 
-def _reward_judge(model: Optional[str], tiny: bool, margin: float, max_dur: float, device: Optional[str]):
-    from cmirm_plugin.hub import DEFAULT_MODEL
-    from cmirm_plugin.score_command import load_scorer
+def _reward_judge(model: Optional[str], tiny: bool, margin: float, max_dur: Optional[float],
+                  device: Optional[str]):
+    from cmirm_plugin.scoring import ScorerSpec, ScoringSettings, load_scorer
     from train.pseudo.judges.reward import RewardJudge
 
-    name = "tiny-cmi-rm" if tiny else model or DEFAULT_MODEL
-    return RewardJudge(load_scorer(model, tiny, device, max_dur=max_dur), name, margin)
+    spec = ScorerSpec.from_options(model, tiny, "--judge-model")
+    settings = ScoringSettings().with_options(max_dur=max_dur)
+    return RewardJudge(load_scorer(spec, settings, device), spec.label, margin)
 
 
 def _local_judge(model: Optional[str], tiny: bool, max_dur: float, max_new_tokens: int, device: Optional[str]):
@@ -46,8 +47,9 @@ def pseudo_label(
                                                                              "\\[default: the pair file's folder]."),
     judge: str = typer.Option(..., "--judge", help="reward (a CMI-RM), http (OpenAI-compatible endpoint) or local "
                                                    "(transformers audio-language model)."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="reward: CMI-RM folder or hub id \\[default: "
-                                              "HaiwenXia/CMI-RM]; local: Qwen2-Audio / Qwen2.5-Omni / Qwen3-Omni folder or hub id."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="reward: a scorer spec (tiny, a CMI-RM folder "
+                                              "or hub id, package.module:Name) \\[default: HaiwenXia/CMI-RM]; local: "
+                                              "Qwen2-Audio / Qwen2.5-Omni / Qwen3-Omni folder or hub id."),
     url: Optional[str] = typer.Option(None, "--url", help="http: base URL of the server, e.g. http://127.0.0.1:8000/v1."),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="http: the model name the server hosts."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="http: environment variable holding the "
@@ -64,7 +66,8 @@ def pseudo_label(
     retries: int = typer.Option(4, "--retries", help="http: retries on 429 / 5xx / timeouts / connection errors."),
     backoff: float = typer.Option(1.0, "--backoff", help="http: first retry delay, doubled each retry (max 30 s)."),
     max_dur: Optional[float] = typer.Option(None, "--max-dur", help="Seconds of each clip the judge hears \\[default: "
-                                                                   "120 for reward, 30 for LLM judges]."),
+                                                                   "the scoring default (120) for reward, 30 for LLM "
+                                                                   "judges]."),
     max_new_tokens: int = typer.Option(16, "--max-new-tokens", help="LLM judges: answer length limit in tokens."),
     device: Optional[str] = typer.Option(None, "--device", help="reward / local: cpu, cuda ... \\[default: cuda if "
                                                                 "available]."),
@@ -87,7 +90,7 @@ def pseudo_label(
     if tiny and judge == "http":
         raise ConfigError("--tiny applies to --judge reward and --judge local")
     if judge == "reward":
-        chosen = _reward_judge(judge_model, tiny, margin, max_dur or 120.0, device)
+        chosen = _reward_judge(judge_model, tiny, margin, max_dur, device)
     elif judge == "local":
         chosen = _local_judge(judge_model, tiny, max_dur or 30.0, max_new_tokens, device)
     elif judge == "http":
