@@ -6,6 +6,7 @@ and every rule a template declares is refused before anything runs."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cmirm_plugin import Audio, ConfigError, Instruction, read_records
+from cmirm_plugin import ConfigError, Instruction, read_records
 from cmirm_plugin.cli import app
 from cmirm_plugin.testing import sine
 from generators.command import CommandGenerator, CommandTemplate
@@ -28,14 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "examples" / "generator_templates"
 TOOLS = Path(__file__).resolve().parent / "fixtures" / "tools"
 STANDIN = TOOLS / "standin.py"
-sys.path.insert(0, str(TOOLS))
-from standin import TIME_SCALE, api_class, describe  # noqa: E402  (a fixture script, not a package)
+_spec = importlib.util.spec_from_file_location("standin", STANDIN)
+standin = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(standin)
+
+pytestmark = pytest.mark.timeout(300)  # the templates allow the real tools an hour
 
 NAMES = ("yue", "yue-icl", "diffrhythm", "diffrhythm-ref", "ace-step")
 #: Which fake checkout (and which tool's entry script) a template runs in.
 CHECKOUT = {"yue": "yue", "yue-icl": "yue", "diffrhythm": "diffrhythm", "diffrhythm-ref": "diffrhythm"}
 ENTRY = {"yue": "inference/infer.py", "diffrhythm": "infer/infer.py"}
-SHIM = "import runpy, sys\nsys.argv = [{standin!r}, {tool!r}, *sys.argv[1:]]\nrunpy.run_path({standin!r}, run_name='__main__')\n"
+SHIM = ("import runpy, sys\nsys.argv = [{standin!r}, {tool!r}, *sys.argv[1:]]\n"
+        "runpy.run_path({standin!r}, run_name='__main__')\n")
 
 LRC = "[00:01.00] first line\n[00:04.50] second line\n\n[00:09.25] third line\n"
 SECTIONS = "[verse]\nhello world\nsecond line\n\n[chorus]\nla la la\n\n[outro]\nbye\n"
@@ -49,7 +54,7 @@ def checkouts(tmp_path: Path) -> dict[str, Path]:
     roots = {}
     for tool, entry in ENTRY.items():
         root = roots[tool] = tmp_path / f"checkout-{tool}"
-        for rel in describe(tool)["cwd_contains"]:
+        for rel in standin.describe(tool)["cwd_contains"]:
             path = root / ("inference" if tool == "yue" else "") / rel
             if "." in path.name:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +102,7 @@ def good_instruction(name: str, tmp_path: Path) -> Instruction:
 
 
 def samples(seconds: float, rate: int) -> int:
-    return round(seconds * TIME_SCALE * rate)
+    return round(seconds * standin.TIME_SCALE * rate)
 
 
 # ------------------------------------------------------------------ end to end, per template
@@ -204,7 +209,7 @@ def test_looking_for_the_output_elsewhere_fails_the_contract(name, checkouts, lo
 
 
 def test_the_pipeline_stand_in_binds_like_the_real_signatures():
-    pipeline_class = api_class("ace-step")
+    pipeline_class = standin.api_class("ace-step")
     pipeline = pipeline_class(checkpoint_dir=None, dtype="float32", anything_else=1)  # __init__ has **kwargs
     with pytest.raises(TypeError, match="unexpected keyword argument 'seed'"):
         pipeline(prompt="x", lyrics="", seed=3)

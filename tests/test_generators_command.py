@@ -320,8 +320,8 @@ def test_env_entries_set_or_extend_the_callers_variables(tmp_path, tool, monkeyp
 
 def test_checks_refuse_up_front_and_name_the_rule(tmp_path, tool):
     log = tmp_path / "argv.jsonl"
-    path = write_template(tmp_path, tool, inputs=["text", "lyrics", "ref_audio"], when={"ref_audio": "--ref {ref_audio}"},
-                          env={"ARGV_LOG": str(log)},
+    path = write_template(tmp_path, tool, inputs=["text", "lyrics", "ref_audio"], env={"ARGV_LOG": str(log)},
+                          when={"ref_audio": "--ref {ref_audio}"},
                           checks={"seed_range": [0, 9], "text": {"max_bytes": 4, "forbid": ["/", ";"]},
                                   "lyrics": {"format": "lrc"}, "ref_audio": {"formats": ["flac"], "min_seconds": 0.5}})
     gen = CommandGenerator(path)
