@@ -3,22 +3,26 @@
 A small template file (YAML, JSON or TOML) says how to call the tool::
 
     name: my-tool                      # optional; default: the file's stem
-    command: python infer.py --prompt {text} --lyrics {lyrics_file} --seed {seed} --out {output}
+    command: python infer.py --prompt={text} --lyrics {lyrics_file} --seed {seed} --out {output}
     inputs: [text, lyrics]             # what it honours (text, lyrics, ref_audio)
     requires: [lyrics]                 # what it cannot run without (optional)
     when:                              # arguments added only when the instruction has that input
       ref_audio: --ref {ref_audio}
     sample_rate: 44100                 # candidates are resampled to it
     timeout: 900                       # seconds per run
-    cwd: ../YuE/inference              # optional, relative to the template file
-    env: {CUDA_VISIBLE_DEVICES: "0"}   # optional, added to the environment
+    cwd: "{repo}/inference"            # optional; may use params; relative to the template file
+    env:                               # optional, added to the caller's environment:
+      CUDA_VISIBLE_DEVICES: "0"        #   a string sets the variable
+      PYTHONPATH: {append: "."}        #   {append: x} / {prepend: x} extend it (os.pathsep-joined)
     output: output.wav                 # file the tool writes, in {output_dir}; may be a glob
-    params: {steps: 60}                # extra placeholders with defaults, set by sample(**params)
+    params: {steps: 60, repo: ~/YuE}   # extra placeholders with defaults, set by sample(**params)
     per_batch: false                   # true: one run per batch, with {seeds} and {output_dir};
                                        # then output must contain {seed} (default '{seed}.wav')
+    checks: {lyrics: {format: lrc}}    # input rules refused before any run (`generators.command_checks`)
 
 The command is split with `shlex` and every argument is substituted separately, then run with
-an argument list (never a shell), so instruction text cannot inject anything. Placeholders:
+an argument list (never a shell), so instruction text cannot inject anything; write free text as
+``--flag={text}`` (one argument) so that text starting with ``-`` is never read as a flag. Placeholders:
 ``{text} {lyrics} {text_file} {lyrics_file} {ref_audio} {seed} {seeds} {duration} {output}
 {output_dir} {sample_rate} {template_dir}`` and the template's ``params``. A run that exits
 non-zero, times out, writes no file, or writes empty/NaN audio fails only its own candidates,
@@ -45,7 +49,9 @@ import yaml
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, CmirmError, ConfigError
 from cmirm_plugin.records import Instruction
-from generators.base import INPUT_KINDS, CandidateError, Generator, Outcome, instruction_inputs, tail
+from generators.base import (INPUT_KINDS, CandidateError, GenerationResult, Generator, Outcome, instruction_inputs,
+                             tail, validate_seeds)
+from generators.command_checks import InputChecks
 from generators.params import GenerationParams, check
 
 if sys.version_info >= (3, 11):
@@ -61,7 +67,9 @@ PLACEHOLDER_INPUT = {"text": "text", "text_file": "text", "lyrics": "lyrics", "l
                      "ref_audio": "ref_audio"}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FIELDS = {"name", "command", "inputs", "requires", "when", "sample_rate", "timeout", "cwd", "env", "output",
-           "params", "per_batch"}
+           "params", "per_batch", "checks"}
+#: How an ``env`` entry combines with the caller's value of the variable.
+ENV_MODES = ("set", "prepend", "append")
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:
@@ -84,6 +92,19 @@ def _read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+def _env_entry(name: Any, value: Any, where: str) -> tuple[str, str]:
+    """One ``env`` entry as (mode, value): a string sets the variable, ``{append: x}`` / ``{prepend: x}``
+    extend the caller's value (a search path such as PYTHONPATH must not lose the user's entries)."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return "set", str(value)
+    if isinstance(value, dict) and len(value) == 1:
+        ((mode, text),) = value.items()
+        if mode in ENV_MODES[1:] and isinstance(text, str) and text:
+            return mode, text
+    raise ConfigError(f"{where}: field 'env.{name}' must be a string, {{append: <text>}} or {{prepend: <text>}}, "
+                      f"got {value!r}")
+
+
 def _args(value: Any, where: str) -> list[str]:
     """A command (or argument group) given as a string (shlex-split) or a list of strings."""
     if isinstance(value, str):
@@ -104,11 +125,12 @@ class CommandTemplate:
     timeout: float = 3600.0
     requires: frozenset[str] = frozenset()
     when: dict[str, list[str]] = field(default_factory=dict)
-    cwd: Path | None = None
-    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    env: dict[str, tuple[str, str]] = field(default_factory=dict)
     output: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     per_batch: bool = False
+    checks: InputChecks = InputChecks()
     source: Path | None = None
 
     @classmethod
@@ -148,10 +170,6 @@ class CommandTemplate:
         clash = sorted(set(params) & set(BUILTIN_PLACEHOLDERS))
         if clash:
             raise ConfigError(f"{where}: params {clash} shadow built-in placeholders")
-        cwd = data.get("cwd")
-        if cwd is not None:
-            cwd = Path(os.path.expanduser(str(cwd)))
-            cwd = cwd if cwd.is_absolute() or source is None else source.parent / cwd
         env = data.get("env") or {}
         if not isinstance(env, dict):
             raise ConfigError(f"{where}: field 'env' must be a mapping, got {env!r}")
@@ -160,10 +178,12 @@ class CommandTemplate:
             command=_args(data["command"], f"{where}: field 'command'"),
             inputs=kinds("inputs"), requires=kinds("requires"),
             when={k: _args(v, f"{where}: field 'when.{k}'") for k, v in when.items()},
-            sample_rate=sample_rate, timeout=float(timeout), cwd=cwd,
-            env={str(k): str(v) for k, v in env.items()},
+            sample_rate=sample_rate, timeout=float(timeout),
+            cwd=None if data.get("cwd") is None else str(data["cwd"]),
+            env={str(k): _env_entry(k, v, where) for k, v in env.items()},
             output=None if data.get("output") is None else str(data["output"]),
-            params=dict(params), per_batch=bool(data.get("per_batch", False)), source=source,
+            params=dict(params), per_batch=bool(data.get("per_batch", False)),
+            checks=InputChecks.from_dict(data.get("checks"), where), source=source,
         )
         template._check_placeholders(where)
         return template
@@ -190,6 +210,13 @@ class CommandTemplate:
                 raise ConfigError(f"{where}: field 'when.{kind}' is for an input missing from 'inputs'")
         if not self.requires <= self.inputs:
             raise ConfigError(f"{where}: 'requires' {sorted(self.requires)} must be within 'inputs'")
+        if not self.checks.inputs <= self.inputs:
+            raise ConfigError(f"{where}: field 'checks' has rules for {sorted(self.checks.inputs - self.inputs)}, "
+                              "an input missing from 'inputs'")
+        for name in _PLACEHOLDER.findall(self.cwd or ""):
+            if name not in self.params:
+                raise ConfigError(f"{where}: field 'cwd' uses {{{name}}}; it may use only the template's params "
+                                  f"({', '.join(sorted(self.params)) or 'none'})")
         per_seed = {"seed", "output"}
         used = {m for args in groups.values() for arg in args for m in _PLACEHOLDER.findall(arg)}
         if self.per_batch and used & per_seed:
@@ -199,6 +226,24 @@ class CommandTemplate:
             # Without {seed} every seed of a batch would read the same file (a glob included).
             raise ConfigError(f"{where}: field 'output' of a per_batch template must contain {{seed}} (one file "
                               f"per seed in {{output_dir}}, e.g. '{{seed}}.wav'), got {self.output!r}")
+
+    def working_dir(self, params: Mapping[str, str]) -> Path | None:
+        """``cwd`` with ``params`` substituted and ``~`` expanded; a relative one is relative to the template file."""
+        if self.cwd is None:
+            return None
+        path = Path(os.path.expanduser(_PLACEHOLDER.sub(lambda m: params[m.group(1)], self.cwd)))
+        return path if path.is_absolute() or self.source is None else self.source.parent / path
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """``base`` (the caller's environment) with this template's ``env`` entries applied."""
+        env = dict(base)
+        for name, (mode, value) in self.env.items():
+            old = env.get(name)
+            if mode == "set" or not old:
+                env[name] = value
+            else:
+                env[name] = value + os.pathsep + old if mode == "prepend" else old + os.pathsep + value
+        return env
 
     def params_type(self) -> type[GenerationParams]:
         """A frozen dataclass of this template's params, type-checked against their defaults."""
@@ -221,9 +266,10 @@ def _substitute(args: Sequence[str], values: Mapping[str, str]) -> list[str]:
 
 
 def run_command(args: list[str], *, cwd: Path | None, env: Mapping[str, str], timeout: float) -> None:
-    """Run ``args`` (no shell) in its own process group; raise `CandidateError` on timeout or failure."""
+    """Run ``args`` (no shell) with exactly the environment ``env`` in its own process group; raise
+    `CandidateError` on timeout or failure."""
     try:
-        proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(args, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:  # missing executable or working directory
         raise CandidateError("nonzero_exit", f"cannot start {args[0]!r} (cwd {cwd or '.'}): {exc}") from exc
@@ -267,6 +313,21 @@ class CommandGenerator(Generator):
         self.params_type = self.template.params_type()
         self.batch_size = batch_size
 
+    @property
+    def _template_name(self) -> str:
+        return f"'{self.template.source}'" if self.template.source else f"template '{self.template.name}'"
+
+    def require_supported(self, instruction: Instruction) -> None:
+        """Also refuse an instruction that breaks the template's ``checks`` (before any tool runs)."""
+        super().require_supported(instruction)
+        self.template.checks.require(instruction, self.name, self._template_name)
+
+    def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
+               batch_size: int | None = None, **params: Any) -> GenerationResult:
+        """`Generator.sample`, refusing first any seed outside the template's ``checks.seed_range``."""
+        self.template.checks.require_seeds(validate_seeds(seeds), self.name, self._template_name)
+        return super().sample(instruction, seeds, duration, batch_size=batch_size, **params)
+
     def _values(self, instruction: Instruction, work: Path, duration: float,
                 params: GenerationParams) -> dict[str, str]:
         """Placeholder values shared by every run of one batch (input files are written once)."""
@@ -292,8 +353,9 @@ class CommandGenerator(Generator):
             args += self.template.when.get(kind, [])
         return _substitute(args, values)
 
-    def _run(self, argv: list[str]) -> None:
-        run_command(argv, cwd=self.template.cwd, env=self.template.env, timeout=self.template.timeout)
+    def _run(self, argv: list[str], values: Mapping[str, str]) -> None:
+        run_command(argv, cwd=self.template.working_dir(values), env=self.template.environment(os.environ),
+                    timeout=self.template.timeout)
 
     def _generate(self, instruction: Instruction, seeds: list[int], duration: float,
                   params: GenerationParams) -> Sequence[Outcome]:
@@ -310,7 +372,7 @@ class CommandGenerator(Generator):
         argv = self._argv(instruction, {**values, "seed": str(seed), "seeds": str(seed),
                                         "output_dir": str(out_dir), "output": str(out_dir / pattern)})
         try:
-            self._run(argv)
+            self._run(argv, values)
             return _load(_find_output(out_dir, pattern))
         except CandidateError as error:
             return error
@@ -320,7 +382,7 @@ class CommandGenerator(Generator):
         out_dir.mkdir()
         argv = self._argv(instruction, {**values, "seeds": ",".join(map(str, seeds)), "output_dir": str(out_dir)})
         try:
-            self._run(argv)
+            self._run(argv, values)
         except CandidateError as error:
             return [error] * len(seeds)
         pattern = self.template.output or "{seed}.wav"

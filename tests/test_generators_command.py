@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import textwrap
@@ -17,6 +18,7 @@ from cmirm_plugin import Audio, ConfigError, Instruction
 from cmirm_plugin.testing import sine
 from generators import UnsupportedInputError, build_generator
 from generators.command import PLACEHOLDER_INPUT, CommandGenerator, CommandTemplate
+from generators.command_checks import InputRuleError
 
 #: A stand-in for a lyrics-to-song CLI: writes deterministic noise derived from its arguments.
 TOOL = textwrap.dedent("""
@@ -223,6 +225,20 @@ def test_params_are_typed_by_their_defaults(tmp_path, tool):
     ({"per_batch": True, "command": "run {seeds} {output_dir}", "output": "*.wav"},
      "field 'output' of a per_batch template must contain {seed}"),
     ({"inputs": 3}, "field 'inputs' must list inputs"),
+    ({"cwd": "{repo}/x"}, "field 'cwd' uses {repo}; it may use only the template's params (behaviour)"),
+    ({"cwd": "{text}"}, "field 'cwd' uses {text}; it may use only the template's params"),
+    ({"env": {"PYTHONPATH": {"extend": "."}}}, "field 'env.PYTHONPATH' must be a string, {append: <text>}"),
+    ({"env": {"PYTHONPATH": {"append": ".", "prepend": "x"}}}, "field 'env.PYTHONPATH' must be a string"),
+    ({"env": {"PATH": {"append": ""}}}, "field 'env.PATH' must be a string"),
+    ({"checks": {"lyric": {}}}, "field 'checks' must be a mapping with keys among"),
+    ({"checks": {"lyrics": {"format": "srt"}}}, "field 'checks.lyrics'.format must be one of ['lrc', 'sections']"),
+    ({"checks": {"text": {"max_bytes": 0}}}, "field 'checks.text'.max_bytes must be a positive integer"),
+    ({"checks": {"text": {"forbid": "/"}}}, "field 'checks.text'.forbid must be a list of non-empty strings"),
+    ({"checks": {"ref_audio": {"formats": [".wav"]}}}, "formats must list file suffixes without dots"),
+    ({"checks": {"ref_audio": {"min_seconds": -1}}}, "min_seconds must be a positive number"),
+    ({"checks": {"seed_range": [5, 1]}}, "field 'checks.seed_range' must be [low, high] with 0 <= low <= high"),
+    ({"checks": {"seed_range": [0, 2**64]}}, "field 'checks.seed_range' must be [low, high]"),
+    ({"checks": {"ref_audio": {"min_seconds": 10}}}, "field 'checks' has rules for ['ref_audio'], an input missing"),
     ({"requires": {"lyrics": True}}, "field 'requires' must list inputs"),
     ({"requires": ["ref_audio"]}, "'requires' ['ref_audio'] must be within 'inputs'"),
 ])
@@ -254,7 +270,7 @@ def test_shipped_templates_use_exactly_what_they_declare():
     assert len(templates) >= 5
     for path in templates:
         template = CommandTemplate.load(path)
-        args = template.command + [arg for group in template.when.values() for arg in group]
+        args = template.command + [arg for group in template.when.values() for arg in group] + [template.cwd or ""]
         used = {name for arg in args for name in re.findall(r"\{(\w+)\}", arg)}
         assert set(template.params) <= used, (path.name, sorted(set(template.params) - used))
         used_inputs = {PLACEHOLDER_INPUT[name] for name in used if name in PLACEHOLDER_INPUT}
@@ -274,3 +290,60 @@ def test_seeding_shim_makes_a_seedless_script_reproducible(tmp_path):
     first, second = gen.sample(Instruction(text="x"), [1, 2], 0.1), gen.sample(Instruction(text="x"), [1], 0.1)
     assert not first.failures and torch.equal(first[0].audio.waveform, second[0].audio.waveform)
     assert not torch.equal(first[0].audio.waveform, first[1].audio.waveform)
+
+
+def test_env_entries_set_or_extend_the_callers_variables(tmp_path, tool, monkeypatch):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import json, os, sys\n"
+                     "json.dump({k: os.environ.get(k) for k in ('A', 'B', 'C', 'D')}, open(sys.argv[1], 'w'))\n"
+                     "open(sys.argv[2], 'w').write(os.getcwd())\n"
+                     "import numpy, soundfile; soundfile.write(sys.argv[3], numpy.zeros(160, 'float32'), 16000)\n")
+    work = tmp_path / "work" / "sub"
+    work.mkdir(parents=True)
+    template = write_template(tmp_path, tool, command=[sys.executable, str(probe), str(tmp_path / "env.json"),
+                                                       str(tmp_path / "cwd.txt"), "{output}"],
+                              env={"A": "set", "B": {"append": "."}, "C": {"prepend": "first"}, "D": {"append": "x"}},
+                              cwd="{base}/sub", params={"base": "work"})
+    monkeypatch.setenv("A", "mine")
+    monkeypatch.setenv("B", "/mine")
+    monkeypatch.setenv("C", "/mine")
+    monkeypatch.delenv("D", raising=False)
+    assert not CommandGenerator(template).sample(Instruction(text="x"), [1], 0.1).failures
+    assert json.loads((tmp_path / "env.json").read_text()) == {
+        "A": "set", "B": f"/mine{os.pathsep}.", "C": f"first{os.pathsep}/mine", "D": "x"}
+    assert (tmp_path / "cwd.txt").read_text() == str(work)  # a param in cwd, relative to the template file
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    assert not CommandGenerator(template).sample(Instruction(text="x"), [1], 0.1, base=str(elsewhere)).failures
+    assert (tmp_path / "cwd.txt").read_text() == str(elsewhere / "sub")  # an absolute one as it is
+
+
+def test_checks_refuse_up_front_and_name_the_rule(tmp_path, tool):
+    log = tmp_path / "argv.jsonl"
+    path = write_template(tmp_path, tool, inputs=["text", "lyrics", "ref_audio"], env={"ARGV_LOG": str(log)},
+                          when={"ref_audio": "--ref {ref_audio}"},
+                          checks={"seed_range": [0, 9], "text": {"max_bytes": 4, "forbid": ["/", ";"]},
+                                  "lyrics": {"format": "lrc"}, "ref_audio": {"formats": ["flac"], "min_seconds": 0.5}})
+    gen = CommandGenerator(path)
+    bad = Instruction(text="a/b;c", lyrics="[00:01.00] ok\nnot timed", ref_audio=sine(seconds=0.2))
+    with pytest.raises(InputRuleError) as err:
+        gen.require_supported(bad)  # what a job calls for every instruction before generating
+    message = str(err.value)
+    assert message.startswith(f"generator 'fake-song' refuses instruction {bad.id}: text is 5 bytes (UTF-8), "
+                              "more than the 4 the tool takes; shorten it; text contains '/'")
+    assert "text contains ';'" in message and "lyrics line 2 'not timed' is not an LRC line" in message
+    assert "the in-memory reference (passed as wav) has format 'wav'; the tool reads flac" in message
+    assert message.endswith(f"(rules in 'checks' of '{path}')")
+    short = sine(seconds=0.2).save(tmp_path / "short.flac")
+    with pytest.raises(InputRuleError, match=r"reference '.*short.flac' is 0.20 s long; the tool needs at least 0.5 s"):
+        gen.sample(Instruction(text="ok", ref_audio=str(short)), [1], 0.2)
+    (tmp_path / "fake.flac").write_bytes(b"not audio")
+    with pytest.raises(InputRuleError, match="cannot read the length of reference '.*fake.flac'"):
+        gen.sample(Instruction(text="ok", ref_audio=str(tmp_path / "fake.flac")), [1], 0.2)
+    with pytest.raises(ConfigError, match=r"seed 10 is out of range for generator 'fake-song': its tool takes seeds "
+                                          r"in \[0, 9\]"):
+        gen.sample(Instruction(text="ok"), [9, 10], 0.2)
+    assert not log.exists()  # nothing ran
+    fine = sine(seconds=0.6).save(tmp_path / "fine.flac")
+    good = Instruction(text="ok", lyrics="[00:01.00] one\n\n[01:02.50] two", ref_audio=str(fine))
+    assert not gen.sample(good, [0, 9], 0.2).failures and len(log.read_text().splitlines()) == 2
