@@ -22,10 +22,6 @@ class Licence:
     id: str
     note: str
 
-    @property
-    def non_commercial(self) -> bool:
-        return "-nc" in self.id or "non-commercial" in self.note
-
 
 #: Hub repo id (or ``*`` pattern) -> licence of its weights. Exact ids win over patterns.
 MODEL_LICENCES: dict[str, Licence] = {
@@ -46,7 +42,7 @@ MODEL_LICENCES: dict[str, Licence] = {
         "under USD 1M annual revenue, enterprise licence above; gated on the hub; check the model card"),
     "Qwen/Qwen2-Audio-7B*": Licence("apache-2.0", "Qwen2-Audio pseudo-label judge"),
     "Qwen/Qwen2.5-Omni-7B": Licence(
-        "apache-2.0", "Qwen2.5-Omni pseudo-label judge; other sizes have their own terms: check the model card"),
+        "apache-2.0", "Qwen2.5-Omni pseudo-label judge; other sizes may have other terms: check the model card"),
     "Qwen/Qwen3-Omni-*": Licence("apache-2.0", "Qwen3-Omni pseudo-label judge; check the model card"),
 }
 #: Legacy hub ids that redirect to a namespaced repo (configs still name them).

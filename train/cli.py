@@ -71,7 +71,8 @@ train.__doc__ = (
     "Train CMI-RM on preference pairs (Bradley-Terry per axis): --stage pretrain on pseudo-labelled pairs, then "
     "--stage finetune --init OUT/best on human pairs.\n\n"
     "Writes OUT/best and OUT/last in the released layout (model.safetensors + config.yaml), "
-    "OUT/metrics/{steps,epochs}.{jsonl,csv} and OUT/train_config.json. Frozen-tower features are cached under "
+    "OUT/metrics/{steps,epochs}.{jsonl,csv} (also sent to TensorBoard or W&B with --report-to) and "
+    "OUT/train_config.json. Frozen-tower features are cached under "
     "--cache-dir and reused by later epochs, runs and stages.")
 
 

@@ -5,7 +5,8 @@ One run: read and validate the pairs, split off the held-out pairs, build the mo
 + cosine decay, gradient clipping) for ``epochs`` passes. After each epoch the held-out pairs are
 scored (pairwise accuracy per axis and per modality); the best epoch is saved to ``best/`` and
 every epoch end (and every ``save_steps`` steps) to ``last/``, both in the released layout, so
-``cmirm score`` / ``cmirm bench`` / `CMIRewardModel.from_pretrained` read them directly.
+``cmirm score`` / ``cmirm bench`` / `CMIRewardModel.from_pretrained` read them directly. Metrics go
+to ``OUT/metrics`` (`train.metrics_log`) and, with ``report_to``, to TensorBoard or W&B (`train.reporters`).
 
 Reproducibility: the data order of epoch e depends only on (seed, e), and the global torch RNG
 (modality dropout, dropout) is saved with ``last/``, so an interrupted run resumed with
