@@ -20,6 +20,7 @@ Local paths never reach the card: files and folders are named by their last part
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -116,13 +117,7 @@ def _count_parameters(weights: Path) -> tuple[int, int]:
             shapes = [handle.get_slice(key).get_shape() for key in handle.keys()]
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise ConfigError(f"'{weights}': not a readable safetensors file ({exc})") from exc
-    total = 0
-    for shape in shapes:
-        count = 1
-        for dim in shape:
-            count *= dim
-        total += count
-    return len(shapes), total
+    return len(shapes), sum(math.prod(shape) for shape in shapes)
 
 
 def check_model_dir(directory: Path) -> Path:
