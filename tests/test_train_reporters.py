@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -107,11 +108,12 @@ def test_a_resumed_run_shows_one_history(env, tmp_path):
         {k: v for k, v in tensorboard_scalars(full / "tensorboard").items() if k != timing}
 
 
-def _wandb_history(run_file: Path) -> dict[str, dict[int, float]]:
-    """The history rows of an offline W&B run file (LevelDB-log records of W&B protobuf ``Record``s)."""
+def _wandb_history(run_file: Path) -> tuple[dict[str, dict[int, float]], bool]:
+    """The history rows of an offline W&B run file (LevelDB-log records of W&B protobuf ``Record``s), and
+    whether the file is complete (its ``exit`` record is written)."""
     from wandb.proto import wandb_internal_pb2
 
-    data, pos, block, pending, rows = run_file.read_bytes(), 7, 32768, b"", {}
+    data, pos, block, pending, rows, complete = run_file.read_bytes(), 7, 32768, b"", {}, False
     assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
         if block - pos % block < 7:                                       # block trailer
@@ -124,13 +126,14 @@ def _wandb_history(run_file: Path) -> dict[str, dict[int, float]]:
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
             pending = b""
+            complete = complete or record.WhichOneof("record_type") == "exit"
             if record.WhichOneof("record_type") == "history":
                 items = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item}
                 for key, value in items.items():
                     if not key.startswith("_"):
                         rows.setdefault(key, {})[items["_step"]] = float(value)
-    return rows
+    return rows, complete
 
 
 def test_wandb_offline_writes_its_run_folder_with_the_metrics(env, monkeypatch, tmp_path):
@@ -145,7 +148,12 @@ def test_wandb_offline_writes_its_run_folder_with_the_metrics(env, monkeypatch, 
     [folder] = (tmp_path / "wb" / "wandb").glob(f"offline-run-*-{run_id}")
     run_file = folder / f"run-{run_id}.wandb"
     assert run_file.is_file() and (folder / "logs").is_dir()
-    history = _wandb_history(run_file)
+    deadline = time.monotonic() + 60
+    history, complete = _wandb_history(run_file)
+    while not complete and time.monotonic() < deadline:                # W&B's service may still be writing it
+        time.sleep(0.2)
+        history, complete = _wandb_history(run_file)
+    assert complete
     files = expected(out)
     assert set(history) == set(files)
     for name, points in files.items():
