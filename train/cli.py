@@ -1,4 +1,5 @@
-"""``cmirm train``: the options are generated from `TrainConfig`, whose field docs are their help.
+"""``cmirm train`` (its options are generated from `TrainConfig`, whose field docs are their help) and
+``cmirm push`` (`train.push`).
 
 Registered under the ``cmirm.commands`` entry-point group (pyproject.toml), so `cmirm_plugin.cli`
 never imports this package. The trainer (torch, transformers) is imported only when the command
@@ -10,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from train.config import TrainConfig
@@ -68,5 +71,31 @@ train.__doc__ = (
     "Train CMI-RM on preference pairs (Bradley-Terry per axis): --stage pretrain on pseudo-labelled pairs, then "
     "--stage finetune --init OUT/best on human pairs.\n\n"
     "Writes OUT/best and OUT/last in the released layout (model.safetensors + config.yaml), "
-    "OUT/metrics/{steps,epochs}.{jsonl,csv} and OUT/train_config.json. Frozen-tower features are cached under "
+    "OUT/metrics/{steps,epochs}.{jsonl,csv} (also sent to TensorBoard or W&B with --report-to) and "
+    "OUT/train_config.json. Frozen-tower features are cached under "
     "--cache-dir and reused by later epochs, runs and stages.")
+
+
+def push(
+    directory: Path = typer.Argument(..., help="A released-layout folder (config.yaml + model.safetensors), e.g. "
+                                               "runs/fine/best."),
+    repo: str = typer.Option(..., "--repo", help="Hub repo id user/name (created if it does not exist)."),
+    private: bool = typer.Option(False, "--private", help="Create the repo private."),
+    token: Optional[str] = typer.Option(None, "--token", help="Hub token with write access \\[default: $HF_TOKEN "
+                                                               "or the token of `hf auth login`]."),
+    bench: Optional[Path] = typer.Option(None, "--bench", help="The --out folder of 'cmirm bench --model DIRECTORY': "
+                                                               "its CMI-RewardBench results go into the card."),
+) -> None:
+    """Upload a trained model to the hub with a generated model card (licences, training, accuracy, usage).
+
+    One commit: config.yaml, model.safetensors, train_info.json, text_lora/ (when present) and README.md.
+    """
+    from train.push import push_model
+
+    console = Console()
+    result = push_model(directory, repo, private=private, token=token, bench_dir=bench)
+    console.print(f"pushed {', '.join(result.files)} to {result.url}")
+    if result.skipped:
+        console.print(f"not uploaded: {', '.join(result.skipped)}")
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")

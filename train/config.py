@@ -11,17 +11,18 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 from cmirm_plugin.cache import cache_root
 from cmirm_plugin.errors import ConfigError
+from train.reporters import ReportTo
 
 Stage = Literal["pretrain", "finetune"]
 #: Label smoothing of each stage when ``label_smoothing`` is not given.
 STAGE_LABEL_SMOOTHING = {"pretrain": 0.1, "finetune": 0.0}
 #: Fields that may change when a run is resumed (they do not change the arithmetic of training).
 RESUMABLE_CHANGES = frozenset({"resume", "device", "progress", "cache_dir", "encode_batch_size", "log_steps",
-                               "save_steps", "skip_invalid"})
+                               "save_steps", "skip_invalid", "report_to"})
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -104,6 +105,10 @@ class TrainConfig:
     save_steps: int = _help("Also save last/ (for resuming) every this many steps (0 = only at epoch ends).",
                             default=500)
     log_steps: int = _help("Write step metrics every this many steps.", default=10)
+    report_to: ReportTo = _help("Also send the step and epoch metrics to 'tensorboard' (event files in "
+                                "OUT/tensorboard) or 'wandb' (W&B; WANDB_MODE=offline works without network), "
+                                "as steps/<column> and epochs/<column>; needs the extra of that name.",
+                                default="none")
     resume: bool = _help("Continue the run in --out from its last/ checkpoint.", default=False)
     progress: bool = _help("Show progress bars.", default=True)
 
@@ -126,6 +131,9 @@ class TrainConfig:
             raise ConfigError(f"train option 'warmup': a fraction of the steps in [0, 1), got {self.warmup}")
         if self.stage not in STAGE_LABEL_SMOOTHING:
             raise ConfigError(f"train option 'stage': expected pretrain or finetune, got {self.stage!r}")
+        if self.report_to not in get_args(ReportTo):
+            raise ConfigError(f"train option 'report_to': expected one of {', '.join(get_args(ReportTo))}, "
+                              f"got {self.report_to!r}")
         if self.lora_r < 0 or self.save_steps < 0 or (self.train_muq_depth or 0) < 0:
             raise ConfigError("train options 'lora_r', 'save_steps' and 'train_muq_depth' must be >= 0")
         sources = [name for name in ("init", "model_config", "tiny") if getattr(self, name)]

@@ -5,7 +5,8 @@ One run: read and validate the pairs, split off the held-out pairs, build the mo
 + cosine decay, gradient clipping) for ``epochs`` passes. After each epoch the held-out pairs are
 scored (pairwise accuracy per axis and per modality); the best epoch is saved to ``best/`` and
 every epoch end (and every ``save_steps`` steps) to ``last/``, both in the released layout, so
-``cmirm score`` / ``cmirm bench`` / `CMIRewardModel.from_pretrained` read them directly.
+``cmirm score`` / ``cmirm bench`` / `CMIRewardModel.from_pretrained` read them directly. Metrics go
+to ``OUT/metrics`` (`train.metrics_log`) and, with ``report_to``, to TensorBoard or W&B (`train.reporters`).
 
 Reproducibility: the data order of epoch e depends only on (seed, e), and the global torch RNG
 (modality dropout, dropout) is saved with ``last/``, so an interrupted run resumed with
@@ -40,6 +41,7 @@ from train.evaluation import PairwiseMetrics, evaluate_pairs
 from train.feature_cache import FeatureCache
 from train.losses import LossConfig, bradley_terry_loss, make_targets
 from train.metrics_log import MetricsLog
+from train.reporters import TENSORBOARD_DIR, open_reporter, require_reporter
 from train.model_setup import build_training_model, count_parameters
 from train.optim import build_optimizer, warmup_cosine
 from train.splits import Split, split_pairs, subsample
@@ -85,6 +87,7 @@ class Trainer:
     """One training run (see the module docstring); `run` does everything and returns a `TrainResult`."""
 
     def __init__(self, config: TrainConfig, callbacks: Sequence[StepCallback] = (), console: Console | None = None) -> None:
+        require_reporter(config.report_to)
         self.config = config
         self.callbacks = list(callbacks)
         self.console = console or Console()
@@ -154,6 +157,8 @@ class Trainer:
         c = self.config
         point = self._resume_point()
         split = self._load_data()
+        state = self._start_state(point, split)
+        self._start_metrics(point, state)
         torch.manual_seed(c.seed)
         model, source = build_training_model(c)
         model.to(self.device)
@@ -166,23 +171,12 @@ class Trainer:
         total = steps_per_epoch * c.epochs
         self.optimizer = build_optimizer(model, c.lr, c.weight_decay)
         self.scheduler = warmup_cosine(self.optimizer, total, int(c.warmup * total))
-        state = TrainState(data_fingerprint=_data_fingerprint(split))
         if point is not None:
-            if point.state.data_fingerprint != state.data_fingerprint:
-                raise ConfigError(f"cannot resume {point.directory}: the training or held-out pairs differ from the "
-                                  f"interrupted run's (was {c.pairs} edited, or the run started by an older cmirm "
-                                  f"version?); start a new run with another --out")
             point.restore(model, self.optimizer, self.scheduler)
-            state = point.state
-            self.log.truncate(state.global_step, state.epoch)
             self.console.print(f"resumed {point.directory} at step {state.global_step} (epoch {state.epoch + 1}, "
                                f"{state.batches_done} batches done)")
-        else:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.log.reset()
-            (self.out / "train_config.json").write_text(json.dumps(c.to_dict(), indent=1))
-            if split.eval:
-                self._log_epoch(state, {}, self._evaluate())
+        elif split.eval:
+            self._log_epoch(state, {}, self._evaluate())
 
         with self._progress() as progress:
             task = progress.add_task("training", total=total, completed=state.global_step)
@@ -196,6 +190,37 @@ class Trainer:
         self.log.write_csv()
         best = self.out / BEST
         return TrainResult(out=self.out, best=best if best.is_dir() else None, last=self.out / LAST, state=state)
+
+    def _start_state(self, point: ResumePoint | None, split: Split) -> TrainState:
+        """A fresh state, or the checkpoint's (refused when the pairs differ from the interrupted run's)."""
+        state = TrainState(data_fingerprint=_data_fingerprint(split))
+        if point is None:
+            return state
+        if point.state.data_fingerprint != state.data_fingerprint:
+            raise ConfigError(f"cannot resume {point.directory}: the training or held-out pairs differ from the "
+                              f"interrupted run's (was {self.config.pairs} edited, or the run started by an older "
+                              f"cmirm version?); start a new run with another --out")
+        return point.state
+
+    def _start_metrics(self, point: ResumePoint | None, state: TrainState) -> None:
+        """Start the metric files (cut back to the checkpoint when resuming) and the ``--report-to`` reporter.
+
+        Runs before the model is built, so that a reporter that cannot start (e.g. W&B without a
+        login) stops the run before any encoding.
+        """
+        c = self.config
+        if point is not None:
+            self.log.truncate(state.global_step, state.epoch)
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.log.reset()
+            (self.out / "train_config.json").write_text(json.dumps(c.to_dict(), indent=1))
+        self.log.reporter = open_reporter(c.report_to, self.out, c.to_dict(),
+                                          None if point is None else state.global_step)
+        if c.report_to != "none":
+            self.console.print(f"metrics also go to {c.report_to}"
+                               + (f": tensorboard --logdir {escape(str(self.out / TENSORBOARD_DIR))}"
+                                  if c.report_to == "tensorboard" else ""))
 
     def _progress(self) -> Progress:
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -262,9 +287,13 @@ class Trainer:
                                   batch_size=2 * self.config.batch_size, missing=self.config.missing)
 
     def _info(self, state: TrainState) -> dict[str, Any]:
+        """``train_info.json`` next to a saved model: where training stood and on which data (for model cards)."""
+        split = self.split
         return {"stage": self.config.stage, "step": state.global_step, "epoch": state.epoch,
                 "best_metric": state.best_metric, "best_epoch": state.best_epoch,
-                "metrics": state.history[-1] if state.history else None}
+                "metrics": state.history[-1] if state.history else None,
+                "data": {"pairs": Path(self.config.pairs).name, "train_pairs": len(split.train),
+                         "eval_pairs": len(split.eval), "held_out": split.how}}
 
     def _log_epoch(self, state: TrainState, train_metrics: dict[str, Any], eval_metrics: dict[str, Any]) -> None:
         record = {"epoch": state.epoch, "step": state.global_step, **_prefixed("train", train_metrics),
