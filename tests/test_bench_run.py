@@ -10,6 +10,7 @@ import json
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats
 from typer.testing import CliRunner
@@ -319,3 +320,27 @@ def test_cli_end_to_end(bench_data, scorer, tmp_path):
     assert isinstance(result.exception, ConfigError) and "--model-init-json" in str(result.exception)
     result = runner.invoke(app, ["bench-metrics", str(tmp_path / "nope.jsonl")])
     assert isinstance(result.exception, ConfigError) and "results file not found" in str(result.exception)
+
+
+@pytest.mark.parametrize("model,init", [("tiny", "{}"),
+                                        ("cmirm_plugin.scoring:CMIRMBenchmarkModel", '{"checkpoint": "tiny"}')])
+def test_bench_with_our_own_cmirm_scorer(bench_data, tmp_path, monkeypatch, model, init):
+    """`cmirm bench` with CMI-RM itself (here the tiny one), by spec and through the official-plug-in adapter."""
+    from cmirm_plugin.records import Instruction
+    from cmirm_plugin.scoring import load_scorer
+
+    monkeypatch.setenv("CMIRM_CACHE", str(tmp_path / "cache"))
+    jsonl, root = bench_data
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", "--dataset-jsonl", str(jsonl), "--dataset-root", str(root),
+                                      "--model", model, "--model-init-json", init, "--subset", "CMI-Pref",
+                                      "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scorer = load_scorer("tiny", device="cpu")
+    records = records_by_clip(out / "results.jsonl")
+    row = records["c3a.wav"]                                       # text + lyrics + reference
+    inst = Instruction(text=row["prompt"], lyrics=row["lyrics"], ref_audio=str(root / row["ref-audio-path"]))
+    expected = scorer.score_batch([str(root / row["audio-path"]), str(root / row["audio2"])], inst)
+    got = [[row["predicted_text-music alignment"], row["predicted_musicality"]],
+           [row["predicted_text-music alignment_b"], row["predicted_musicality_b"]]]
+    np.testing.assert_allclose(got, expected, atol=1e-5)

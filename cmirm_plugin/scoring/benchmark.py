@@ -101,13 +101,17 @@ class BenchmarkAdapter:
 class CMIRMBenchmarkModel(BenchmarkAdapter):
     """CMI-RM (or any scorer spec) as an official CMI-RewardBench plug-in.
 
-    ``checkpoint`` is any `load_scorer` spec (a released-layout folder, a hub id, ``tiny`` ...).
+    ``checkpoint`` is any `load_scorer` spec (a released-layout folder, a hub id, ``tiny`` ...);
+    ``options`` are `ScoringSettings` fields (e.g. ``missing="null"`` from the official runner's
+    ``--model_init_json``) applied on top of ``settings``.
     """
 
-    def __init__(self, checkpoint: str = DEFAULT_MODEL, device: str | None = None, **settings: Any) -> None:
+    def __init__(self, checkpoint: str = DEFAULT_MODEL, device: str | None = None,
+                 settings: ScoringSettings | None = None, **options: Any) -> None:
         from cmirm_plugin.scoring.loader import load_scorer
 
-        super().__init__(load_scorer(checkpoint, ScoringSettings().with_options(**settings), device), checkpoint)
+        settings = (settings or ScoringSettings()).with_options(**options)
+        super().__init__(load_scorer(checkpoint, settings, device), checkpoint)
 
 
 class BenchmarkPluginScorer:
