@@ -105,3 +105,24 @@ def test_sa_layer_parameter_count():
 @pytest.mark.parametrize("depth", [0, 3])
 def test_depth(depth):
     assert len(Transformer(16, depth, dim_head=4, heads=2).layers) == depth
+
+
+def test_conv_front_end_runs_channels_last_and_matches_nchw():
+    """The MuQ conv subsampling keeps its weights in channels_last; NCHW gives the same output (1e-5)."""
+    from cmirm_plugin.model.muq import Conv2dSubsampling
+
+    torch.manual_seed(0)
+    fast = Conv2dSubsampling(64, 48, 128).eval()
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in fast.modules() if isinstance(m, torch.nn.Conv2d))
+    plain = Conv2dSubsampling(64, 48, 128).eval()
+    plain.load_state_dict(fast.state_dict())
+    plain.set_memory_format(torch.contiguous_format)
+    mel = torch.randn(2, 128, 200)
+    with torch.inference_mode():
+        expected = plain(mel)
+        assert plain.conv(mel.unsqueeze(1)).is_contiguous()                    # really NCHW
+        assert fast.conv(mel.unsqueeze(1).contiguous(memory_format=torch.channels_last)).is_contiguous(
+            memory_format=torch.channels_last)
+        got = fast(mel)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

@@ -115,16 +115,27 @@ class Res2dModule(nn.Module):
 
 
 class Conv2dSubsampling(nn.Module):
-    """Two stride-(2,2) residual conv modules (x4 in time and frequency) and a linear projection."""
+    """Two stride-(2,2) residual conv modules (x4 in time and frequency) and a linear projection.
+
+    The convolutions run in ``channels_last`` memory format (weights are created in it, and
+    loading or moving the module keeps it): the same math, ~1.4x faster 512-channel 3x3 convs
+    on CPU (see benchmarks/score_throughput.py), scores within float32 rounding of NCHW.
+    """
 
     def __init__(self, conv_dim: int, out_dim: int, n_mels: int) -> None:
         super().__init__()
         self.conv = nn.Sequential(Res2dModule(1, conv_dim), Res2dModule(conv_dim, conv_dim))
         self.linear = nn.Linear(conv_dim * n_mels // 4, out_dim)
+        self.set_memory_format(torch.channels_last)
+
+    def set_memory_format(self, memory_format: torch.memory_format) -> None:
+        """Run the convolutions in ``memory_format`` (weights converted now, inputs on every call)."""
+        self.memory_format = memory_format
+        self.conv.to(memory_format=memory_format)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """``[B, n_mels, F]`` -> ``[B, ceil(ceil(F/2)/2), out_dim]``."""
-        x = self.conv(mel.unsqueeze(1))                  # [B, C, n_mels/4, T]
+        x = self.conv(mel.unsqueeze(1).contiguous(memory_format=self.memory_format))   # [B, C, n_mels/4, T]
         b, c, f, t = x.shape
         x = x.permute(0, 3, 1, 2).reshape(b, t, c * f)   # b c f t -> b t (c f)
         return self.linear(x)
