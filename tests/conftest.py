@@ -51,3 +51,32 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def greedy_reply():
+    """``greedy_reply(judge, prompt)``: a `LocalAudioLLMJudge`'s reply decoded by hand, one argmax per token.
+
+    Independent of ``generate``: the new tokens only (the prompt is not part of the reply), stopping
+    at the end-of-turn token, special tokens removed; what the judge's ``answer`` must return.
+    """
+    from train.pseudo.judges.clips import load_clip
+
+    @torch.inference_mode()
+    def reply(judge, prompt) -> str:
+        audios = [load_clip(path, judge.sample_rate, judge.max_dur).waveform[0].numpy() for path in prompt.audios]
+        inputs = dict(judge.processor(text=judge.render(prompt), audio=audios, sampling_rate=judge.sample_rate,
+                                      return_tensors="pt"))
+        eos = judge.model.generation_config.eos_token_id
+        stop = set(eos if isinstance(eos, list) else [eos])
+        new: list[int] = []
+        for _ in range(judge.max_new_tokens):
+            token = int(judge.model(**inputs).logits[0, -1].argmax())
+            new.append(token)
+            if token in stop:
+                break
+            inputs["input_ids"] = torch.cat([inputs["input_ids"], torch.tensor([[token]])], dim=1)
+            inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones(1, 1, dtype=torch.long)], dim=1)
+        return judge.processor.batch_decode([new], skip_special_tokens=True)[0]
+
+    return reply
