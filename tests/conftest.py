@@ -10,7 +10,7 @@ import os
 
 # Offline whatever the environment says (HF_HUB_OFFLINE=0 there must not let a test download real
 # checkpoints): set before huggingface_hub is imported, which reads it once at import, and forced
-# again per test by `hub_offline` in case something imported it earlier.
+# again for the session by `hub_offline` in case something imported it earlier.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -34,12 +34,14 @@ def pytest_configure(config) -> None:
                                        "import; failed instead under CMIRM_REQUIRE_AUDIOCRAFT=1)")
 
 
-@pytest.fixture(autouse=True)
-def hub_offline(monkeypatch) -> None:
-    """No test reaches the model hub, even if huggingface_hub was imported with HF_HUB_OFFLINE unset."""
+@pytest.fixture(scope="session", autouse=True)
+def hub_offline():
+    """No test or fixture reaches the model hub, even if huggingface_hub was imported while online."""
     import huggingface_hub.constants as constants
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(constants, "HF_HUB_OFFLINE", True)
+        yield
 
 
 @functools.cache
