@@ -198,7 +198,7 @@ def test_failures_are_records_and_the_job_completes(tmp_path: Path, tiny_checkpo
 
 
 @pytest.mark.timeout(240)
-def test_generate_on_a_ray_pool(tmp_path: Path, tiny_checkpoint: Path):
+def test_generate_on_a_ray_pool(ray_cluster, tmp_path: Path, tiny_checkpoint: Path):
     out = tmp_path / "run"
     config = _config(out, tiny_checkpoint, pool=PoolOptions(backend="ray", num_actors=1, threads_per_actor=1,
                                                             score_batch_size=2, device="cpu"))

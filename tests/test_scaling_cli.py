@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from cmirm_plugin import CmirmError, Instruction
 from cmirm_plugin.cli import app
 from cmirm_plugin.model.tiny import build_tiny_checkpoint
+from cmirm_plugin.scoring import RewardScorer
 from cmirm_plugin.testing import sine
 from rerank.plots import PNG_SIZE
 from rerank.run_records import read_run
@@ -112,24 +113,42 @@ def test_from_reuses_the_run_without_generating_or_rescoring(tiny_run: Path, tmp
 
 
 def test_evaluation_scorer_scores_the_same_candidates(tiny_run: Path, tmp_path: Path, env, no_generation):
+    """--n-max 2 of the run's 4 candidates per instruction: exactly those 4 are scored by the evaluator."""
     evaluator = build_tiny_checkpoint(tmp_path / "eval-model", seed=7)
     out = tmp_path / "curves"
-    args = ["scaling", "--from", str(tiny_run), "--eval-reward", str(evaluator), "--n-boot", "100", "--out", str(out)]
+    args = ["scaling", "--from", str(tiny_run), "--eval-reward", str(evaluator), "--n-max", "2", "--ks", "1,2",
+            "--n-boot", "100", "--out", str(out)]
     result = _invoke(args, env)
     label = str(evaluator.resolve())
     rows = _rows(out / "curve.csv")
     assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in rows} == {("tiny-v1", label)}
+    assert {r["n"] for r in rows} == {"1", "2"}
     own = _rows(out / "curve_selection.csv")
     assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in own} == {("tiny-v1", "tiny-v1")}
     assert [r["mean"] for r in rows] != [r["mean"] for r in own]
     assert f"evaluated by {label}" in result.output and "evaluated by tiny-v1" in result.output
     assert (out / "curve_selection.png").is_file()
+
+    # One evaluation record per candidate the curves use (the first 2 of each instruction), no others,
+    # each holding the evaluator's own scores of that candidate's clip under its instruction.
+    candidates = [r for r in map(json.loads, (tiny_run / "manifest.jsonl").read_text().splitlines())
+                  if r["record"] == "candidate"]
+    used = {c["id"]: c for c in candidates if c["index"] < 2}
+    assert len(used) == 4 and len(candidates) == 8
     eval_records = [json.loads(line) for line in (out / "eval_scores.jsonl").read_text().splitlines()]
-    assert len(eval_records) == 8 and {r["scorer"] for r in eval_records} == {label}
+    assert sorted(r["id"] for r in eval_records) == sorted(used)
+    assert {r["scorer"] for r in eval_records} == {label} and {r["run"] for r in eval_records} == {str(tiny_run)}
+    scorer = RewardScorer.from_pretrained(label, device="cpu")
+    for record in eval_records:
+        candidate = used[record["id"]]
+        inst = candidate["instruction"]
+        expected = scorer.score(str(tiny_run / candidate["audio_path"]),
+                                Instruction(text=inst["text"], lyrics=inst["lyrics"], ref_audio=inst["ref_audio"]))
+        assert (record["alignment"], record["musicality"]) == pytest.approx(expected.as_tuple(), abs=1e-5)
 
     # A rerun reuses the evaluation scores too.
     _invoke(args, env)
-    assert len((out / "eval_scores.jsonl").read_text().splitlines()) == 8
+    assert (out / "eval_scores.jsonl").read_text().splitlines() == [json.dumps(r) for r in eval_records]
 
 
 def test_scaling_option_errors(tiny_run: Path, tmp_path: Path, env):
