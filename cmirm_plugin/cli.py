@@ -43,10 +43,45 @@ def _root(
 
 @app.command()
 def doctor() -> None:
-    """Print versions, devices, optional backends and where the model cache lives."""
+    """Print versions, devices, optional backends, where the model cache lives and which models it holds."""
     from cmirm_plugin.doctor import print_report
 
     print_report()
+
+
+@app.command()
+def download(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Generator names (musicgen-small, stable-audio-open, musicgen:ID ...) and scorer specs (HaiwenXia/CMI-RM, "
+             "a hub id ...).", show_default=False)] = None,
+    all_defaults: Annotated[bool, typer.Option(
+        "--all", help=f"The defaults: the reward model {DEFAULT_MODEL} (with its towers) and musicgen-small.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", help="A hub cache folder to fill instead of the default one (use it with HF_HUB_CACHE=DIR).",
+        show_default=False)] = None,
+) -> None:
+    """Fetch every model repo the named generators and scorers need into the hub cache, and list what is here.
+
+    Resolves the repos named inside configs too (CMI-RM -> MuQ-MuLan towers -> MuQ, XLM-R tokenizer)
+    and downloads exactly the files the loaders read, with progress. Prints each repo's state,
+    size and licence (cmirm's licence table and the hub's model card).
+    """
+    from rich.console import Console
+
+    from cmirm_plugin.model_report import print_models
+    from cmirm_plugin.models_needed import ModelFiles, ModelsUnavailableError, default_names, fetch
+
+    wanted = [*(default_names() if all_defaults else []), *(names or [])]
+    if not wanted:
+        raise CmirmError("give generator names or scorer specs to download (e.g. musicgen-small HaiwenXia/CMI-RM), "
+                         "or --all for the defaults")
+    files = ModelFiles(cache_dir)
+    statuses = fetch(list(dict.fromkeys(wanted)), files)
+    print_models(statuses, Console(), f"models in {cache_dir or 'the hub cache'}")
+    failed = [s for s in statuses if s.reason or s.missing]
+    if failed:
+        raise ModelsUnavailableError("could not fetch " + "; ".join(
+            f"{s.need.source} ({s.reason or 'missing ' + ', '.join(map(str, s.missing))})" for s in failed))
 
 
 @app.command()
@@ -81,6 +116,7 @@ def score(
     scoring: ScoringOptions,
 ) -> None:
     """Score audio files against one instruction, or a JSONL of rows each with its own (--jsonl)."""
+    from cmirm_plugin.models_needed import check_available
     from cmirm_plugin.records import Instruction
     from cmirm_plugin.score_command import score_files, score_jsonl
     from cmirm_plugin.scoring import ScorerSpec, load_scorer
@@ -94,6 +130,7 @@ def score(
             raise CmirmError("--jsonl rows carry their own audio and instruction: drop the files, --text, --lyrics, "
                              "--ref-audio and --sort")
         target = out or jsonl.with_name(f"{jsonl.stem}.scores.jsonl")
+        check_available(scorers=[(spec, "--reward")])
         done, failed, reused = score_jsonl(load_scorer(spec, settings, device), spec, jsonl, target,
                                            settings.batch_size, retry_errors)
         typer.echo(f"scored {done} row(s) ({failed} with errors, {reused} already done) -> {target}")
@@ -103,6 +140,7 @@ def score(
     if out is not None or retry_errors:
         raise CmirmError("--out and --retry-errors apply to --jsonl")
     instruction = Instruction.from_cli(text, lyrics, ref_audio)
+    check_available(scorers=[(spec, "--reward")])
     score_files(load_scorer(spec, settings, device), spec, audio, instruction, as_json, sort)
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from cmirm_plugin.cli_options import ScoringOptions, changed_options, with_options
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import DEFAULT_MODEL
+from cmirm_plugin.models_needed import check_available
 from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.spec import TINY, ScorerSpec
 from rerank.generate import CandidatesConfig, GenerateConfig, run_generate
@@ -239,6 +240,7 @@ def generate(
     config = opts.config(out, instructions, scoring, n=n, k=k,
                          seeds=_int_list(seeds, "--seeds", 0) if seeds is not None else None,
                          retry_errors=retry_errors)
+    check_available([config.generator], [(config.reward, "--reward")])
     console = Console()
     result = run_generate(config, console=console)
     c = result.counts
@@ -327,6 +329,8 @@ def scaling(
         n_max=n_max, generate=generate_config, source=from_dir, scorer=scorer,
         eval_reward=ScorerSpec.parse(eval_reward, "--eval-reward") if eval_reward else None,
         eval_axis=eval_axis, pool=opts.pool())
+    check_available([generate_config and generate_config.generator],
+                    [(generate_config and generate_config.reward, "--reward"), (config.eval_reward, "--eval-reward")])
     console = Console()
     result = run_scaling(config, console=console)
     for path in result.files:

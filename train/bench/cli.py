@@ -18,6 +18,7 @@ from train.bench.results import METADATA_FILE, result_rows
 from train.bench.runner import BenchConfig, run_benchmark
 from cmirm_plugin.cli_options import ScoringOptions, with_options
 from cmirm_plugin.hub import DEFAULT_MODEL
+from cmirm_plugin.models_needed import check_available
 
 SplitOption = Annotated[str, typer.Option(help="Keep only rows whose 'split' field equals this.")]
 ByDurationOption = Annotated[bool, typer.Option(
@@ -82,6 +83,7 @@ def bench(
         split=split, subset=subset, batch_size=batch_size, scoring=scoring.settings(), device=device,
         skip_invalid=skip_invalid, retry_errors=retry_errors,
         metrics=_metrics_config(split, by_duration, duration_bins))
+    check_available(scorers=[(config.spec, "--model")])
     console = Console()
     result = run_benchmark(config, console=console)
     for problem in result.skipped:
