@@ -319,14 +319,16 @@ def _repo_url(repo: str) -> str:
 
 # -- what each kind of model needs -------------------------------------------------------------
 
-def scorer_needs(spec: object, files: ModelFiles, option: str = "--reward") -> list[RepoNeed]:
-    """The repos a scorer spec reads: a CMI-RM checkpoint and its towers; nothing for ``tiny`` and plug-ins."""
+def scorer_needs(spec: object, files: ModelFiles, option: str | None = None) -> list[RepoNeed]:
+    """The repos a scorer spec reads: a CMI-RM checkpoint and its towers; nothing for ``tiny`` and plug-ins.
+    ``option``: the command's option that named it (in errors and the role)."""
     from cmirm_plugin.scoring.spec import ScorerSpec
 
-    parsed = ScorerSpec.parse(spec, option)  # type: ignore[arg-type]
+    parsed = ScorerSpec.parse(spec, option or "scorer spec")  # type: ignore[arg-type]
     if parsed.kind not in ("hub", "folder"):
         return []
-    needs = [RepoNeed(parsed.location, f"CMI-RM reward model, {option}", tuple(FileNeed((n,)) for n in CMI_RM_FILES))]
+    role = "CMI-RM reward model" + (f", {option}" if option else "")
+    needs = [RepoNeed(parsed.location, role, tuple(FileNeed((n,)) for n in CMI_RM_FILES))]
     config = files.read(parsed.location, CMI_RM_FILES[0])
     if config is not None:
         from cmirm_plugin.model.config import CMIRMConfig
@@ -526,7 +528,7 @@ def needs_of_names(names: Sequence[str], files: ModelFiles) -> list[RepoNeed]:
             needs += owner.needs(name, files)
         else:
             try:
-                needs += scorer_needs(name, files, "NAME")
+                needs += scorer_needs(name, files)
             except ConfigError as exc:
                 raise ConfigError(f"'{name}' is neither a generator name nor a scorer spec ({exc})") from exc
     return _unique(needs)
