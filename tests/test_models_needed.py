@@ -326,3 +326,30 @@ def test_doctor_lists_the_models_in_the_cache_without_network(cache, monkeypatch
     assert rows["stabilityai/stable-audio-open-1.0 (stable-audio-open)"] == \
         "not downloaded (cmirm download stable-audio-open)"
     assert len(rows) == 4 + 11   # the reward model's four repos, one per released generator checkpoint
+
+
+@pytest.mark.parametrize("command, option", [
+    ("score {wav} --text pop --reward HaiwenXia/CMI-RM", "--reward"),
+    ("score --jsonl {rows} --reward HaiwenXia/CMI-RM", "--reward"),
+    ("generate pop -n 2 -k 1 --tiny --reward HaiwenXia/CMI-RM --out {out}", "--reward"),
+    ("scaling --prompts {prompts} --n-max 2 --tiny --eval-reward HaiwenXia/CMI-RM --out {out}", "--eval-reward"),
+    ("bench --out {out} --dataset-jsonl {rows} --model HaiwenXia/CMI-RM", "--model"),
+    ("pseudo-label --pairs {rows} --out {out}/p.jsonl --judge reward --judge-model HaiwenXia/CMI-RM", "--judge-model"),
+])
+def test_every_command_that_loads_a_model_checks_it_before_any_work(cache, tmp_path, monkeypatch, capsys, command,
+                                                                    option):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", np.zeros(2400, dtype=np.float32), 24000)
+    (tmp_path / "rows.jsonl").write_text('{"audio": "a.wav", "text": "pop"}\n')
+    (tmp_path / "prompts.jsonl").write_text('{"text": "pop"}\n')
+    out = tmp_path / "out"
+    args = command.format(wav=tmp_path / "a.wav", rows=tmp_path / "rows.jsonl", prompts=tmp_path / "prompts.jsonl",
+                          out=out).split()
+    code, stdout, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2, err
+    assert err.splitlines()[:2] == [
+        "error: 1 model repo(s) this job needs are not available (HF_HUB_OFFLINE=1: only the local cache was searched):",
+        f"  - HaiwenXia/CMI-RM (CMI-RM reward model, {option}): missing config.yaml, model.safetensors"]
+    assert not out.exists() and not (tmp_path / "rows.scores.jsonl").exists()   # nothing generated or written
