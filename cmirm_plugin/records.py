@@ -25,6 +25,14 @@ MODALITIES = ("text", "text+lyrics", "text+ref", "text+lyrics+ref")
 AXES = ("alignment", "musicality")
 
 
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a file (``file not found`` / ``is a directory, expected a file``), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory, expected a file"
+    return None if path.is_file() else "file not found"
+
+
 def _present(value: str | None) -> str | None:
     """Normalise an optional text field: None and blank strings both mean absent."""
     if value is None:
@@ -93,8 +101,9 @@ class Instruction:
                 lyrics = Path(lyrics).read_text(encoding="utf-8")
             except UnicodeDecodeError as exc:
                 raise CmirmError(f"'{lyrics}': lyrics file is not UTF-8 text ({exc})") from exc
-        if ref_audio is not None and not Path(ref_audio).is_file():
-            raise CmirmError(f"'{ref_audio}': reference audio file not found")
+        problem = file_problem(ref_audio) if ref_audio is not None else None
+        if problem:
+            raise CmirmError(f"'{ref_audio}': reference audio: {problem}")
         return cls(text=text, lyrics=lyrics, ref_audio=ref_audio)
 
     def load_ref(self) -> Audio | None:
