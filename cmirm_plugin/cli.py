@@ -13,10 +13,33 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from cmirm_plugin.cli_options import ScoringOptions, with_options
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.hub import DEFAULT_MODEL
+
+
+class _FlagsShownAsFlags:
+    """Help lists an on/off flag (``--tiny``) without a value type: typer 0.29 shows every flag as
+    ``--tiny <bool>``, which reads as if it took a value (``--tiny true`` is then refused). A flag
+    gets an empty metavar, which typer shows instead of the type (and click never shows for flags)."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsShownAsFlags, TyperCommand):
+    """Every cmirm command (see `_FlagsShownAsFlags`)."""
+
+
+class Group(_FlagsShownAsFlags, TyperGroup):
+    """The ``cmirm`` group (see `_FlagsShownAsFlags`)."""
+
 
 app = typer.Typer(
     name="cmirm",
@@ -24,6 +47,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 
 
@@ -41,7 +65,7 @@ def _root(
     """Reward-guided music generation with CMI-RM."""
 
 
-@app.command()
+@app.command(cls=Command)
 def doctor() -> None:
     """Print versions, devices, optional backends, where the model cache lives and which models it holds."""
     from cmirm_plugin.doctor import print_report
@@ -49,7 +73,7 @@ def doctor() -> None:
     print_report()
 
 
-@app.command()
+@app.command(cls=Command)
 def download(
     names: Annotated[Optional[list[str]], typer.Argument(
         help="Generator names (musicgen-small, stable-audio-open, musicgen:ID ...) and scorer specs (HaiwenXia/CMI-RM, "
@@ -84,7 +108,7 @@ def download(
             f"{s.need.source} ({s.reason or 'missing ' + ', '.join(map(str, s.missing))})" for s in failed))
 
 
-@app.command()
+@app.command(cls=Command)
 @with_options(scoring=ScoringOptions)
 def score(
     audio: Annotated[Optional[list[Path]], typer.Argument(
@@ -159,7 +183,7 @@ def _register_plugins() -> None:
         except Exception as exc:  # any import failure: keep the rest of the CLI usable
             print(f"cmirm: command '{ep.name}' unavailable ({ep.value}: {type(exc).__name__}: {exc})", file=sys.stderr)
             continue
-        app.command(name=ep.name)(command)
+        app.command(name=ep.name, cls=Command)(command)
         taken.add(ep.name)
 
 

@@ -37,3 +37,78 @@ def test_a_reference_that_is_a_folder_is_called_a_folder(tmp_path):
     assert "reference audio: is a directory, expected a file" in str(result.exception)
     result = runner.invoke(app, ["score", str(prompts), "--ref-audio", str(tmp_path), "--tiny"])
     assert "reference audio: is a directory, expected a file" in str(result.exception)
+
+
+def help_text(*args: str, columns: int = 100) -> str:
+    result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": str(columns), "TERM": "dumb"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_boolean_flags_show_as_flags_in_every_help():
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"generate", "score", "train", "download", "doctor", "bench", "pseudo-label"} <= set(commands)
+    for command in [None, *commands]:
+        text = help_text(*([command] if command else []), columns=200)
+        assert "<bool>" not in text, command
+    rows = {line.split()[1]: line for line in help_text("generate", columns=200).splitlines()
+            if line.startswith("│") and line.split()[1].startswith("--")}
+    assert rows["--tiny"].split()[2] == "Offline"   # the help text follows the name: no value to give
+    result = runner.invoke(app, ["generate", "pop", "--tiny", "true", "--out", "x"])
+    assert result.exit_code != 0   # a flag takes no value (and its help no longer suggests one)
+
+
+def test_train_help_groups_its_options_into_panels_without_truncation():
+    from train.cli import PANELS
+    from train.config import TrainConfig
+
+    text = help_text("train")
+    assert "…" not in text
+    for panel in ("Options", *PANELS):
+        assert f"╭─ {panel} ─" in text, panel
+    for field in TrainConfig.__dataclass_fields__:
+        assert f" --{field.replace('_', '-')} " in text, field
+    assert "--no-tiny" not in text and "--progress      --no-progress" in text   # only on-by-default switches
+    assert len(text.splitlines()) < 160   # it was 246 lines of wrapped columns
+    assert sum(names.count(f) for names in PANELS.values() for f in TrainConfig.__dataclass_fields__) == \
+        sum(len(names) for names in PANELS.values())   # every panel entry is a real field
+
+
+def test_score_says_reward_and_keeps_model_as_a_hidden_alias(tmp_path):
+    text = help_text("score", columns=200)
+    assert "--reward" in text and "--model" not in text
+    result = runner.invoke(app, ["score", "a.wav", "--reward", "tiny", "--model", "tiny"])
+    assert str(result.exception) == "--model is an alias of --reward; give one of them"
+
+
+def test_the_generator_default_is_shown():
+    text = " ".join(help_text("generate", columns=250).split())
+    assert "[default: none, give one; --tiny: tiny-musicgen]" in text
+
+
+def test_the_cli_import_path_loads_no_heavy_library():
+    """`cmirm --help` imports cmirm_plugin.cli and every command module; none may load these."""
+    code = ("import sys, cmirm_plugin.cli; "
+            "print(sorted(m for m in ('torch', 'numpy', 'scipy', 'matplotlib', 'ray', 'transformers', 'pandas') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stderr == "" and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_option_defaults_written_in_the_cli_equal_the_configs():
+    import dataclasses
+    import importlib
+
+    from rerank.cli import CONFIG_DEFAULTS
+
+    modules = {"CandidatesConfig": "rerank.generate", "GenerateConfig": "rerank.generate",
+               "PoolOptions": "rerank.pool_options", "ScalingConfig": "rerank.scaling_run"}
+    for key, value in CONFIG_DEFAULTS.items():
+        if key == "DEFAULT_POLICY":
+            assert value == importlib.import_module("rerank.policies").DEFAULT_POLICY
+            continue
+        cls_name, field = key.split(".")
+        cls = getattr(importlib.import_module(modules[cls_name]), cls_name)
+        (f,) = [f for f in dataclasses.fields(cls) if f.name == field]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        assert value == default, key
