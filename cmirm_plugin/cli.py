@@ -192,6 +192,9 @@ _register_plugins()
 
 def main() -> None:
     """Console-script entry point; turns cmirm input errors into one readable line."""
+    from cmirm_plugin.log_filters import quiet_ray_token_auth_notice
+
+    quiet_ray_token_auth_notice()
     try:
         app()
     except CmirmError as exc:

@@ -25,6 +25,7 @@ import torch
 
 from cmirm_plugin.errors import AudioError
 from cmirm_plugin.hub import unavailable_as_error
+from cmirm_plugin.log_filters import quiet_musicgen_special_tokens
 from cmirm_plugin.records import Instruction
 from generators.base import Generator, require_dir_or_hub_id
 from generators.params import LMParams
@@ -65,7 +66,8 @@ class _TransformersMusicGen(Generator):
         id_or_path = str(id_or_path or cls.default_model)
         model_class = getattr(transformers, cls.model_class_name)
         require_dir_or_hub_id(id_or_path)
-        with unavailable_as_error(id_or_path, "generator", use_as=f"--generator {cls.registry_prefix}:DIR"):
+        with unavailable_as_error(id_or_path, "generator", use_as=f"--generator {cls.registry_prefix}:DIR"), \
+                quiet_musicgen_special_tokens():
             model = model_class.from_pretrained(id_or_path, dtype=dtype).to(device)
             processor = transformers.AutoProcessor.from_pretrained(id_or_path)
         return cls(model, processor, name=name or id_or_path, batch_size=batch_size)

@@ -112,3 +112,43 @@ def test_the_option_defaults_written_in_the_cli_equal_the_configs():
         (f,) = [f for f in dataclasses.fields(cls) if f.name == field]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         assert value == default, key
+
+
+def test_known_harmless_library_lines_are_dropped_and_real_warnings_kept(caplog):
+    import logging
+
+    from cmirm_plugin.log_filters import (RAY_TOKEN_AUTH_LOGGER, TRANSFORMERS_CONFIG_LOGGER,
+                                          quiet_musicgen_special_tokens, quiet_ray_token_auth_notice)
+
+    config_log = logging.getLogger(TRANSFORMERS_CONFIG_LOGGER)
+    musicgen = ("Model config: pad_token_id must be `None` or an integer within the vocabulary (between 0 and 2047), "
+                "got 2048. This may result in unexpected behavior.")
+    off_by_two = musicgen.replace("got 2048", "got 2049")
+    with caplog.at_level(logging.WARNING), quiet_musicgen_special_tokens():
+        config_log.warning(musicgen)
+        config_log.warning(off_by_two)
+        config_log.warning(musicgen.replace("pad_token_id", "image_token_id"))
+    config_log.warning(musicgen)   # outside a MusicGen load it is a real warning
+    quiet_ray_token_auth_notice()
+    quiet_ray_token_auth_notice()
+    ray_log = logging.getLogger(RAY_TOKEN_AUTH_LOGGER)
+    ray_log.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out. "
+                    "For more information, see https://docs.ray.io/en/latest/ray-security/token-auth.html")
+    ray_log.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
+    assert [r.getMessage() for r in caplog.records] == [
+        off_by_two, musicgen.replace("pad_token_id", "image_token_id"), musicgen,
+        "Token authentication is disabled for this Ray cluster. Anyone with network access ..."]
+    assert len(ray_log.filters) == 1
+
+
+@pytest.mark.parametrize("backend", ["local", "ray"])
+def test_a_tiny_run_prints_no_known_harmless_warnings(tmp_path, backend):
+    import os
+
+    env = {**os.environ, "CMIRM_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "cmirm"), "generate", "pop", "-n", "2", "-k", "1", "--tiny",
+                           "--duration", "0.3", "--backend", backend, "--num-actors", "1", "--out", str(tmp_path / "o")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "token_id must be" not in proc.stderr and "Token authentication" not in proc.stderr, proc.stderr
+    assert "WARNING" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
