@@ -152,3 +152,27 @@ def test_a_tiny_run_prints_no_known_harmless_warnings(tmp_path, backend):
     assert proc.returncode == 0, proc.stderr
     assert "token_id must be" not in proc.stderr and "Token authentication" not in proc.stderr, proc.stderr
     assert "WARNING" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_cpu_recipe_installs_the_pair_of_the_top_commands_from_the_cpu_index():
+    import re
+
+    text = README.read_text()
+    top = text.split("```bash", 1)[1].split("```", 1)[0]
+    pins = set(re.findall(r'"(torch(?:audio)?==[\d.]+)"', top))
+    assert pins == {"torch==2.14.1", "torchaudio==2.11.0"}
+    (cpu,) = [line for line in text.splitlines() if "--index-url https://download.pytorch.org/whl/cpu" in line]
+    assert set(re.findall(r'"(torch(?:audio)?==[\d.]+)"', cpu)) == pins
+
+
+def test_readme_reading_scores_states_the_right_probabilities():
+    import math
+
+    section = README.read_text().split("### Reading scores", 1)[1].split("###", 1)[0]
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    for diff, percent in (("0.1", "52.5"), ("1", "73"), ("2", "88")):
+        assert f"of {diff} is about {percent} %" in section or f"{diff} about {percent} %" in section, diff
+        assert round(100 * sigmoid(float(diff)), len(percent.split(".")[1]) if "." in percent else 0) == float(percent)
