@@ -540,8 +540,8 @@ def fetch(names: Sequence[str], files: ModelFiles) -> list[RepoStatus]:
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
-        raise ModelsUnavailableError("cmirm download needs the hub, but HF_HUB_OFFLINE=1 is set; unset it (or run it on "
-                                     "a machine with the hub and copy the hub cache)")
+        raise ModelsUnavailableError("cmirm download needs the hub, but HF_HUB_OFFLINE=1 is set; unset it (or run it "
+                                     "on a machine with the hub and copy the hub cache)")
     if not files.online:
         raise ModelsUnavailableError(f"{files.offline_reason}; run cmirm download on a machine with the hub and copy "
                                      f"its hub cache (HF_HOME) here")

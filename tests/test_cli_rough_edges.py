@@ -33,7 +33,8 @@ def test_a_reference_that_is_a_folder_is_called_a_folder(tmp_path):
     assert str(err.value).splitlines()[1] == (f"  {prompts}:1: field 'ref_audio': is a directory, expected a file: "
                                               f"'{tmp_path / 'refs'}' (paths are relative to the prompts file)")
 
-    result = runner.invoke(app, ["generate", "pop", "--ref-audio", str(tmp_path), "--tiny", "--out", str(tmp_path / "o")])
+    result = runner.invoke(app, ["generate", "pop", "--ref-audio", str(tmp_path), "--tiny",
+                                 "--out", str(tmp_path / "o")])
     assert "reference audio: is a directory, expected a file" in str(result.exception)
     result = runner.invoke(app, ["score", str(prompts), "--ref-audio", str(tmp_path), "--tiny"])
     assert "reference audio: is a directory, expected a file" in str(result.exception)
@@ -146,8 +147,9 @@ def test_a_tiny_run_prints_no_known_harmless_warnings(tmp_path, backend):
     import os
 
     env = {**os.environ, "CMIRM_CACHE": str(tmp_path / "cache"), "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([str(Path(sys.executable).parent / "cmirm"), "generate", "pop", "-n", "2", "-k", "1", "--tiny",
-                           "--duration", "0.3", "--backend", backend, "--num-actors", "1", "--out", str(tmp_path / "o")],
+    cmirm = str(Path(sys.executable).parent / "cmirm")
+    proc = subprocess.run([cmirm, "generate", "pop", "-n", "2", "-k", "1", "--tiny", "--duration", "0.3",
+                           "--backend", backend, "--num-actors", "1", "--out", str(tmp_path / "o")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "token_id must be" not in proc.stderr and "Token authentication" not in proc.stderr, proc.stderr

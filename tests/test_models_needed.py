@@ -151,7 +151,8 @@ def test_a_missing_config_says_that_it_names_more_repos(cache):
     with pytest.raises(mn.ModelsUnavailableError) as err:
         mn.check_available([], [("HaiwenXia/CMI-RM", "--reward")])
     lines = str(err.value).splitlines()
-    assert lines[1:4] == ["  - HaiwenXia/CMI-RM (CMI-RM reward model, --reward): missing config.yaml, model.safetensors",
+    assert lines[1:4] == ["  - HaiwenXia/CMI-RM (CMI-RM reward model, --reward): missing config.yaml, "
+                          "model.safetensors",
                           "      hf download HaiwenXia/CMI-RM config.yaml model.safetensors",
                           "  (the configs not available yet name further repos: `cmirm download` resolves them all)"]
 
@@ -202,9 +203,10 @@ def test_the_main_job_offline_fails_within_seconds_with_one_unreachable_line(tmp
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
     start = time.monotonic()
-    proc = subprocess.run([str(Path(sys.executable).parent / "cmirm"), "generate", "Upbeat pop with bright piano", "-n", "8",
-                           "-k", "2", "--generator", "musicgen-small", "--reward", "HaiwenXia/CMI-RM",
-                           "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    cmirm = str(Path(sys.executable).parent / "cmirm")
+    proc = subprocess.run([cmirm, "generate", "Upbeat pop with bright piano", "-n", "8", "-k", "2", "--generator",
+                           "musicgen-small", "--reward", "HaiwenXia/CMI-RM", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=120)
     elapsed = time.monotonic() - start
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: 2 model repo(s) this job needs are not available (the hub http://127.0.0.1:")
@@ -227,14 +229,16 @@ class FakeHub:
         from huggingface_hub.errors import RepositoryNotFoundError
 
         if repo not in HUB:
-            raise RepositoryNotFoundError(f"404: {repo}", response=SimpleNamespace(headers={}, status_code=404, request=None))
+            response = SimpleNamespace(headers={}, status_code=404, request=None)
+            raise RepositoryNotFoundError(f"404: {repo}", response=response)
         return SimpleNamespace(siblings=[SimpleNamespace(rfilename=n, size=len(c)) for n, c in HUB[repo].items()],
                                card_data={"license": self.licences.get(repo, "cc-by-nc-4.0")}, gated=False)
 
     def hf_hub_download(self, repo, filename, cache_dir=None, **_):
         self.fetched.append((repo, filename))
         put(Path(cache_dir or self.cache), repo, {filename: HUB[repo][filename]})
-        return str(Path(cache_dir or self.cache) / f"models--{repo.replace('/', '--')}" / "snapshots" / COMMIT / filename)
+        folder = Path(cache_dir or self.cache) / f"models--{repo.replace('/', '--')}"
+        return str(folder / "snapshots" / COMMIT / filename)
 
     def snapshot_download(self, repo, allow_patterns=None, cache_dir=None, **_):
         self.snapshots.append((repo, list(allow_patterns)))
@@ -350,6 +354,7 @@ def test_every_command_that_loads_a_model_checks_it_before_any_work(cache, tmp_p
     code, stdout, err = run_main(monkeypatch, capsys, *args)
     assert code == 2, err
     assert err.splitlines()[:2] == [
-        "error: 1 model repo(s) this job needs are not available (HF_HUB_OFFLINE=1: only the local cache was searched):",
+        "error: 1 model repo(s) this job needs are not available (HF_HUB_OFFLINE=1: only the local cache was "
+        "searched):",
         f"  - HaiwenXia/CMI-RM (CMI-RM reward model, {option}): missing config.yaml, model.safetensors"]
     assert not out.exists() and not (tmp_path / "rows.scores.jsonl").exists()   # nothing generated or written
