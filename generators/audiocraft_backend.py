@@ -125,7 +125,7 @@ class AudiocraftGenerator(Generator):
         models = import_audiocraft()
         require_dir_or_hub_id(str(id_or_path))
         model_class = models.MAGNeT if checkpoint_is_magnet(id_or_path) else models.MusicGen
-        with unavailable_as_error(str(id_or_path), "generator"):
+        with unavailable_as_error(str(id_or_path), "generator", use_as="--generator audiocraft:DIR"):
             model = model_class.get_pretrained(str(id_or_path), device=str(device))
         return cls(model, name=name)
 

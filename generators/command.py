@@ -48,7 +48,7 @@ import yaml
 
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, CmirmError, ConfigError
-from cmirm_plugin.records import Instruction
+from cmirm_plugin.records import Instruction, file_problem
 from generators.base import (INPUT_KINDS, CandidateError, GenerationResult, Generator, Outcome, instruction_inputs,
                              tail, validate_seeds)
 from generators.command_checks import InputChecks
@@ -338,8 +338,9 @@ class CommandGenerator(Generator):
         if isinstance(instruction.ref_audio, Audio):  # in memory: the tool needs a file
             ref = str(instruction.ref_audio.save(work / "ref.wav"))
         elif instruction.ref_audio is not None:  # a path: passed on as it is, never decoded here
-            if not Path(instruction.ref_audio).is_file():
-                raise AudioError(f"'{instruction.ref_audio}': reference audio file not found")
+            problem = file_problem(instruction.ref_audio)
+            if problem:
+                raise AudioError(f"'{instruction.ref_audio}': reference audio: {problem}")
             ref = str(Path(instruction.ref_audio).resolve())
         template_dir = self.template.source.parent if self.template.source else Path.cwd()
         return {"text": instruction.text or "", "lyrics": instruction.lyrics or "", "text_file": str(text_file),

@@ -25,6 +25,7 @@ import torch
 
 from cmirm_plugin.errors import AudioError
 from cmirm_plugin.hub import unavailable_as_error
+from cmirm_plugin.log_filters import quiet_musicgen_special_tokens
 from cmirm_plugin.records import Instruction
 from generators.base import Generator, require_dir_or_hub_id
 from generators.params import LMParams
@@ -37,6 +38,8 @@ class _TransformersMusicGen(Generator):
     inputs = frozenset({"text", "ref_audio"})  # what the reference means differs per subclass
     params_type: ClassVar[type[LMParams]] = LMParams
     model_class_name: ClassVar[str]
+    #: The registry prefix that loads a checkpoint of this class (``musicgen:DIR``).
+    registry_prefix: ClassVar[str]
     default_model: ClassVar[str]
 
     def __init__(self, model: Any, processor: Any, name: str, batch_size: int = 1) -> None:
@@ -63,7 +66,8 @@ class _TransformersMusicGen(Generator):
         id_or_path = str(id_or_path or cls.default_model)
         model_class = getattr(transformers, cls.model_class_name)
         require_dir_or_hub_id(id_or_path)
-        with unavailable_as_error(id_or_path, "generator"):
+        with unavailable_as_error(id_or_path, "generator", use_as=f"--generator {cls.registry_prefix}:DIR"), \
+                quiet_musicgen_special_tokens():
             model = model_class.from_pretrained(id_or_path, dtype=dtype).to(device)
             processor = transformers.AutoProcessor.from_pretrained(id_or_path)
         return cls(model, processor, name=name or id_or_path, batch_size=batch_size)
@@ -112,6 +116,7 @@ class MusicGenGenerator(_TransformersMusicGen):
     """MusicGen: text, and a reference clip continued as an audio prompt (``prompt_seconds`` of it)."""
 
     model_class_name = "MusicgenForConditionalGeneration"
+    registry_prefix = "musicgen"
     default_model = "facebook/musicgen-small"
 
     def _model_inputs(self, instruction: Instruction, n: int, params: LMParams) -> tuple[dict[str, Any], int]:
@@ -135,6 +140,7 @@ class MusicGenMelodyGenerator(_TransformersMusicGen):
     """MusicGen-Melody: text, and a reference clip whose chroma conditions the melody."""
 
     model_class_name = "MusicgenMelodyForConditionalGeneration"
+    registry_prefix = "musicgen-melody"
     default_model = "facebook/musicgen-melody"
 
     def _model_inputs(self, instruction: Instruction, n: int, params: LMParams) -> tuple[dict[str, Any], int]:

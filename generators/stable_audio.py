@@ -53,7 +53,7 @@ class StableAudioGenerator(Generator):
         id_or_path = str(id_or_path or cls.default_model)
         kwargs = {"torch_dtype": dtype} if dtype is not None else {}
         require_dir_or_hub_id(id_or_path)
-        with unavailable_as_error(id_or_path, "generator"):
+        with unavailable_as_error(id_or_path, "generator", use_as="--generator stable-audio:DIR"):
             pipeline = StableAudioPipeline.from_pretrained(id_or_path, **kwargs).to(device)
         return cls(pipeline, name=name or id_or_path, batch_size=batch_size)
 

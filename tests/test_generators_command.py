@@ -178,7 +178,9 @@ def test_optional_arguments_and_reference_audio(tmp_path, tool):
     assert argvs[3][-2:] == ["--ref", str(opaque.resolve())]
     assert argvs[4][-1].endswith("ref.wav")  # an Audio object is always written out, even one read from a file
     (failure,) = gen.sample(Instruction(text="x", lyrics="y", ref_audio=str(tmp_path / "gone.wav")), [1], 0.2).failures
-    assert "gone.wav': reference audio file not found" in failure.message
+    assert "gone.wav': reference audio: file not found" in failure.message
+    (failure,) = gen.sample(Instruction(text="x", lyrics="y", ref_audio=str(tmp_path)), [1], 0.2).failures
+    assert f"'{tmp_path}': reference audio: is a directory, expected a file" in failure.message
 
 
 def test_output_glob_finds_the_file_the_tool_named(tmp_path, tool):

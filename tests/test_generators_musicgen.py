@@ -153,5 +153,7 @@ def test_a_generator_that_cannot_be_fetched_says_how_to_provide_it(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the hub is never contacted
     with pytest.raises(CheckpointError, match=r"could not load generator 'example-org/no-such-musicgen'.*"
-                                              r"huggingface-cli download example-org/no-such-musicgen --local-dir DIR"):
+                                              r"`hf download example-org/no-such-musicgen`.*HF_HUB_OFFLINE=1.*"
+                                              r"`hf download example-org/no-such-musicgen --local-dir DIR` there and "
+                                              r"pass --generator musicgen:DIR\.$"):
         build_generator("musicgen:example-org/no-such-musicgen")

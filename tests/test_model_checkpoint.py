@@ -127,7 +127,8 @@ def test_unavailable_hub_repo_says_what_to_download(monkeypatch):
         CMIRewardModel.from_pretrained(repo)
     msg = str(err.value)
     assert f"'config.yaml' of hub repo '{repo}'" in msg
-    assert f"huggingface-cli download {repo} --local-dir DIR" in msg
+    assert f"`hf download {repo} config.yaml`" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "huggingface-cli" not in msg
     with pytest.raises(CheckpointError, match=r"of hub repo 'Qwen/Qwen2.5-7B-Instruct'"):  # dots are repo ids too
         CMIRewardModel.from_pretrained("Qwen/Qwen2.5-7B-Instruct")
 
