@@ -162,6 +162,10 @@ def test_report_index_pages_and_filters_instructions(browser_ready, tmp_path: Pa
         wait_for(driver, lambda d: visible(d) == ["118.0"])
 
 
+_CHECKED = ("return Array.from(document.querySelectorAll('fieldset input[type=radio]')).filter(i => i.checked)"
+            ".map(i => i.closest('fieldset').id + ':' + i.value)")
+
+
 def _vote(driver, alignment: str, musicality: str, confidence: int, expected_votes: int) -> None:
     from selenium.webdriver.common.by import By
 
@@ -172,6 +176,10 @@ def _vote(driver, alignment: str, musicality: str, confidence: int, expected_vot
     driver.find_element(By.ID, "submit").click()
     wait_for(driver, lambda d: f"{expected_votes} vote(s) so far" in d.find_element(By.ID, "status").text,
              message=f"vote {expected_votes} was not recorded")
+    assert "Vote recorded." in driver.find_element(By.ID, "message").text
+    # The next pair starts with no answer given and the default confidence.
+    wait_for(driver, lambda d: d.execute_script(_CHECKED) == ["alignment-confidence:3", "musicality-confidence:3"],
+             message="the answers were not reset for the next pair")
 
 
 def _open_review(driver, url: str, voter: str | None) -> None:
@@ -245,3 +253,15 @@ def test_review_refuses_a_vote_on_a_vanished_clip(tiny_run: Path, tmp_path: Path
         wait_for(driver, lambda d: "Vote refused" in d.find_element(By.ID, "message").text)
         assert "no longer exists" in driver.find_element(By.ID, "message").text
     assert not (run / VOTES).exists() or read_records(run / VOTES) == []
+
+
+def test_missing_browser_skips_unless_required(monkeypatch):
+    import listen_browser
+
+    monkeypatch.setattr(listen_browser, "browser_paths", lambda: None)
+    monkeypatch.delenv("CMIRM_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium chromium-driver"):
+        listen_browser.require_browser()
+    monkeypatch.setenv("CMIRM_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="Chromium is not installed"):
+        listen_browser.require_browser()

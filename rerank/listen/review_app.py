@@ -98,6 +98,10 @@ def build_app(session: ReviewSession, voter: str = "") -> Any:
     import gradio as gr
 
     run = session.run
+    n_fields = 5 + 2 * len(AXIS_FIELDS)   # instruction, lyrics, reference, A, B, then the answers
+
+    def unchanged() -> list[Any]:
+        return [gr.skip() for _ in range(n_fields)]   # fresh ones: Gradio consumes the updates it is given
 
     def show(voter: str, state: dict[str, Any], message: str) -> tuple[Any, ...]:
         pair = session.next_pair(voter, state["skipped"])
@@ -105,8 +109,8 @@ def build_app(session: ReviewSession, voter: str = "") -> Any:
         state = _pair_state(pair, state["skipped"])
         status = session.status(voter)
         if same:   # e.g. the voter id was edited: keep the clips and the answers given so far
-            return (*[gr.skip()] * (5 + 2 * len(AXIS_FIELDS)), status, message, state)
-        reset = [gr.update(value=None), gr.update(value=DEFAULT_CONFIDENCE)] * len(AXIS_FIELDS)
+            return (*unchanged(), status, message, state)
+        reset = [gr.update(value=value) for _ in AXIS_FIELDS for value in (None, DEFAULT_CONFIDENCE)]
         if pair is None:
             done = "No pairs left for you in this run: thank you!" if voter.strip() else ""
             return (gr.update(value=""), gr.update(value="", visible=False), gr.update(value=None, visible=False),
@@ -132,10 +136,10 @@ def build_app(session: ReviewSession, voter: str = "") -> Any:
         try:
             session.vote(pair, given, voter)
         except PairUnavailable as exc:
-            return show(voter, {**state, "skipped": state["skipped"] + [list(pair.key)]}, f"⚠️ Vote refused: {exc}")
+            return show(voter, {**state, "skipped": state["skipped"] + [list(pair.key)]}, f"Vote refused: {exc}")
         except VoteRefused as exc:
-            return (*[gr.skip()] * (5 + 2 * len(AXIS_FIELDS)), session.status(voter), f"⚠️ {exc}", state)
-        return show(voter, state, "✅ Vote recorded.")
+            return (*unchanged(), session.status(voter), f"Not recorded: {exc}", state)
+        return show(voter, state, "Vote recorded.")
 
     def skip(voter: str, state: dict[str, Any]) -> tuple[Any, ...]:
         if state["pair"] is None:
