@@ -6,6 +6,8 @@ Skipped when Chromium is not installed, unless CMIRM_REQUIRE_BROWSER is set (CI 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -31,6 +33,18 @@ def browser_ready():
 
 
 @pytest.fixture(scope="module")
+def review_ready(browser_ready):
+    """The browser and Gradio (the ``ui`` extra, also in ``dev``)."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        reason = 'cmirm review needs Gradio: pip install -e ".[ui]"'
+        if os.environ.get("CMIRM_REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
 def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cmirm-cache")
 
@@ -42,7 +56,7 @@ def _invoke(args: list[str], cache: Path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(browser_ready, tmp_path_factory, cache) -> Path:
+def tiny_run(tmp_path_factory, cache) -> Path:
     """``cmirm generate --tiny --report``: two instructions (one with markup in its text) x 4 candidates."""
     folder = tmp_path_factory.mktemp("tiny-run")
     prompts = folder / "prompts.jsonl"
@@ -75,7 +89,18 @@ def _console_errors(driver) -> list[str]:
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def test_report_players_sorting_and_escaping(tiny_run: Path):
+def test_generate_report_writes_the_report(tiny_run: Path):
+    """``cmirm generate --report`` (no browser needed): the pages exist and their players point at the run's clips."""
+    ranking = read_records(tiny_run / "ranking.jsonl")
+    report = tiny_run / "report"
+    assert (report / "index.html").is_file()
+    for instruction in ("xss", "drums"):
+        page = (report / "i" / f"{instruction}.html").read_text(encoding="utf-8")
+        clips = [r["audio_path"] for r in ranking if r["instruction"]["id"] == instruction]
+        assert len(clips) == 4 and all(f'src="../../{clip}"' in page for clip in clips)
+
+
+def test_report_players_sorting_and_escaping(browser_ready, tiny_run: Path):
     report = tiny_run / "report"
     ranking = {r["id"]: r for r in read_records(tiny_run / "ranking.jsonl")}
     from selenium.webdriver.common.by import By
@@ -196,7 +221,8 @@ def _open_review(driver, url: str, voter: str | None) -> None:
         wait_for(driver, lambda d: f" by {voter})" in d.find_element(By.ID, "status").text)
 
 
-def test_review_votes_by_clicking_train_on_them_and_survive_a_restart(tiny_run: Path, tmp_path: Path, cache: Path):
+def test_review_votes_by_clicking_train_on_them_and_survive_a_restart(review_ready, tiny_run: Path, tmp_path: Path,
+                                                                      cache: Path):
     run = _copy(tiny_run, tmp_path)
     with review_server(run, ["--seed", "0"]) as url, chromium((1400, 1400)) as driver:
         _open_review(driver, url, "ana")
@@ -223,8 +249,9 @@ def test_review_votes_by_clicking_train_on_them_and_survive_a_restart(tiny_run: 
     assert [p.labels for p in pairs.pairs] == [("model_a", "model_b"), ("both", "model_a"), ("both", "model_b")]
     out = tmp_path / "train"
     result = _invoke(["train", "--tiny", "--stage", "finetune", "--pairs", str(run / VOTES), "--out", str(out),
-                      "--epochs", "1", "--batch-size", "2", "--eval-fraction", "0", "--no-progress",
-                      "--cache-dir", str(tmp_path / "features")], cache)
+                      "--epochs", "1", "--no-progress"], cache)
+    counts = re.search(r"pairs: (\d+) training, (\d+) held out", result.output)
+    assert counts and int(counts[1]) + int(counts[2]) == 3, result.output
     assert (out / "last" / "model.safetensors").is_file(), result.output
 
     with review_server(run, ["--seed", "0"]) as url, chromium((1400, 1400)) as driver:
@@ -239,7 +266,7 @@ def test_review_votes_by_clicking_train_on_them_and_survive_a_restart(tiny_run: 
     assert len(rows) == 4 and len({frozenset((r["candidate-a"], r["candidate-b"])) for r in rows}) == 4
 
 
-def test_review_refuses_a_vote_on_a_vanished_clip(tiny_run: Path, tmp_path: Path):
+def test_review_refuses_a_vote_on_a_vanished_clip(review_ready, tiny_run: Path, tmp_path: Path):
     run = _copy(tiny_run, tmp_path)
     from selenium.webdriver.common.by import By
 
