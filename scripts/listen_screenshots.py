@@ -1,4 +1,4 @@
-"""Screenshots of the listening tools for the README: docs/listen_index.png, docs/listen_report.png, docs/listen_review.png.
+"""Screenshots of the listening tools for the README: docs/listen_{index,report,review}.png.
 
 Builds a synthetic run (tones, random scores: `rerank.listen.synthetic`), its scaling curves
 (`cmirm scaling --from`) and report, starts `cmirm review` on it, and photographs the pages with
@@ -67,7 +67,8 @@ def main() -> None:
             driver.find_element(By.CSS_SELECTOR, "#voter input").send_keys("ana\t")
             browser.wait_for(driver, lambda d: "by ana" in d.find_element(By.ID, "status").text)
             for axis, choice in (("alignment", "A"), ("musicality", "both")):
-                driver.find_element(By.CSS_SELECTOR, f"#{axis}-choice label[data-testid='{choice}-radio-label']").click()
+                driver.find_element(By.CSS_SELECTOR,
+                                    f"#{axis}-choice label[data-testid='{choice}-radio-label']").click()
             driver.find_element(By.ID, "submit").click()
             browser.wait_for(driver, lambda d: "1 vote(s)" in d.find_element(By.ID, "status").text)
             driver.find_element(By.CSS_SELECTOR, "#alignment-choice label[data-testid='B-radio-label']").click()

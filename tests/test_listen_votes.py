@@ -225,3 +225,19 @@ def test_merging_votes_of_two_runs_and_the_votes_command(tmp_path: Path):
     empty = write_synthetic_run(tmp_path / "empty", SyntheticRun(n_instructions=1, n_candidates=2))
     with pytest.raises(ConfigError, match="no votes.jsonl here yet"):
         merge_votes([empty])
+
+
+def test_a_vote_cut_short_by_a_crash_is_dropped(run: Path):
+    listen = load_listen_run(run)
+    log = VoteLog(run)
+    pairs = plan_pairs(listen, "random", seed=0)
+    log.append(vote_row(listen, pairs[0], _answers("A", "B"), "ana"))
+    with (run / VOTES).open("a") as handle:
+        handle.write('{"audio-path": "candidates/x.wav", "aud')     # the process died mid-write
+    assert len(log.rows()) == 1
+    log.append(vote_row(listen, pairs[1], _answers("B", "B"), "ana"))
+    assert [r["candidate-a"] for r in read_records(run / VOTES)] == [pairs[0].a, pairs[1].a]
+    with (run / VOTES).open("a") as handle:
+        handle.write("{broken\n")
+    with pytest.raises(ConfigError, match=r"votes.jsonl:3: not valid JSON"):
+        log.rows()

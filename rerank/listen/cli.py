@@ -116,4 +116,5 @@ def votes(
         json_out.write_text(json.dumps(report_data, indent=2) + "\n", encoding="utf-8")
         console.print(f"agreement: {json_out}")
     if out is not None:
-        console.print(f"pairs: {out} ({len(merged.rows)} rows; train with `cmirm train --stage finetune --pairs {out}`)")
+        console.print(f"pairs: {out} ({len(merged.rows)} rows; train with "
+                      f"`cmirm train --stage finetune --pairs {out}`)")

@@ -172,12 +172,14 @@ class _Writer:
         return path
 
     def copy(self, source: Path, relative: str) -> Path:
-        """``source`` copied to ``out/relative`` (skipped when an identical-size copy is there)."""
+        """``source`` copied to ``out/relative`` (kept when a copy of the same size and time is there)."""
         target = self.out / relative
         if source not in self.copied:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not (target.is_file() and target.stat().st_size == source.stat().st_size):
-                shutil.copyfile(source, target)
+            stat = source.stat()
+            if not (target.is_file() and (target.stat().st_size, target.stat().st_mtime_ns)
+                    == (stat.st_size, stat.st_mtime_ns)):
+                shutil.copy2(source, target)
             self.copied[source] = target
         return self.copied[source]
 
@@ -325,7 +327,8 @@ def _instruction_page(run: ListenRun, instruction: Instruction, candidates: list
     page_dir = writer.out / "i"
     slug = page_name(instruction.id)[: -len(".html")]
     links = ['<a href="../index.html">← all instructions</a>']
-    links += [f'<a href="{esc(target)}">{label}</a>' for target, label in zip(nav, ("‹ previous", "next ›")) if target]
+    links += [f'<a href="{esc(target)}">{label}</a>'
+              for target, label in zip(nav, ("‹ previous", "next ›")) if target]
     generated = sum(c.audio is not None for c in candidates)
     text = (f'<div class="text">{esc(instruction.text)}</div>' if instruction.text
             else '<div class="text muted">(no text)</div>')

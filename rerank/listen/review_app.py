@@ -83,7 +83,8 @@ class ReviewSession:
         rows, voter = self.log.rows(), voter.strip()
         mine = f" ({sum(row.get('voter') == voter for row in rows)} by {voter})" if voter else ""
         table = model_agreement(rows, self.run).get(ALL, {})
-        return f"**{len(rows)}** vote(s) so far in `{self.log.path.name}`{mine}. " + (agreement_line(table) if rows else "")
+        agreement = agreement_line(table) if rows else ""
+        return f"**{len(rows)}** vote(s) so far in `{self.log.path.name}`{mine}. {agreement}".rstrip()
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -186,8 +187,8 @@ def _served_paths(run: ListenRun) -> list[str]:
 
 
 def serve(session: ReviewSession, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-          voter: str = "", on_start: Callable[[str], None] | None = None, block: bool = True) -> Any:
-    """Start the app (``share``: Gradio's public link); blocks until interrupted unless ``block`` is False."""
+          voter: str = "", on_start: Callable[[str], None] | None = None) -> None:
+    """Run the app until interrupted (``share``: also Gradio's public link); ``on_start`` gets its URL."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     app = build_app(session, voter)
     app.queue()
@@ -195,6 +196,4 @@ def serve(session: ReviewSession, *, host: str = "127.0.0.1", port: int | None =
                                    allowed_paths=_served_paths(session.run), prevent_thread_lock=True, quiet=True)
     if on_start is not None:
         on_start(share_url or url)
-    if block:
-        app.block_thread()
-    return app
+    app.block_thread()

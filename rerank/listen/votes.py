@@ -106,8 +106,8 @@ def vote_row(run: ListenRun, pair: Pair, answers: Mapping[str, tuple[str | None,
         raise VoteRefused(f"candidates {a.id!r} and {b.id!r} are not two candidates of one instruction")
     for name, candidate in (("A", a), ("B", b)):
         if not candidate.playable:
-            raise PairUnavailable(f"clip {name} ({candidate.id}) is gone: its file {candidate.audio} no longer exists, "
-                              "so this vote was not recorded; the pair is skipped")
+            raise PairUnavailable(f"clip {name} ({candidate.id}) is gone: its file {candidate.audio} no longer "
+                                  "exists, so this vote was not recorded; the pair is skipped")
     instruction = a.instruction
     ref = instruction.to_dict()["ref_audio"]
     when = when or datetime.now(timezone.utc)
@@ -164,11 +164,18 @@ class VoteLog:
             writer.append(dict(row))
 
     def rows(self) -> list[dict[str, Any]]:
-        """The usable rows; `ConfigError` listing the bad lines (file:line: problem) if there are any."""
+        """The usable rows; `ConfigError` listing the bad lines (file:line: problem) if there are any.
+
+        A last line without its newline is a write cut short by a crash: it is left out (the next
+        append removes it), as manifests do.
+        """
         if not self.path.exists():
             return []
         with _locked(self._lock):
             parsed, problems = read_json_lines(self.path)
+            data = self.path.read_bytes()
+        cut = data.count(b"\n") + 1 if data and not data.endswith(b"\n") else None
+        problems = [p for p in problems if p.line != cut]
         rows = []
         for line, row in parsed:
             found = check_vote_row(row)
