@@ -26,7 +26,7 @@ Scorer = Annotated[Optional[str], typer.Option(
 
 def report(
     run: Run,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder [default: RUN/report].")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder \\[default: RUN/report].")] = None,
     embed: Annotated[bool, typer.Option(
         "--embed", help="Copy the clips into OUT/audio so the folder can be shared on its own.")] = False,
     scaling: Annotated[Optional[list[Path]], typer.Option(
@@ -51,17 +51,17 @@ def review(
                         "top-vs-rest: rank 1 against each other candidate).")] = "random",
     host: Annotated[str, typer.Option("--host", help="Address to bind (0.0.0.0 serves the local network).")]
         = "127.0.0.1",
-    port: Annotated[Optional[int], typer.Option("--port", help="Port [default: Gradio's, 7860 or the next free].")]
+    port: Annotated[Optional[int], typer.Option("--port", help="Port \\[default: Gradio's, 7860 or the next free].")]
         = None,
     share: Annotated[bool, typer.Option("--share", help="Also open a public Gradio share link.")] = False,
     voter: Annotated[str, typer.Option("--voter", help="Prefill the voter id.")] = "",
     seed: Annotated[Optional[int], typer.Option(
-        "--seed", help="Seed of the pair order and the A/B sides [default: random].")] = None,
+        "--seed", help="Seed of the pair order and the A/B sides \\[default: random].")] = None,
     scorer: Scorer = None,
 ) -> None:
     """Blind A/B listening in the browser: votes go to RUN/votes.jsonl as CMI-Pref pairs (`cmirm train --pairs`).
 
-    Needs the optional extra: pip install "cmirm[ui]".
+    Needs the optional extra: pip install "cmirm\\[ui]".
     """
     try:
         import gradio  # noqa: F401
@@ -85,7 +85,7 @@ def votes(
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Write all votes to this one pairs file (paths relative to its folder).")] = None,
     json_out: Annotated[Optional[Path], typer.Option(
-        "--json", help="Write the agreement report as JSON [default: next to --out as <name>.agreement.json].")]
+        "--json", help="Write the agreement report as JSON \\[default: next to --out as <name>.agreement.json].")]
         = None,
 ) -> None:
     """Merge the votes of several runs and reviewers; report reviewer-vs-reviewer and reviewer-vs-model agreement.
