@@ -5,6 +5,8 @@
   run directory (`rerank.run_records`, `rerank.run_config`, `rerank.rerank_run`).
 - `rerank.best_of_n`: `best_of_n` / `@best_of` in memory.
 - `rerank.scaling` / `rerank.plots` / `rerank.scaling_run`: exact best-of-N curves (``cmirm scaling``).
+- `rerank.listen`: the HTML report, the A/B review app and human votes as preference pairs
+  (``cmirm report``, ``cmirm review``, ``cmirm votes``).
 - `rerank.cli`: the ``generate``, ``rerank`` and ``scaling`` commands.
 
 Submodules are imported on use, so ``import rerank`` stays cheap.

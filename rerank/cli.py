@@ -253,6 +253,8 @@ def generate(
         = _default("GenerateConfig.k"),
     seeds: Seeds = None,
     retry_errors: RetryErrors = False,
+    report: Annotated[bool, typer.Option(
+        "--report", help="Also write the HTML report (OUT/report/index.html, as `cmirm report OUT`).")] = False,
     *,
     opts: GenOptions,
     scoring: ScoringOptions,
@@ -281,6 +283,10 @@ def generate(
     console.print(f"generated {c.generated} new candidate(s) ({c.generation_failed} failed, {c.reused} reused), "
                   f"scored {c.scored} ({c.score_failed} failed)")
     print_ranking_summary(console, result.ranking)
+    if report:
+        from rerank.listen.report_html import ReportConfig, write_report
+
+        console.print(f"report: {write_report(ReportConfig(out)).index}")
 
 
 def rerank(
