@@ -245,6 +245,10 @@ def test_clients_survive_a_server_restart_and_fail_clearly_once_it_is_gone(serve
     with pytest.raises(ServerUnavailable, match=rf"reward server {server.url} is unavailable: .*is `cmirm serve` "
                                                 "running there\\?"):
         _client(server.url, retry_for_s=1).score_batch([clip], inst)
+    import psutil
+
+    left = [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [c.cmdline()[:3] for c in left]             # serve.shutdown + ray.shutdown left nothing
 
 
 def _wait(condition, seconds: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,16 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from cmirm_plugin import Audio, Instruction
+from cmirm_plugin import Audio, Instruction, read_records
 from cmirm_plugin.errors import AudioError, ConfigError
 from cmirm_plugin.scoring import ScoringSettings, load_scorer, score_isolated
 from cmirm_plugin.scoring.spec import ScorerSpec
 from cmirm_plugin.scoring.http_client import HttpScorer, ServerTimeout, ServerUnavailable
 from cmirm_plugin.scoring.wire import ServerInfo, WireError, WireLimits, decode_request, encode_scores
-from cmirm_plugin.testing import noise
+from cmirm_plugin.testing import noise, sine
 
 pytestmark = pytest.mark.timeout(120)
-AXES = ("loudness", "peak")
+AXES = ("alignment", "musicality")   # the stand-in's: alignment = rms, musicality = peak
 
 
 def features(audio) -> list[float]:
@@ -174,3 +175,51 @@ def test_a_bad_clip_is_isolated_but_an_unavailable_server_is_not_blamed_on_clips
     with pytest.raises(ServerUnavailable, match="HTTP 503"):
         score_isolated(scorer, clips, Instruction())
     assert len(state["seen"]) - before < 20            # one call's retries, not one per clip
+
+
+def _invoke(args: list[str], env: dict | None = None):
+    from typer.testing import CliRunner
+
+    from cmirm_plugin.cli import app
+
+    result = CliRunner(env={"COLUMNS": "200", **(env or {})}).invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_best_of_n_bench_and_scaling_take_a_remote_reward(server, tmp_path):
+    from rerank.best_of_n import best_of_n
+
+    url, _ = server
+
+    def tone(instruction, seed, duration):
+        return 0.05 * (seed + 1) * torch.sin(torch.arange(int(duration * 16000)) * 0.1), 16000
+
+    best = best_of_n(tone, "pad", n=5, k=2, scorer=load_scorer(url), duration=0.2, sample_rate=16000)
+    assert [r.candidate.seed for r in best] == [4, 3]                  # the loudest: the server's musicality
+
+    root = tmp_path / "data"
+    rows = []
+    for i in range(2):
+        sine(200.0 * (i + 1), 0.5, 16000, amplitude=0.1 * (i + 1)).save(root / f"a{i}.wav")
+        noise(0.5, 16000, amplitude=0.05, seed=i).save(root / f"b{i}.wav")
+        rows.append({"source": "cmi-arena-annotation", "split": "test", "audio-path": f"a{i}.wav", "audio2": f"b{i}.wav",
+                     "prompt": f"prompt {i}", "lyrics": "", "ref-audio-path": "", "preference-alignment": "model_a",
+                     "preference-musicality": "model_b", "confidence_preference-alignment": 3,
+                     "confidence_preference-musicality": 3})
+    (root / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _invoke(["bench", "--dataset-jsonl", str(root / "bench.jsonl"), "--dataset-root", str(root), "--model", url,
+             "--out", str(tmp_path / "bench")])
+    for record in read_records(tmp_path / "bench" / "results.jsonl"):
+        assert record["predicted_musicality"] == pytest.approx(features(Audio.load(root / record["audio-path"]))[1], rel=1e-6)
+
+    env = {"CMIRM_CACHE": str(tmp_path / "cache")}
+    _invoke(["generate", "calm", "-n", "3", "-k", "1", "--tiny", "--duration", "0.3", "--out", str(tmp_path / "run")], env)
+    _invoke(["scaling", "--from", str(tmp_path / "run"), "--eval-reward", url, "--n-boot", "10",
+             "--out", str(tmp_path / "curves")], env)
+    paths = {r["id"]: tmp_path / "run" / r["audio_path"] for r in read_records(tmp_path / "run" / "manifest.jsonl")
+             if r["record"] == "candidate"}
+    evals = read_records(tmp_path / "curves" / "eval_scores.jsonl")
+    assert len(evals) == 3 and {r["scorer"] for r in evals} == {url}
+    for record in evals:
+        assert record["scores"]["musicality"] == pytest.approx(features(Audio.load(paths[record["id"]]))[1], rel=1e-6)

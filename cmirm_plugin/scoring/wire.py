@@ -315,7 +315,8 @@ def decode_scores(payload: Any, n: int, axes: Sequence[str], source: str = "rewa
 class ServerInfo:
     """The answer to ``GET /info``: what scores (``model`` label, ``axes``, ``sample_rate``), how
     (``settings`` that change scores, ``device``), the ``limits`` and ``batching`` options, and
-    ``stats`` of the replica that answered (requests, items, and how many batches of each size it formed)."""
+    ``stats`` of the replica that answered (requests, items, seconds spent scoring, and how many
+    batches of each size it formed)."""
 
     model: str
     axes: tuple[str, ...]

@@ -7,7 +7,8 @@ Each replica loads its scorer once with `load_scorer` (any spec) and answers
   up to ``max_batch_size`` per model call, the first waiting at most ``batch_wait_ms`` for company.
   A batch is scored with `score_isolated`, so a bad clip fails only its own request (422);
 * ``GET /info``: `ServerInfo` (model label, axes, sample rate, score-changing settings, device,
-  limits, batching options and this replica's stats: requests, items, and batches by size);
+  limits, batching options and this replica's stats: requests, items, seconds spent scoring, and
+  how many batches of each size it formed);
 * ``GET /health``: ``{"status": "ok"}`` (no token needed).
 
 Every refusal is JSON ``{"error", "field"}`` with the statuses of `WireError` (and 500 for a bug).
@@ -18,6 +19,7 @@ annotations to see that ``request`` is the `Request`.)
 import asyncio
 import hmac
 import logging
+import time
 from collections import Counter
 from dataclasses import replace
 from typing import Any
@@ -69,6 +71,7 @@ class RewardServer:
         self.requests = 0
         self.items = 0
         self.batches: Counter[int] = Counter()
+        self.scoring_s = 0.0
         self._score_item.set_max_batch_size(config.max_batch_size)
         self._score_item.set_batch_wait_timeout_s(config.batch_wait_ms / 1000.0)
 
@@ -82,7 +85,7 @@ class RewardServer:
         refused = self._authorise(request)
         if refused is not None:
             return refused
-        stats = {"requests": self.requests, "items": self.items,
+        stats = {"requests": self.requests, "items": self.items, "scoring_s": round(self.scoring_s, 6),
                  "batches": {str(size): count for size, count in sorted(self.batches.items())}}
         return replace(self.info, stats=stats).to_dict()
 
@@ -115,8 +118,10 @@ class RewardServer:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _score_item(self, items: list[WireItem]) -> list[tuple[ScoreOutcome, int]]:
         """Score one dynamic batch (items of any requests); each caller gets its outcome and the batch size."""
+        began = time.perf_counter()
         outcomes = await asyncio.to_thread(score_isolated, self.scorer, [i.audio for i in items],
                                            [i.instruction for i in items], None, self.label)
+        self.scoring_s += time.perf_counter() - began
         self.batches[len(items)] += 1
         return [(outcome, len(items)) for outcome in outcomes]
 
