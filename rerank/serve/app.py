@@ -30,6 +30,7 @@ from ray import serve
 
 from cmirm_plugin.errors import ConfigError, ScorerUnavailable
 from cmirm_plugin.scoring.contract import ScoreOutcome, score_isolated
+from cmirm_plugin.scoring.settings import ScoringSettings, default_device_type
 from cmirm_plugin.scoring.wire import (TOO_LARGE, UNAUTHORIZED, UNSCORABLE, ServerInfo, WireError, WireItem,
                                        decode_request, encode_scores, parse_json)
 from rerank.serve.config import ServeConfig
@@ -42,13 +43,12 @@ def _error(status: int, message: str, field: str | None = None, headers: dict[st
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
-def _score_settings(scorer: Any, config: ServeConfig) -> dict[str, Any]:
+def _score_settings(device: Any, settings: ScoringSettings) -> dict[str, Any]:
     """The settings that change this replica's scores (what a client's run must agree with)."""
-    device = getattr(scorer, "device", None) or config.device
     try:
-        return config.settings.score_identity(device)
+        return settings.score_identity(device)
     except ConfigError:   # a plug-in scorer on a device the settings cannot resolve: report what was asked
-        return {"max_dur": config.settings.max_dur, "missing": config.settings.missing, "dtype": config.settings.dtype}
+        return {"max_dur": settings.max_dur, "missing": settings.missing, "dtype": settings.dtype}
 
 
 @serve.deployment(max_constructor_retry_count=2, graceful_shutdown_timeout_s=5.0, graceful_shutdown_wait_loop_s=0.5)
@@ -65,9 +65,9 @@ class RewardServer:
         torch.set_num_threads(config.threads)
         self.scorer = load_scorer(config.reward, config.settings, config.device)
         self.label = config.reward.label
-        device = getattr(self.scorer, "device", config.device)
+        device = getattr(self.scorer, "device", None) or config.device or default_device_type()
         self.info = ServerInfo(self.label, tuple(self.scorer.axes), int(self.scorer.sr),
-                               _score_settings(self.scorer, config), str(device or "server"), **config.public())
+                               _score_settings(device, config.settings), str(device), **config.public())
         self.requests = 0
         self.items = 0
         self.batches: Counter[int] = Counter()
