@@ -230,6 +230,7 @@ def test_clients_survive_a_server_restart_and_fail_clearly_once_it_is_gone(serve
     try:
         _wait(lambda: len(done) >= before + 3 or proc.poll() is not None or failures, 300)
         assert proc.poll() is None, log.read_text()[-2000:]
+        _wait(lambda: "Ctrl-C stops it" in log.read_text(), 120)    # started: it now stops on SIGINT
     finally:
         stop.set()
         worker.join(timeout=120)

@@ -97,7 +97,7 @@ def serve(
         gpus_per_replica=gpus_per_replica, cpus_per_replica=cpus_per_replica, threads_per_replica=threads_per_replica,
         ray_address=ray_address, max_request_mb=max_request_mb, max_audio_s=max_audio_s,
         request_timeout_s=request_timeout_s, max_queued_requests=max_queued_requests, allow_dir=allow_dir, token=token)
-    server = start_server(config)
+    server = start_server(config)   # Ctrl-C while starting stops what was started and exits
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -55,7 +55,9 @@ def start_server(config: ServeConfig, *, quiet: bool = False) -> RunningServer:
     if connect:
         if config.ray_address is None:
             needed = math.ceil(config.replicas * config.cpus_per_replica)
-            ray.init(num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False, log_to_driver=not quiet)
+            # address="local": always a new cluster of our own, never one `ray start` left on this machine
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False,
+                     log_to_driver=not quiet)
         else:
             ray.init(address=config.ray_address, log_to_driver=not quiet)
     server = RunningServer(config.url, config, connect)
@@ -63,9 +65,11 @@ def start_server(config: ServeConfig, *, quiet: bool = False) -> RunningServer:
         serve.start(http_options={"host": config.host, "port": config.port,
                                   "request_timeout_s": config.request_timeout_s})
         serve.run(build_app(config), name=config.app_name, route_prefix="/")
-    except Exception as exc:   # Serve wraps a replica's failure (a bad spec, a busy port) in its own errors
-        cause = _failure_cause(config.app_name, exc)
-        server.stop()
+    except BaseException as exc:   # Serve wraps a replica's failure (a bad spec, a busy port) in its own errors
+        cause = _failure_cause(config.app_name, exc) if isinstance(exc, Exception) else None
+        server.stop()              # an interrupted start (Ctrl-C) leaves nothing running either
+        if cause is None:
+            raise
         raise CmirmError(f"the reward server for {config.reward.label} did not start: {cause}") from exc
     return server
 
