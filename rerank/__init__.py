@@ -6,6 +6,8 @@
 - `rerank.best_of_n`: `best_of_n` / `@best_of` in memory.
 - `rerank.scaling` / `rerank.plots` / `rerank.scaling_run`: exact best-of-N curves (``cmirm scaling``).
 - `rerank.cli`: the ``generate``, ``rerank`` and ``scaling`` commands.
+- `rerank.serve`: the batched reward server (``cmirm serve``, Ray Serve); `rerank.rl`: any scorer as
+  the reward function of an RL trainer (`make_reward_fn`).
 
 Submodules are imported on use, so ``import rerank`` stays cheap.
 """
