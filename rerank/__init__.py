@@ -8,6 +8,8 @@
 - `rerank.listen`: the HTML report, the A/B review app and human votes as preference pairs
   (``cmirm report``, ``cmirm review``, ``cmirm votes``).
 - `rerank.cli`: the ``generate``, ``rerank`` and ``scaling`` commands.
+- `rerank.serve`: the batched reward server (``cmirm serve``, Ray Serve); `rerank.rl`: any scorer as
+  the reward function of an RL trainer (`make_reward_fn`).
 
 Submodules are imported on use, so ``import rerank`` stays cheap.
 """
