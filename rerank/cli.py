@@ -308,7 +308,7 @@ def rerank(
     from rerank.rerank_run import rank_run
     from rerank.run_config import load_run_config
     from rerank.run_records import MANIFEST, read_run, require_run_dir, score_axes
-    from rerank.scaling_run import selection_scorer
+    from rerank.run_config import selection_scorer
 
     run_dir = require_run_dir(run)
     views = read_run(run_dir)

@@ -175,7 +175,7 @@ class ScorerPool:
                 ray.init(address=cfg.ray_address, log_to_driver=False)
             else:
                 needed = max(os.cpu_count() or 1, int(np.ceil(cfg.num_actors * cfg.num_cpus_per_actor)))
-                ray.init(num_cpus=needed, include_dashboard=False, log_to_driver=False)
+                ray.init(address="local", num_cpus=needed, include_dashboard=False, log_to_driver=False)
             self._started_ray = True
         self._actor_cls = ray.remote(num_cpus=cfg.num_cpus_per_actor, num_gpus=cfg.num_gpus_per_actor)(ScorerWorker)
         self._workers = [self._new_actor() for _ in range(cfg.num_actors)]

@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.scoring.settings import ScoringSettings
-from rerank.run_records import RunPaths, write_atomic
+from rerank.run_records import CandidateView, RunPaths, write_atomic
 
 FORMAT_VERSION = 1
 
@@ -115,3 +115,15 @@ def save_run_config(root: str | Path, config: RunConfig, *, holds_candidates: bo
     paths.root.mkdir(parents=True, exist_ok=True)
     write_atomic(paths.run_config, json.dumps(_plain(config.to_dict()), indent=2) + "\n")
     return paths.run_config
+
+
+def selection_scorer(run_dir: str | Path, views: Iterable[CandidateView], saved: RunConfig | None) -> str:
+    """The run's reward model label (its ``run.json``, ``saved``), or the only scorer its records name."""
+    if saved is not None:
+        return saved.result.reward
+    scorers = sorted({s for v in views for s in v.scores})
+    if len(scorers) != 1:
+        raise ConfigError(f"{run_dir}: no run.json and {len(scorers)} scorers in the manifest "
+                          f"({', '.join(scorers) or 'none'}), so the selection model is unknown; "
+                          "name it with --scorer LABEL")
+    return scorers[0]

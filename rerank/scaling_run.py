@@ -38,7 +38,7 @@ from rerank.plots import plot_curves
 from rerank.policies import Policy, default_policy, parse_policy, positive_int
 from rerank.pool_options import PoolOptions
 from rerank.report import progress_bar
-from rerank.run_config import RunConfig, load_run_config
+from rerank.run_config import RunConfig, load_run_config, selection_scorer
 from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes
 from rerank.scaling import (
     ALL,
@@ -69,18 +69,6 @@ class RunScores:
     evaluation: np.ndarray | None = None
     evaluation_axes: tuple[str, ...] | None = None
     skipped: list[str] = field(default_factory=list)
-
-
-def selection_scorer(run_dir: str | Path, views: Iterable[CandidateView], saved: RunConfig | None) -> str:
-    """The run's reward model label (its ``run.json``, ``saved``), or the only scorer its records name."""
-    if saved is not None:
-        return saved.result.reward
-    scorers = sorted({s for v in views for s in v.scores})
-    if len(scorers) != 1:
-        raise ConfigError(f"{run_dir}: no run.json and {len(scorers)} scorers in the manifest "
-                          f"({', '.join(scorers) or 'none'}), so the selection model is unknown; "
-                          "name it with --scorer LABEL")
-    return scorers[0]
 
 
 def _within(view: CandidateView, n_max: int | None) -> bool:

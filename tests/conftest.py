@@ -89,7 +89,7 @@ def ray_cluster():
     if ray.is_initialized():
         yield ray
         return
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -30,16 +30,15 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import numpy as np
-import soundfile as sf
-import torch
-
-from cmirm_plugin.audio import Audio, AudioLike
 from cmirm_plugin.errors import AudioError, CmirmError
 from cmirm_plugin.records import Instruction
-from cmirm_plugin.scoring.contract import as_clips, as_instructions
+
+if TYPE_CHECKING:   # the codecs import numpy, torch and soundfile when used: the CLI imports this module
+    import numpy as np
+
+    from cmirm_plugin.audio import Audio, AudioLike
 
 #: The environment variable holding the bearer token, read by the server and by the client.
 TOKEN_ENV = "CMIRM_SERVE_TOKEN"
@@ -113,6 +112,8 @@ def encode_audio(clip: AudioLike, sample_rate: int | None = None) -> dict[str, A
         return {"file": _b64(path.read_bytes())}
     if isinstance(clip, (bytes, bytearray)):
         return {"file": _b64(bytes(clip))}
+    from cmirm_plugin.audio import Audio
+
     audio = Audio.coerce(clip, sample_rate)
     frames = audio.waveform.T.contiguous().numpy().astype("<f4", copy=False)
     return {"pcm": _b64(frames.tobytes()), "sample_rate": audio.sample_rate, "channels": audio.num_channels}
@@ -128,6 +129,8 @@ def encode_item(clip: AudioLike, instruction: Instruction, sample_rate: int | No
 def encode_request(audios: Any, instructions: Instruction | Sequence[Instruction],
                    sample_rate: int | None = None) -> dict[str, Any]:
     """The body of ``POST /score`` for the clips and instructions of a ``score_batch`` call."""
+    from cmirm_plugin.scoring.contract import as_clips, as_instructions
+
     clips = as_clips(audios)
     insts = as_instructions(instructions, len(clips))
     return {"items": [encode_item(c, i, sample_rate) for c, i in zip(clips, insts)]}
@@ -193,6 +196,10 @@ def _audio_error(exc: AudioError, name: str) -> WireError:
 
 def _decode_file(data: bytes | Path, name: str, limits: WireLimits) -> Audio:
     """An encoded audio file (bytes, or an allowed server path), its length checked before decoding."""
+    import soundfile as sf
+
+    from cmirm_plugin.audio import Audio
+
     try:
         info = sf.info(io.BytesIO(data) if isinstance(data, bytes) else str(data))
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
@@ -205,6 +212,11 @@ def _decode_file(data: bytes | Path, name: str, limits: WireLimits) -> Audio:
 
 
 def _decode_pcm(value: Mapping[str, Any], name: str, limits: WireLimits) -> Audio:
+    import numpy as np
+    import torch
+
+    from cmirm_plugin.audio import Audio
+
     if "sample_rate" not in value:
         raise WireError(BAD_REQUEST, f"{name}.sample_rate", "missing; raw pcm needs its sample rate")
     rate = _positive_int(value["sample_rate"], f"{name}.sample_rate")
@@ -291,12 +303,16 @@ def decode_request(payload: Any, limits: WireLimits) -> list[WireItem]:
 
 def encode_scores(model: str, axes: Sequence[str], rows: np.ndarray, batch_sizes: Sequence[int]) -> dict[str, Any]:
     """The answer to ``POST /score`` (float32 scores survive JSON exactly: each is a float64 value)."""
+    import numpy as np
+
     return {"model": model, "axes": list(axes), "scores": np.asarray(rows, dtype=np.float64).tolist(),
             "batch_sizes": [int(b) for b in batch_sizes]}
 
 
 def decode_scores(payload: Any, n: int, axes: Sequence[str], source: str = "reward server") -> np.ndarray:
     """The ``[n, len(axes)]`` float32 scores of an answer, or a `CmirmError` naming ``source``."""
+    import numpy as np
+
     if not isinstance(payload, dict) or not isinstance(payload.get("scores"), list):
         raise CmirmError(f"{source}: the answer has no 'scores' list")
     if list(payload.get("axes", [])) != list(axes):

@@ -20,7 +20,7 @@ from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.records import Instruction, Scores
 from rerank.run_config import RunConfig, load_run_config
 from rerank.run_records import CandidateView, RunPaths, read_run, require_run_dir, score_axes
-from rerank.scaling_run import selection_scorer
+from rerank.run_config import selection_scorer
 
 #: Fields of a ``ranking.jsonl`` record that `ListenCandidate` shows in their own columns.
 RANKING_FIELDS = frozenset({"id", "instruction", "index", "seed", "generator", "params", "audio_path", "scorer",

@@ -36,7 +36,6 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from cmirm_plugin.errors import CmirmError, ConfigError
 from cmirm_plugin.manifest import ManifestWriter, read_json_lines, rewrite_records
-from cmirm_plugin.scoring.contract import cmi_columns
 from rerank.listen.pairs import Pair
 from rerank.listen.run_view import ListenRun
 from rerank.run_records import require_run_dir
@@ -241,6 +240,8 @@ def _model_axes(run: ListenRun) -> dict[str, str]:
     if not run.axes or run.scorer is None:
         return {}
     try:
+        from cmirm_plugin.scoring.contract import cmi_columns   # numpy: kept off the CLI's import path
+
         columns = cmi_columns(run.axes, run.scorer)
     except ConfigError:
         return {}
