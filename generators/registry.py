@@ -16,6 +16,7 @@ Names:
 (``dtype`` for the model backends, ``batch_size``, ``seed`` for the tiny models, and for ``py:``
 functions ``sample_rate`` / ``inputs``); an option the backend does not take is a `ConfigError`.
 A ``py:`` name that points at an already-built `Generator` takes no options.
+`recorded_name(name)` is the name its candidates record, found without loading any model.
 """
 
 from __future__ import annotations
@@ -110,3 +111,20 @@ def build_generator(name: str, device: str = "cpu", **options: Any) -> Generator
             return _python(rest, name, **options)
     raise ConfigError(f"unknown generator '{name}'; known: {', '.join(known_generators())} "
                       "(names ending in ':' take a hub id, path, template file or module:function)")
+
+
+def recorded_name(name: str) -> str:
+    """The generator name the candidates of ``name`` record, without loading a model.
+
+    The registry name, except for a ``cmd:`` template (its own ``name``) and a ``py:`` name that
+    points at an already-built `Generator` (that generator's ``name``).
+    """
+    prefix, sep, rest = name.partition(":")
+    if sep and rest and prefix == "cmd":
+        from generators.command import CommandTemplate
+
+        return CommandTemplate.load(rest).name
+    if sep and rest and prefix == "py":
+        target = import_object(rest, "generation function", ConfigError)
+        return target.name if isinstance(target, Generator) else name
+    return name
