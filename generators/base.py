@@ -262,7 +262,7 @@ class Generator(ABC):
         token_limit = self.text_token_limit()
         if not found and token_limit is not None and instruction.text is not None:
             tokenizer, most = token_limit
-            count = len(tokenizer(instruction.text)["input_ids"])
+            count = len(tokenizer(instruction.text, verbose=False)["input_ids"])
             if count > most:
                 found.append(f"text is {count} tokens, its text encoder reads at most {most}")
         return found

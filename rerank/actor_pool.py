@@ -73,6 +73,19 @@ class Worker:
         return {"pid": os.getpid(), "host": socket.gethostname(), "node": node}
 
 
+@dataclass(frozen=True)
+class PoolReport:
+    """Where a pool's workers ran (`Worker.ready` of each, replacements included) and how many were replaced."""
+
+    workers: list[dict[str, Any]]
+    restarts: int
+
+    @property
+    def nodes(self) -> set[str]:
+        """The Ray nodes the workers ran on."""
+        return {w["node"] for w in self.workers if w.get("node")}
+
+
 @dataclass
 class _Task:
     seq: int
@@ -141,6 +154,9 @@ class ActorPool:
     def restarts(self) -> int:
         """How many dead workers were replaced."""
         return self._restarts
+
+    def report(self) -> PoolReport:
+        return PoolReport(list(self.infos), self._restarts)
 
     def start(self) -> "ActorPool":
         """Build the in-process worker, or create the Ray actors (joining or starting Ray first)."""
@@ -243,7 +259,7 @@ class ActorPool:
         try:
             return task.key, getattr(self._local, task.method)(*task.args)
         except Exception as exc:  # the same contract as a task raising on a Ray actor
-            return task.key, TaskFailed(f"{type(exc).__name__}: {exc}")
+            return task.key, TaskFailed(f"worker error: {type(exc).__name__}: {exc}")
 
     def _refs(self) -> list[Any]:
         return [ref for s in self._slots for ref in (s.in_flight if s.ready_ref is None else [s.ready_ref])]

@@ -42,6 +42,7 @@ from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import GenerationResult, Generator, recorded_name
+from rerank.actor_pool import PoolReport
 from rerank.gen_pool import GeneratorPool, require_generator_name
 from rerank.policies import Policy, default_policy, parse_policy
 from rerank.pool import ScoreItem, ScoreResult, ScorerPool
@@ -173,12 +174,12 @@ class GenerateConfig(CandidatesConfig):
 
 @dataclass
 class GenerateResult:
-    """The outcome of `run_generate`."""
+    """The outcome of `run_generate` (``pools``: where each stage's workers ran, `PoolReport`)."""
 
     out: Path
     counts: JobCounts
     ranking: Ranking
-    workers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pools: dict[str, PoolReport] = field(default_factory=dict)
 
 
 class RunLog:
@@ -349,13 +350,14 @@ def _cluster(config: CandidatesConfig, plan: JobPlan) -> Iterator[None]:
         yield
 
 
-def _workers(*pools: Any) -> dict[str, list[dict[str, Any]]]:
-    return {pool.name: list(pool.infos) for pool in pools if pool is not None and pool.infos}
+def _reports(*pools: Any) -> dict[str, PoolReport]:
+    """Where each stage's workers ran (for the caller: ``{"generator": ..., "scorer": ...}``)."""
+    return {pool.name: pool.report() for pool in pools if pool is not None and pool.infos}
 
 
 def _run(config: CandidatesConfig, generator: Generator | None, console: Console | None,
          on_record: RecordCallback | None, rank: bool) -> tuple[JobCounts, dict[str, CandidateView], Ranking | None,
-                                                               dict[str, list[dict[str, Any]]]]:
+                                                               dict[str, PoolReport]]:
     """The job under the directory's lock (see the module docstring)."""
     console = console or Console()
     paths = RunPaths(config.out)
@@ -383,7 +385,7 @@ def _run(config: CandidatesConfig, generator: Generator | None, console: Console
             run_pipeline(plan, DiskSink(paths.root, log, counts, label, writer), generators=generators,
                          scorers=scorers, schedule=config.pool.resolved_schedule, progress=progress)
         ranking = writer.finish(in_run_order(views.values())) if writer is not None else None
-        return counts, views, ranking, _workers(generators, scorers)
+        return counts, views, ranking, _reports(generators, scorers)
 
 
 def score_missing(views: Sequence[CandidateView], root: Path, reward: ScorerSpec, options: PoolOptions,
@@ -432,6 +434,6 @@ def run_generate(config: GenerateConfig, *, generator: Generator | None = None, 
     ``generator`` replaces building ``config.generator`` by name (its ``name`` must match; on Ray
     it is sent to the actors by pickling); ``on_record`` sees every manifest record as it is appended.
     """
-    counts, _, ranking, workers = _run(config, generator, console, on_record, rank=True)
+    counts, _, ranking, pools = _run(config, generator, console, on_record, rank=True)
     assert ranking is not None
-    return GenerateResult(config.out, counts, ranking, workers)
+    return GenerateResult(config.out, counts, ranking, pools)

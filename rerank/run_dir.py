@@ -41,9 +41,9 @@ TEMP_SUFFIX = ".tmp"
 
 #: What to tell the user per errno (the rest get the system's own words).
 _ADVICE = {
-    errno.ENOSPC: "free some space",
-    errno.EDQUOT: "free some space",
-    errno.EROFS: "the file system is read-only; use a writable --out",
+    errno.ENOSPC: "free some space, then rerun the same command to resume",
+    errno.EDQUOT: "free some space, then rerun the same command to resume",
+    errno.EROFS: "use a writable --out",
     errno.EACCES: "check its permissions or use another --out",
     errno.EPERM: "check its permissions or use another --out",
 }
@@ -54,11 +54,11 @@ class RunDirError(CmirmError):
 
 
 def _describe(exc: OSError, path: Path | str | None) -> str:
-    where = exc.filename or path
+    """``cannot write 'PATH': problem; advice`` (PATH: the file the caller writes, not a temporary name)."""
+    where = path if path is not None else exc.filename
     reason = exc.strerror or str(exc)
     advice = _ADVICE.get(exc.errno or 0)
-    return f"cannot write '{where}': {reason}" + (f"; {advice}" if advice else "") + \
-        ", then rerun the same command to resume"
+    return f"cannot write '{where}': {reason}" + (f"; {advice}" if advice else "")
 
 
 @contextlib.contextmanager
