@@ -312,15 +312,17 @@ class ActorPool:
             ray.kill(slot.actor)
         self._slots[self._slots.index(slot)] = self._new_slot()
 
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until at least one worker has started (raises if they cannot load)."""
-        if self.is_local or any(s.ready_ref is None for s in self._slots):
+    def wait_ready(self, timeout: float | None = None, every: bool = False) -> None:
+        """Block until one worker (``every``: all of them) has started; raises if they cannot load."""
+        if self.is_local:
             return
         import ray
 
-        while not any(s.ready_ref is None for s in self._slots):
-            refs = [s.ready_ref for s in self._slots]
-            ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+        def waiting() -> list[Any]:
+            return [s.ready_ref for s in self._slots if s.ready_ref is not None]
+
+        while waiting() and (every or not any(s.ready_ref is None for s in self._slots)):
+            ready, _ = ray.wait(waiting(), num_returns=1, timeout=timeout)
             if not ready:
                 raise CmirmError(f"no {self.name} worker started within {timeout:g} s (are the resources it "
                                  f"reserves, {self.placement}, available on the cluster?)")
