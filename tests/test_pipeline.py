@@ -75,16 +75,32 @@ def test_phased_generates_everything_before_scoring(tmp_path: Path):
 def test_best_of_n_and_generate_select_the_same_candidates(tmp_path: Path, tiny_checkpoint: Path, one_torch_thread):
     instruction = Instruction(text="upbeat pop with bright piano", id="pop")
     scorer = load_scorer(str(tiny_checkpoint), device="cpu")
-    best = best_of_n(build_generator("tiny-musicgen"), instruction, n=4, k=2, scorer=scorer, seed_base=5,
+    best = best_of_n(build_generator("tiny-musicgen"), instruction, n=4, k=4, scorer=scorer, seed_base=5,
                      duration=0.3, batch_size=1)
     result = run_generate(GenerateConfig(out=tmp_path / "run", instructions=[instruction], generator="tiny-musicgen",
-                                         reward=ScorerSpec.parse(str(tiny_checkpoint)), n=4, k=2, seed_base=5,
+                                         reward=ScorerSpec.parse(str(tiny_checkpoint)), n=4, k=4, seed_base=5,
                                          duration=0.3, pool=PoolOptions(backend="local", device="cpu")),
                           console=_quiet())
-    assert [r.candidate.seed for r in best] == [r["seed"] for r in result.ranking.selected]
-    assert [r.rank for r in best] == [r["rank"] for r in result.ranking.selected] == [1, 2]
-    assert [r.scores.to_dict() for r in best] == [r["scores"] for r in result.ranking.selected]
+    ranked = sorted(result.ranking.selected, key=lambda r: r["rank"])
+    assert [r.candidate.seed for r in best] == [r["seed"] for r in ranked] and {r["seed"] for r in ranked} == {5, 6, 7, 8}
+    assert [r.rank for r in best] == [r["rank"] for r in ranked] == [1, 2, 3, 4]
+    assert [r.scores.to_dict() for r in best] == [r["scores"] for r in ranked]     # the same scores, exactly
     assert job_seeds(4, 5) == [5, 6, 7, 8] and job_seeds(4, 0, [9, 2]) == [9, 2]
+
+
+class Constant:
+    """A scorer that cannot tell candidates apart."""
+
+    sr = 16000
+    axes = ("alignment", "musicality")
+
+    def score_batch(self, audios, instructions, sample_rate=None):
+        return [[0.5, 0.5]] * len(audios)
+
+
+def test_ties_go_to_the_lower_candidate_index(tmp_path: Path):
+    best = best_of_n(sleepy_tone, "pad", seeds=[7, 3, 5, 1], k=2, scorer=Constant(), duration=0.1)
+    assert [r.candidate.seed for r in best] == [7, 3]
 
 
 # ------------------------------------------------------------------------------------------------
