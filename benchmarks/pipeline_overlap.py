@@ -48,7 +48,7 @@ def main() -> None:
     n = args.candidates
     instructions = [Instruction(text=f"instruction {i}", id=f"i{i}") for i in range(4)]
     seeds = list(range(n // len(instructions)))
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
 
     def pools(gen_actors: int, score_seconds: float) -> tuple[GeneratorPool, ScorerPool]:
         generators = GeneratorPool(GeneratorPoolConfig("py:rerank.synthetic:sleepy_tone", backend="ray",

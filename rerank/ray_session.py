@@ -168,7 +168,8 @@ def _supervise(num_cpus: int, num_gpus: int | None) -> None:
     import psutil
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # only the driver ends this process, by closing the pipe
-    _quiet_init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+    # address="local": always a new cluster; without it ray.init() joins any `ray start` cluster on the machine.
+    _quiet_init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     import ray
 
     sys.stdout.write(json.dumps({"address": ray.get_runtime_context().gcs_address}) + "\n")

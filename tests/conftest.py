@@ -63,7 +63,8 @@ def ray_cluster():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+        # address="local": a cluster of our own, never one that `ray start` left running on this machine.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     if started:
         ray.shutdown()
