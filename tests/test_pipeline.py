@@ -185,7 +185,8 @@ def test_an_over_long_prompt_fails_the_command_before_any_generation(tmp_path: P
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"text": "fine", "id": "ok"}\n' + f'{{"text": "{LONG}", "id": "long"}}\n')
     start = time.perf_counter()
-    result = CliRunner().invoke(app, ["generate", "--prompts", str(prompts), "--tiny", "--out", str(tmp_path / "o")])
+    result = CliRunner(env={"CMIRM_CACHE": str(tmp_path / "cache")}).invoke(
+        app, ["generate", "--prompts", str(prompts), "--tiny", "--out", str(tmp_path / "o")])
     assert isinstance(result.exception, InstructionTooLongError) and time.perf_counter() - start < 60
     assert "refuses instruction long: text is 22000 characters, it takes at most 4000" in str(result.exception)
     assert not (tmp_path / "o" / "candidates").exists()
