@@ -130,7 +130,7 @@ class ActorPool:
         self.worker_cls, self.args, self.name, self.label = worker_cls, tuple(args), name, label
         self.backend, self.size, self.placement = backend, size, placement
         self.max_in_flight, self.max_restarts, self.ray_address = max_in_flight, max_restarts, ray_address
-        self._local = worker
+        self._given = self._local = worker
         self._slots: list[_Slot] = []
         self._queue: deque[_Task] = deque()
         self._seq = 0
@@ -191,7 +191,7 @@ class ActorPool:
             for slot in self._slots:
                 with contextlib.suppress(Exception):
                     ray.kill(slot.actor)
-        self._slots, self._local, self._queue = [], None, deque()
+        self._slots, self._local, self._queue = [], self._given, deque()
         if self._session is not None:
             self._session.close()
             self._session = None
