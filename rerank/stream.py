@@ -194,6 +194,7 @@ class _Run:
         self.ready: list[tuple[str, list[str]]] = []        # scoring batches made, not yet submitted
         self.batch_seq = 0
         self.unscored = 0                                   # candidates in made batches, not yet scored
+        self.score_total = sum(len(t) for t in plan.tickets.values())   # shrinks as generations fail
         self.generator_name: str | None = None
         self.owned: list[ActorPool] = []
         self.stages = _Stages(progress)
@@ -294,7 +295,7 @@ class _Run:
     def run(self) -> None:
         progress = self.stages.progress
         to_generate = self.plan.to_generate()
-        to_score = self.score_total = sum(len(t) for t in self.plan.tickets.values())
+        to_score = self.score_total
         if to_generate:
             self.stages.generate = progress.add_task("generating", total=to_generate)
         if to_score:

@@ -116,10 +116,21 @@ MULTI_NODE_JOB = textwrap.dedent("""
     from pathlib import Path
     from ray.cluster_utils import Cluster
     from rich.console import Console
+    import rerank.generate
     from cmirm_plugin import Instruction
     from cmirm_plugin.scoring import ScorerSpec
+    from rerank.gen_pool import GeneratorPool
     from rerank.generate import GenerateConfig, run_generate
     from rerank.pool_options import PoolOptions
+
+    pools = []
+
+    class Watched(GeneratorPool):                       # lets the test see the job's generator pool
+        def __init__(self, config):
+            super().__init__(config)
+            pools.append(self)
+
+    rerank.generate.GeneratorPool = Watched
 
     # A head and two worker nodes; only the workers have the custom resource a generator needs, one each.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
@@ -129,6 +140,7 @@ MULTI_NODE_JOB = textwrap.dedent("""
 
     def remove_a_node(record):
         if record["record"] == "candidate" and not removed:
+            pools[0].wait_ready(timeout=240, every=True)    # both generators up (one per worker node), then
             cluster.remove_node(workers[0])                # mid-job: its generator dies with it
             removed.append(record["id"])
 
