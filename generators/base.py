@@ -42,6 +42,11 @@ MAX_SEED = 2**63 - 1
 #: How much of a command's stderr or a traceback a failure keeps.
 DETAIL_CHARS = 2000
 
+#: The longest instruction text and lyrics (characters) a generator takes unless its backend sets
+#: its own limit: a long prompt must fail at once, not make a text encoder attend over every token.
+MAX_TEXT_CHARS = 4000
+MAX_LYRICS_CHARS = 20000
+
 
 def instruction_inputs(instruction: Instruction) -> tuple[str, ...]:
     """The inputs ``instruction`` carries, in `INPUT_KINDS` order."""
@@ -75,6 +80,10 @@ def require_dir_or_hub_id(id_or_path: str) -> None:
 
 class UnsupportedInputError(CmirmError):
     """The instruction carries an input the generator cannot honour (or lacks one it needs)."""
+
+
+class InstructionTooLongError(ConfigError):
+    """The instruction's text or lyrics exceed what the generator reads (the limit is in the message)."""
 
 
 class CandidateError(Exception):
@@ -156,6 +165,12 @@ def validate_seeds(seeds: Sequence[int]) -> list[int]:
     return seeds
 
 
+def bounded_tokenizer(tokenizer: Any) -> tuple[Any, int] | None:
+    """``(tokenizer, its model_max_length)``, or None when it declares no real limit (transformers' 1e30 sentinel)."""
+    most = getattr(tokenizer, "model_max_length", None)
+    return (tokenizer, int(most)) if isinstance(most, int) and 0 < most < 1_000_000 else None
+
+
 def check_batch_size(generator: str, size: Any, limit: int | None) -> int:
     """``size`` as a validated batch size: an integer >= 1 and, if ``limit`` is set, <= ``limit``."""
     check_number("batch_size", size, low=1, integer=True)
@@ -188,6 +203,9 @@ class Generator(ABC):
             backends that sample from the global RNG, where batched seeds would share one stream.
         trims_to_duration: whether outputs are cut to exactly ``duration`` (model backends); external
             commands and functions own their output length.
+        max_text_chars / max_lyrics_chars: the longest text and lyrics taken (`MAX_TEXT_CHARS`,
+            `MAX_LYRICS_CHARS` unless a backend says otherwise); backends whose text encoder reads a
+            bounded number of tokens also give `text_token_limit`.
     """
 
     name: str
@@ -197,6 +215,8 @@ class Generator(ABC):
     params_type: ClassVar[type[GenerationParams]] = GenerationParams
     max_batch_size: ClassVar[int | None] = None
     trims_to_duration: ClassVar[bool] = True
+    max_text_chars: ClassVar[int] = MAX_TEXT_CHARS
+    max_lyrics_chars: ClassVar[int] = MAX_LYRICS_CHARS
     batch_size: int = 1
 
     # ------------------------------------------------------------------ inputs
@@ -212,7 +232,8 @@ class Generator(ABC):
         return not self.unsupported_inputs(instruction)
 
     def require_supported(self, instruction: Instruction) -> None:
-        """Raise `UnsupportedInputError` naming the input and this generator, instead of ignoring it."""
+        """Raise `UnsupportedInputError` naming the input and this generator, instead of ignoring it, and
+        `InstructionTooLongError` (with the limit) for a text or lyrics longer than it reads."""
         problems = self.unsupported_inputs(instruction)
         if problems:
             honoured = ", ".join(k for k in INPUT_KINDS if k in self.inputs) or "nothing"
@@ -220,6 +241,46 @@ class Generator(ABC):
                 f"generator '{self.name}' {' and '.join(problems)} (instruction {instruction.id}); "
                 f"it honours: {honoured}. Choose a generator that does, or drop that input."
             )
+        too_long = self.length_problems(instruction)
+        if too_long:
+            raise InstructionTooLongError(f"generator '{self.name}' refuses instruction {instruction.id}: "
+                                          f"{'; '.join(too_long)}; shorten it")
+
+    def text_token_limit(self) -> tuple[Any, int] | None:
+        """``(tokenizer, most tokens)`` when this backend's text encoder reads a bounded number of tokens."""
+        return None
+
+    def length_problems(self, instruction: Instruction) -> list[str]:
+        """Why ``instruction`` is too long for this generator (empty when it is not).
+
+        Characters are counted first, so an enormous text is refused before any tokenizer sees it.
+        """
+        found = [f"{kind} is {len(value)} characters, it takes at most {limit}"
+                 for kind, value, limit in (("text", instruction.text, self.max_text_chars),
+                                            ("lyrics", instruction.lyrics, self.max_lyrics_chars))
+                 if value is not None and len(value) > limit]
+        token_limit = self.text_token_limit()
+        if not found and token_limit is not None and instruction.text is not None:
+            tokenizer, most = token_limit
+            count = len(tokenizer(instruction.text, verbose=False)["input_ids"])
+            if count > most:
+                found.append(f"text is {count} tokens, its text encoder reads at most {most}")
+        return found
+
+    def check_seeds(self, seeds: Sequence[int]) -> list[int]:
+        """``seeds`` validated (`validate_seeds`); backends whose tool takes fewer seeds refuse the others here."""
+        return validate_seeds(seeds)
+
+    def check_request(self, instructions: Sequence[Instruction], seeds: Sequence[int], duration: float,
+                      batch_size: int | None = None, **params: Any) -> None:
+        """Refuse now whatever `sample` would refuse for any of ``instructions`` with these ``seeds``.
+
+        A job calls it once with all its instructions and seeds before generating anything, so a bad
+        seed, parameter, duration or instruction costs seconds, not a half-finished job.
+        """
+        for instruction in instructions:
+            self.require_supported(instruction)
+        self._prepare(seeds, duration, batch_size, params)
 
     # ------------------------------------------------------------------ sampling
     def max_duration(self, params: GenerationParams) -> float | None:
@@ -233,6 +294,17 @@ class Generator(ABC):
         default checks nothing beyond `max_duration`; backends with stricter rules override it.
         """
 
+    def _prepare(self, seeds: Sequence[int], duration: float, batch_size: int | None,
+                 params: Mapping[str, Any]) -> tuple[list[int], GenerationParams, float, int]:
+        """Validated seeds, typed parameters, duration and batch size (what `sample` and `check_request` check)."""
+        seeds = self.check_seeds(seeds)
+        typed = self.params_type.from_kwargs(self.name, params)
+        duration = validate_duration(duration, self.max_duration(typed))
+        self.check_duration(duration, typed)
+        size = check_batch_size(self.name, self.batch_size if batch_size is None else batch_size,
+                                self.max_batch_size)
+        return seeds, typed, duration, size
+
     def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
                batch_size: int | None = None, **params: Any) -> GenerationResult:
         """Generate one candidate per seed; failed seeds go to ``result.failures``.
@@ -242,12 +314,7 @@ class Generator(ABC):
         (default: the generator's) is how many seeds one backend call handles.
         """
         self.require_supported(instruction)
-        seeds = validate_seeds(seeds)
-        typed = self.params_type.from_kwargs(self.name, params)
-        duration = validate_duration(duration, self.max_duration(typed))
-        self.check_duration(duration, typed)
-        size = check_batch_size(self.name, self.batch_size if batch_size is None else batch_size,
-                                self.max_batch_size)
+        seeds, typed, duration, size = self._prepare(seeds, duration, batch_size, params)
         record = {"duration": duration, **typed.to_dict()}
         result = GenerationResult()
         for chunk in batches(seeds, size):

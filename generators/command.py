@@ -49,7 +49,7 @@ import yaml
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, CmirmError, ConfigError
 from cmirm_plugin.records import Instruction, file_problem
-from generators.base import (INPUT_KINDS, CandidateError, GenerationResult, Generator, Outcome, instruction_inputs,
+from generators.base import (INPUT_KINDS, CandidateError, Generator, Outcome, instruction_inputs,
                              tail, validate_seeds)
 from generators.command_checks import InputChecks
 from generators.params import GenerationParams, check
@@ -322,11 +322,11 @@ class CommandGenerator(Generator):
         super().require_supported(instruction)
         self.template.checks.require(instruction, self.name, self._template_name)
 
-    def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
-               batch_size: int | None = None, **params: Any) -> GenerationResult:
-        """`Generator.sample`, refusing first any seed outside the template's ``checks.seed_range``."""
-        self.template.checks.require_seeds(validate_seeds(seeds), self.name, self._template_name)
-        return super().sample(instruction, seeds, duration, batch_size=batch_size, **params)
+    def check_seeds(self, seeds: Sequence[int]) -> list[int]:
+        """`Generator.check_seeds`, refusing also any seed outside the template's ``checks.seed_range``."""
+        seeds = validate_seeds(seeds)
+        self.template.checks.require_seeds(seeds, self.name, self._template_name)
+        return seeds
 
     def _values(self, instruction: Instruction, work: Path, duration: float,
                 params: GenerationParams) -> dict[str, str]:

@@ -27,7 +27,7 @@ from cmirm_plugin.errors import AudioError
 from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.log_filters import quiet_musicgen_special_tokens
 from cmirm_plugin.records import Instruction
-from generators.base import Generator, require_dir_or_hub_id
+from generators.base import Generator, bounded_tokenizer, require_dir_or_hub_id
 from generators.params import LMParams
 from generators.sampling import PerRowSampler, seeded_generators
 
@@ -75,6 +75,10 @@ class _TransformersMusicGen(Generator):
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def text_token_limit(self) -> tuple[Any, int] | None:
+        """The T5 text encoder reads at most its tokenizer's ``model_max_length`` tokens (512 for the released ones)."""
+        return bounded_tokenizer(self.processor.tokenizer)
 
     def max_duration(self, params: LMParams) -> float:
         # Every generated frame plus the codebook delay and the start token needs a position.

@@ -22,6 +22,7 @@ A ``py:`` name that points at an already-built `Generator` takes no options.
 
 `generator_needs` says which hub repos and files a name reads (for `cmirm_plugin.models_needed`,
 which finds it through the ``cmirm.models`` entry point `MODELS`).
+`recorded_name(name)` is the name its candidates record, found without loading any model.
 """
 
 from __future__ import annotations
@@ -208,3 +209,20 @@ def is_generator_name(name: str) -> bool:
 #: This package's entry in the ``cmirm.models`` entry-point group (see `cmirm_plugin.models_needed`).
 MODELS = ModelProvider(kind="generator", claims=is_generator_name, needs=generator_needs, known=tuple(CHECKPOINTS),
                        defaults=("musicgen-small",))
+
+
+def recorded_name(name: str) -> str:
+    """The generator name the candidates of ``name`` record, without loading a model.
+
+    The registry name, except for a ``cmd:`` template (its own ``name``) and a ``py:`` name that
+    points at an already-built `Generator` (that generator's ``name``).
+    """
+    prefix, sep, rest = name.partition(":")
+    if sep and rest and prefix == "cmd":
+        from generators.command import CommandTemplate
+
+        return CommandTemplate.load(rest).name
+    if sep and rest and prefix == "py":
+        target = import_object(rest, "generation function", ConfigError)
+        return target.name if isinstance(target, Generator) else name
+    return name

@@ -21,7 +21,7 @@ import torch
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Instruction
-from generators.base import Generator, require_dir_or_hub_id
+from generators.base import Generator, bounded_tokenizer, require_dir_or_hub_id
 from generators.params import DiffusionParams
 from generators.sampling import seeded_generators
 
@@ -60,6 +60,10 @@ class StableAudioGenerator(Generator):
     @property
     def device(self) -> torch.device:
         return self.pipeline.device
+
+    def text_token_limit(self) -> tuple[Any, int] | None:
+        """The pipeline would cut a longer prompt at its T5 tokenizer's ``model_max_length`` (128) without a word."""
+        return bounded_tokenizer(self.pipeline.tokenizer)
 
     def max_duration(self, params: DiffusionParams) -> float:
         vae, dit = self.pipeline.vae, self.pipeline.transformer

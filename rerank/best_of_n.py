@@ -15,27 +15,34 @@ Two forms::
 -> (waveform, sample_rate)`` (wrapped in `CallableGenerator`; it must draw its randomness from
 ``seed``). ``scorer`` is any scorer of the contract (`cmirm_plugin.scoring.load_scorer("tiny")`,
 ``load_scorer("HaiwenXia/CMI-RM")``, ``load_scorer("my_pkg.scorers:Aesthetics")`` ...) or a
-started `ScorerPool`; the policy names its axes (default `default_policy` of its axes).
+started `ScorerPool` (e.g. Ray actors); the policy names its axes (default `default_policy` of its axes).
 Candidate i uses seed ``seed_base + i`` unless ``seeds`` are given. Failed generations and clips
 that cannot be scored are left out and reported on the result (``generation_failures``,
 ``score_errors``); fewer than k survivors is not an error.
+
+It is the pipeline of ``cmirm generate`` (`rerank.stream.run_pipeline`, the same seeds rule
+`job_seeds` and the same selection, `rank_per_instruction`) with the results kept in memory
+(`MemorySink`): the generator runs in this process, a plain scorer scores each instruction's
+candidates in one batch, a `ScorerPool` in its own batches.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import Candidate, Instruction, Scores
-from cmirm_plugin.scoring.contract import Scorer, score_isolated
-from generators import CandidateFailure, Generator
+from cmirm_plugin.scoring.contract import Scorer
+from generators import CandidateFailure, GenerationResult, Generator
 from generators.python_fn import CallableGenerator
-from rerank.policies import Policy, default_policy, parse_policy
-from rerank.pool import ScoreItem, ScorerPool
+from rerank.gen_pool import GeneratorPool, GeneratorPoolConfig
+from rerank.policies import Policy, default_policy, parse_policy, rank_per_instruction
+from rerank.pool import ScoreItem, ScoreResult, ScorerPool
+from rerank.stream import JobCounts, JobPlan, job_seeds, run_pipeline
 
 ScorerLike = Union[Scorer, ScorerPool]
 GeneratorOrFn = Union[Generator, Callable[..., Any]]
@@ -73,13 +80,34 @@ def _as_policy(policy: str | Policy | None, axes: Sequence[str]) -> Policy:
     return chosen
 
 
-def score_candidates(scorer: ScorerLike, candidates: Sequence[Candidate],
-                     instruction: Instruction) -> list[tuple[Scores | None, str | None]]:
-    """``(scores, error)`` per candidate; a clip that cannot be scored gets an error, not an exception
-    (`cmirm_plugin.scoring.contract.score_isolated`)."""
-    if isinstance(scorer, ScorerPool):
-        return [(r.scores, r.error) for r in scorer.score([ScoreItem(c.id, c.audio, instruction) for c in candidates])]
-    return [(o.scores, o.error) for o in score_isolated(scorer, [c.audio for c in candidates], instruction)]
+class MemorySink:
+    """The pipeline's sink (`rerank.stream.Sink`) for `best_of_n`: candidates, failures and scores in memory."""
+
+    def __init__(self) -> None:
+        self.counts = JobCounts()
+        self.candidates: dict[str, Candidate] = {}
+        self.failures: list[CandidateFailure] = []
+        self.scores: dict[str, Scores] = {}
+        self.errors: dict[str, str] = {}
+
+    def generated(self, instruction: Instruction, indices: Mapping[int, int], result: GenerationResult
+                  ) -> dict[int, str | None]:
+        self.candidates.update((c.id, c) for c in result)
+        self.failures += result.failures
+        return {**{c.seed: c.id for c in result}, **{f.seed: None for f in result.failures}}
+
+    def score_item(self, key: str, instruction: Instruction) -> ScoreItem:
+        return ScoreItem(key, self.candidates[key].audio, instruction)
+
+    def scored(self, results: Sequence[ScoreResult]) -> None:
+        for result in results:
+            if result.scores is None:
+                self.errors[result.key] = result.error or "no scores"
+            else:
+                self.scores[result.key] = result.scores
+
+    def instruction_done(self, instruction: Instruction) -> None:
+        """Selection happens once at the end (`best_of_n` has one instruction)."""
 
 
 def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *, n: int = 16, k: int = 2,
@@ -96,24 +124,25 @@ def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *,
     instruction = Instruction(text=instruction) if isinstance(instruction, str) else instruction
     axes = tuple(scorer.axes)
     selection_policy = _as_policy(policy, axes)   # a bad policy fails before anything is generated
-    seeds = list(seeds) if seeds is not None else [seed_base + i for i in range(n)]
-    result = generator.sample(instruction, seeds, duration, batch_size=batch_size, **params)
-    scored: list[tuple[Candidate, Scores]] = []
-    errors: dict[str, str] = {}
-    for candidate, (scores, error) in zip(result, score_candidates(scorer, result, instruction) if result else []):
-        if scores is None:
-            errors[candidate.id] = error or "no scores"
-        else:
-            scored.append((candidate, scores))
+    seeds = job_seeds(n, seed_base, seeds)
+    pool = scorer if isinstance(scorer, ScorerPool) else ScorerPool.of(scorer)
+    plan = JobPlan.fresh([instruction], seeds, duration, params, batch_size,
+                         pool.config.batch_size if pool is scorer else None)
+    sink = MemorySink()
+    run_pipeline(plan, sink, generators=GeneratorPool(GeneratorPoolConfig(generator)), scorers=pool)
+    scored = [(c, sink.scores[key]) for key, c in sink.candidates.items() if key in sink.scores]
     if not scored:
-        problems = [str(f) for f in result.failures] + [f"{key}: {value}" for key, value in errors.items()]
+        problems = [str(f) for f in sink.failures] + [f"{key}: {value}" for key, value in sink.errors.items()]
         raise CmirmError(f"best_of_n: none of the {len(seeds)} candidates could be generated and scored:\n  "
                          + "\n  ".join(problems))
+    scored.sort(key=lambda pair: seeds.index(pair[0].seed))   # ties go to the lower candidate index
     matrix = np.array([s.as_tuple() for _, s in scored])
-    selection = selection_policy.select(matrix, k, axes=axes, allow_fewer=True)
-    ranked = [RankedCandidate(scored[i][0], scored[i][1], rank, float(value))
-              for rank, (i, value) in enumerate(zip(selection.indices, selection.composite), start=1)]
-    return BestOfN(ranked, result.failures, errors)
+    ranking = rank_per_instruction([instruction.id] * len(scored), matrix, selection_policy, k, axes=axes,
+                                   allow_fewer=True)
+    chosen = sorted((int(r), i) for i, (r, picked) in enumerate(zip(ranking.rank, ranking.selected)) if picked)
+    ranked = [RankedCandidate(scored[i][0], scored[i][1], place, float(ranking.composite[i]))
+              for place, (_, i) in enumerate(chosen, start=1)]
+    return BestOfN(ranked, sink.failures, sink.errors)
 
 
 def best_of(n: int = 8, k: int = 1, *, scorer: ScorerLike, policy: str | Policy | None = None,

@@ -10,10 +10,11 @@ commands, so ``--help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional, Sequence
 
 import typer
 
@@ -44,6 +45,10 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "GenerateConfig.k": 2,
     "GenerateConfig.policy": None,
     "PoolOptions.backend": "auto",
+    "PoolOptions.schedule": "auto",
+    "PoolOptions.gen_actors": 1,
+    "PoolOptions.gen_gpus_per_actor": None,
+    "PoolOptions.gen_cpus_per_actor": 1.0,
     "PoolOptions.num_actors": 1,
     "PoolOptions.num_gpus_per_actor": 0.0,
     "PoolOptions.threads_per_actor": None,
@@ -59,8 +64,11 @@ CONFIG_DEFAULTS: dict[str, Any] = {
 }
 
 _GEN = "Generation"
-_POOL = "Scorer pool"
+_POOL = "Workers (generators and scorers)"
 _SEL = "Selection"
+
+#: What an interrupted job prints before exiting with status 130.
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 Lyrics = Annotated[Optional[str], typer.Option("--lyrics", "-l", help="Lyrics, or the path of a lyrics text file.")]
 RefAudio = Annotated[Optional[str], typer.Option("--ref-audio", "-r", help="Reference audio file.")]
@@ -98,25 +106,48 @@ SeedBase = Annotated[int, typer.Option(
     "--seed-base", rich_help_panel=_GEN, help="Candidate i gets seed seed_base + i.")]
 Seeds = Annotated[Optional[str], typer.Option(
     "--seeds", rich_help_panel=_GEN, help="Explicit comma-separated seeds (one candidate each; replaces -n).")]
-GenBatch = Annotated[int, typer.Option("--gen-batch-size", rich_help_panel=_GEN, help="Seeds per generator call.")]
+GenBatch = Annotated[int, typer.Option(
+    "--gen-batch-size", rich_help_panel=_GEN, help="Seeds per generator call (one work item).")]
 Backend = Annotated[str, typer.Option(
-    "--backend", rich_help_panel=_POOL, help="ray | local | auto (local for one actor, else ray).")]
+    "--backend", rich_help_panel=_POOL,
+    help="ray | local | auto (local for one generator and one scorer without --ray-address, else ray).")]
+Schedule = Annotated[str, typer.Option(
+    "--schedule", rich_help_panel=_POOL,
+    help="stream (generate and score at once) | phased (generate all, then score) | auto (stream on Ray).")]
+GenActors = Annotated[int, typer.Option("--gen-actors", rich_help_panel=_POOL, help="Generator actors.")]
+GenGpus = Annotated[Optional[float], typer.Option(
+    "--gen-gpus-per-actor", rich_help_panel=_POOL, show_default=False,
+    help="GPUs per generator actor (fractions share a GPU) \\[default: 1 when this machine has a GPU, else 0].")]
+GenCpus = Annotated[float, typer.Option(
+    "--gen-cpus-per-actor", rich_help_panel=_POOL, help="CPUs per generator actor (fractions allowed).")]
 NumActors = Annotated[int, typer.Option("--num-actors", rich_help_panel=_POOL, help="Scorer actors.")]
 GpusPerActor = Annotated[float, typer.Option(
-    "--num-gpus-per-actor", rich_help_panel=_POOL, help="GPUs per actor (fractions share a GPU).")]
+    "--num-gpus-per-actor", rich_help_panel=_POOL, help="GPUs per scorer actor (fractions share a GPU).")]
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads-per-actor", rich_help_panel=_POOL, help="Torch threads per actor (default CPUs / actors).")]
+    "--threads-per-actor", rich_help_panel=_POOL, help="Torch threads per scorer actor (default CPUs / actors).")]
 ScoreBatch = Annotated[int, typer.Option(
     "--score-batch-size", rich_help_panel=_POOL, help="Candidates per scoring batch.")]
 InFlight = Annotated[int, typer.Option("--max-in-flight", rich_help_panel=_POOL, help="Batches queued per actor.")]
 RayAddress = Annotated[Optional[str], typer.Option(
-    "--ray-address", rich_help_panel=_POOL, help="Join this Ray cluster.")]
+    "--ray-address", rich_help_panel=_POOL,
+    help="Join this Ray cluster: auto or HOST:PORT (default: a private one on this machine when on Ray).")]
 Device = Annotated[Optional[str], typer.Option(
     "--device", help="cpu, cuda, cuda:1 ... for the generator and the scorers (default cuda if available).")]
 Tiny = Annotated[bool, typer.Option(
     "--tiny", help=f"Offline smoke run: tiny random generator ({TINY_GENERATOR}) and reward model; audio is noise.")]
 RetryErrors = Annotated[bool, typer.Option(
     "--retry-errors", help="Regenerate failed candidates and rescore failed scorings of earlier runs.")]
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C ends a job with `INTERRUPTED` and status 130 (the job's own cleanup has run: workers stopped,
+    Ray left or shut down); everything finished is on disk, so the same command resumes."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(INTERRUPTED, err=True)
+        raise typer.Exit(130) from None
 
 
 def _value(text: str) -> Any:
@@ -191,6 +222,10 @@ class GenOptions:
     seed_base: SeedBase = _default("CandidatesConfig.seed_base")
     gen_batch_size: GenBatch = _default("CandidatesConfig.gen_batch_size")
     backend: Backend = _default("PoolOptions.backend")
+    schedule: Schedule = _default("PoolOptions.schedule")
+    gen_actors: GenActors = _default("PoolOptions.gen_actors")
+    gen_gpus_per_actor: GenGpus = _default("PoolOptions.gen_gpus_per_actor")
+    gen_cpus_per_actor: GenCpus = _default("PoolOptions.gen_cpus_per_actor")
     num_actors: NumActors = _default("PoolOptions.num_actors")
     num_gpus_per_actor: GpusPerActor = _default("PoolOptions.num_gpus_per_actor")
     threads_per_actor: Threads = _default("PoolOptions.threads_per_actor")
@@ -201,11 +236,14 @@ class GenOptions:
     tiny: Tiny = False
 
     def pool(self) -> PoolOptions:
-        """The scorer pool's options (validated: a bad value fails before any work)."""
+        """The worker pools' options (validated: a bad value fails before any work)."""
         from rerank.pool_options import PoolOptions
 
-        return PoolOptions(self.backend, self.num_actors, self.num_gpus_per_actor, self.threads_per_actor,
-                           self.score_batch_size, self.max_in_flight, self.ray_address, self.device)
+        return PoolOptions(backend=self.backend, num_actors=self.num_actors, num_gpus_per_actor=self.num_gpus_per_actor,
+                           threads_per_actor=self.threads_per_actor, score_batch_size=self.score_batch_size,
+                           max_in_flight=self.max_in_flight, ray_address=self.ray_address, device=self.device,
+                           gen_actors=self.gen_actors, gen_gpus_per_actor=self.gen_gpus_per_actor,
+                           gen_cpus_per_actor=self.gen_cpus_per_actor, schedule=self.schedule)  # type: ignore[arg-type]
 
     def reward_spec(self) -> ScorerSpec:
         """``--reward``; with ``--tiny`` and no ``--reward``, the tiny CMI-RM."""
@@ -238,7 +276,7 @@ class GenOptions:
 
 #: `GenOptions` fields that only shape how candidates are made and scored (refused by ``scaling --from``).
 GENERATION_ONLY = ("generator", "reward", "duration", "temperature", "top_k", "top_p", "guidance", "steps", "param",
-                   "seed_base", "gen_batch_size", "tiny")
+                   "seed_base", "gen_batch_size", "gen_actors", "gen_gpus_per_actor", "gen_cpus_per_actor", "tiny")
 
 
 @with_options(opts=GenOptions, scoring=ScoringOptions)
@@ -278,10 +316,12 @@ def generate(
                          retry_errors=retry_errors)
     check_available([config.generator], [(config.reward, "--reward")])
     console = Console()
-    result = run_generate(config, console=console)
+    with interruptible():
+        result = run_generate(config, console=console)
     c = result.counts
-    console.print(f"generated {c.generated} new candidate(s) ({c.generation_failed} failed, {c.reused} reused), "
-                  f"scored {c.scored} ({c.score_failed} failed)")
+    repaired = f", {c.repaired} broken wav(s) regenerated" if c.repaired else ""
+    console.print(f"generated {c.generated} new candidate(s) ({c.generation_failed} failed, {c.reused} reused"
+                  f"{repaired}), scored {c.scored} ({c.score_failed} failed)")
     print_ranking_summary(console, result.ranking)
     if report:
         from rerank.listen.report_html import ReportConfig, write_report
@@ -386,6 +426,7 @@ def scaling(
     check_available([generate_config and generate_config.generator],
                     [(generate_config and generate_config.reward, "--reward"), (config.eval_reward, "--eval-reward")])
     console = Console()
-    result = run_scaling(config, console=console)
+    with interruptible():
+        result = run_scaling(config, console=console)
     for path in result.files:
         console.print(f"wrote {path}")

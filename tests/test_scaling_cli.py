@@ -89,7 +89,7 @@ def no_generation(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("--from must not build a generator")
 
-    monkeypatch.setattr("rerank.generate.build_generator", refuse)
+    monkeypatch.setattr("rerank.gen_pool.build_generator", refuse)
     monkeypatch.setattr("generators.registry.build_generator", refuse)
 
 
