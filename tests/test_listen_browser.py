@@ -110,7 +110,7 @@ def test_report_players_sorting_and_escaping(browser_ready, tiny_run: Path):
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "table.instructions tbody tr"))
         rows = driver.find_elements(By.CSS_SELECTOR, "table.instructions tbody tr")
         assert len(rows) == 2
-        assert "tiny-v1" in driver.find_element(By.CSS_SELECTOR, ".settings").text   # run.json's settings
+        assert "tiny-v2" in driver.find_element(By.CSS_SELECTOR, ".settings").text   # run.json's settings
         driver.find_element(By.LINK_TEXT, "xss").click()
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "table.candidates tbody tr"))
 

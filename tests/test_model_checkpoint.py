@@ -149,3 +149,17 @@ def test_frozen_towers_stay_in_eval_mode(tiny_model):
         assert not any(p.requires_grad for p in tiny_model.audio_module.parameters())
     finally:
         tiny_model.eval()
+
+
+def test_the_tiny_model_is_the_same_model_every_time_it_is_built(tmp_path):
+    """`tiny-v<version>` names one model: two builds (tokenizer included) give identical files."""
+    from cmirm_plugin.model.tiny import build_tiny_checkpoint
+
+    from safetensors.torch import load_file
+
+    first, second = build_tiny_checkpoint(tmp_path / "a"), build_tiny_checkpoint(tmp_path / "b")
+    for weights in ("cmi-rm-tiny/model.safetensors", "muq-mulan-tiny/model.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / weights)), load_file(str(tmp_path / "b" / weights))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), weights
+    tokenizers = [(tmp_path / side / "xlm-roberta-tiny" / "tokenizer.json").read_bytes() for side in "ab"]
+    assert tokenizers[0] == tokenizers[1]

@@ -48,7 +48,7 @@ def test_pseudo_label_then_pretrain(unlabeled, tmp_path):
     assert "agreement (consistent)" in printed and "first-clip rate" in printed
     assert "30 pairs, 30 judged" in printed and "2 duplicate line(s) judged once" in printed
     report = json.loads((tmp_path / "pseudo" / "pairs.report.json").read_text())
-    assert report["judge"] == "reward:tiny-v1:margin=0:max_dur=120" and report["rows_written"] == 30
+    assert report["judge"] == "reward:tiny-v2:margin=0:max_dur=120" and report["rows_written"] == 30
     assert report["per_axis"]["musicality"]["agreement"] == 1.0
     rows = read_records(out)
     assert {r["split"] for r in rows} == {"train", "test"}

@@ -50,7 +50,7 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
     for record in generated:
         data, sr = sf.read(out / record["audio_path"])
         assert sr == record["sample_rate"] == 32000 and len(data) == 16000
-    assert {s["scorer"] for s in scores} == {"tiny-v1"}
+    assert {s["scorer"] for s in scores} == {"tiny-v2"}
 
     ranking = read_records(out / "ranking.jsonl")
     assert len(ranking) == 3 and sorted(r["rank"] for r in ranking) == [1, 2, 3]
@@ -63,7 +63,7 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
 
     run = json.loads((out / "run.json").read_text())
     assert run["result"] == {"generator": "tiny-musicgen", "params": {"temperature": 0.9}, "duration": 0.5,
-                             "reward": "tiny-v1", "max_dur": 120.0, "missing": "mask", "dtype": "fp32"}
+                             "reward": "tiny-v2", "max_dur": 120.0, "missing": "mask", "dtype": "fp32"}
     assert run["request"]["k"] == 2 and run["request"]["policy"] == "axis:musicality"
     assert "top-2 by axis:musicality" in result.output and inst.id in result.output
     assert "generated 3 new candidate(s)" in result.output

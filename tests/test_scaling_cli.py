@@ -62,7 +62,7 @@ def test_tiny_scaling_writes_csv_json_and_pngs(tiny_run: Path):
     assert {r["modality"] for r in rows} == {"all", "text", "text+ref"}
     assert {r["axis"] for r in rows} == {"alignment", "musicality", "composite"}
     assert {(r["selection_scorer"], r["evaluation_scorer"], r["policy"]) for r in rows} == {
-        ("tiny-v1", "tiny-v1", "axis:musicality")}
+        ("tiny-v2", "tiny-v2", "axis:musicality")}
     all_n = [r for r in rows if r["modality"] == "all" and r["k"] == "1" and r["axis"] == "musicality"]
     means = [float(r["mean"]) for r in sorted(all_n, key=lambda r: int(r["n"]))]
     assert means == sorted(means)                   # selecting by musicality never lowers expected musicality
@@ -121,12 +121,12 @@ def test_evaluation_scorer_scores_the_same_candidates(tiny_run: Path, tmp_path: 
     result = _invoke(args, env)
     label = str(evaluator.resolve())
     rows = _rows(out / "curve.csv")
-    assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in rows} == {("tiny-v1", label)}
+    assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in rows} == {("tiny-v2", label)}
     assert {r["n"] for r in rows} == {"1", "2"}
     own = _rows(out / "curve_selection.csv")
-    assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in own} == {("tiny-v1", "tiny-v1")}
+    assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in own} == {("tiny-v2", "tiny-v2")}
     assert [r["mean"] for r in rows] != [r["mean"] for r in own]
-    assert f"evaluated by {label}" in result.output and "evaluated by tiny-v1" in result.output
+    assert f"evaluated by {label}" in result.output and "evaluated by tiny-v2" in result.output
     assert (out / "curve_selection.png").is_file()
 
     # One evaluation record per candidate the curves use (the first 2 of each instruction), no others,
@@ -182,7 +182,7 @@ def test_scaling_generation_options_reach_run_json(tmp_path: Path, env):
              "--gen-batch-size", "2", "--max-dur", "10", "--backend", "local", "--score-batch-size", "3",
              "--max-in-flight", "1", "--policy", "zsum", "--n-boot", "20", "--out", str(out)], env)
     run = json.loads((out / "run.json").read_text())
-    assert run["result"] == {"generator": "tiny-musicgen", "duration": 0.3, "reward": "tiny-v1", "max_dur": 10.0,
+    assert run["result"] == {"generator": "tiny-musicgen", "duration": 0.3, "reward": "tiny-v2", "max_dur": 10.0,
                              "missing": "mask", "dtype": "fp32",
                              "params": {"temperature": 0.7, "top_k": 5, "guidance_scale": 1.5}}
     assert run["request"] == {"n": 2, "seed_base": 3, "seeds": None, "instructions": ["calm"]}

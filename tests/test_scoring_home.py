@@ -111,7 +111,7 @@ def tiny_cache(tmp_path_factory) -> Path:
 def test_specs_parse_without_loading(tmp_path, plugin):
     name, module = plugin
     assert ScorerSpec.parse(None) == ScorerSpec("hub", "HaiwenXia/CMI-RM")
-    assert ScorerSpec.parse("tiny").label == "tiny-v1" and ScorerSpec.parse("tiny").known_axes() == ("alignment", "musicality")
+    assert ScorerSpec.parse("tiny").label == "tiny-v2" and ScorerSpec.parse("tiny").known_axes() == ("alignment", "musicality")
     assert ScorerSpec.parse("Qwen/Qwen2.5-7B").kind == "hub"
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -406,7 +406,7 @@ def test_score_files_sorted_by_an_axis(tmp_path, tiny_cache):
                      {"CMIRM_CACHE": str(tiny_cache)})
     rows = [json.loads(line) for line in result.output.strip().splitlines()]
     values = [r["scores"]["alignment"] for r in rows]
-    assert values == sorted(values, reverse=True) and {r["scorer"] for r in rows} == {"tiny-v1"}
+    assert values == sorted(values, reverse=True) and {r["scorer"] for r in rows} == {"tiny-v2"}
     refused = CliRunner(env={"CMIRM_CACHE": str(tiny_cache)}).invoke(
         app, ["score", str(clips[0]), "--tiny", "--sort", "melody"])
     assert "--sort 'melody': the scorer's axes are alignment, musicality" in str(refused.exception)

@@ -121,13 +121,13 @@ def test_server_paths_only_inside_the_allowed_directory(tmp_path):
 
 def test_scores_and_info_round_trip():
     rows = np.array([[0.1, -2.5], [3.25, 1e-7]], dtype=np.float32)
-    answer = json.loads(json.dumps(encode_scores("tiny-v1", ("alignment", "musicality"), rows, [2, 2])))
+    answer = json.loads(json.dumps(encode_scores("tiny-v2", ("alignment", "musicality"), rows, [2, 2])))
     assert np.array_equal(decode_scores(answer, 2, ("alignment", "musicality")), rows)   # float32 exactly
     with pytest.raises(Exception, match="shape \\[2, 2\\] for 3 clips"):
         decode_scores(answer, 3, ("alignment", "musicality"))
     with pytest.raises(Exception, match="did the server change models"):
         decode_scores(answer, 2, ("aesthetics",))
-    info = ServerInfo("tiny-v1", ("alignment", "musicality"), 24000, {"max_dur": 120.0}, "cpu")
+    info = ServerInfo("tiny-v2", ("alignment", "musicality"), 24000, {"max_dur": 120.0}, "cpu")
     assert ServerInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
     with pytest.raises(Exception, match="no valid 'axes'"):
         ServerInfo.from_dict({"sample_rate": 24000})

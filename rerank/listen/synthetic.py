@@ -25,6 +25,7 @@ from cmirm_plugin.records import Candidate, Instruction, Scores
 from generators.base import CandidateFailure
 from rerank.policies import default_policy, parse_policy
 from rerank.rerank_run import rank_run
+from cmirm_plugin.scoring.settings import ScoringSettings
 from rerank.run_config import ResultSettings, RunConfig, save_run_config
 from rerank.run_records import RunPaths, candidate_record, failure_record, read_run, score_record
 
@@ -88,10 +89,10 @@ def write_synthetic_run(root: str | Path, spec: SyntheticRun = SyntheticRun()) -
     params = {"duration": spec.seconds}
     policy = spec.policy or default_policy(spec.axes)
     save_run_config(paths.root, RunConfig(
-        ResultSettings(GENERATOR, {}, spec.seconds, SCORER, 120.0, "mask", "fp32"),
+        ResultSettings(GENERATOR, {}, spec.seconds, SCORER, **ScoringSettings().score_identity("cpu")),
         {"n": spec.n_candidates, "seed_base": 0, "k": spec.k, "policy": policy,
          "instructions": [f"s{i:05d}" for i in range(spec.n_instructions)]},
-        {"backend": "local"}), holds_candidates=False)
+        {"backend": "local"}), views=[])
     with ManifestWriter(paths.manifest) as log:
         for i in range(spec.n_instructions):
             text = spec.texts[i % len(spec.texts)] if spec.texts else f"synthetic instruction {i}: a tone in a scale"
