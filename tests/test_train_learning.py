@@ -82,9 +82,12 @@ def test_untrained_models_sit_at_chance_on_alignment(setup):
     """Untrained models cannot tell which clip follows the text (that needs prompt and audio together,
     and the labels are drawn independently of everything else): per seed and on average at 50 %.
 
-    200 held-out pairs: a model whose picks are independent of the labels scores 0.5 with sd
-    sqrt(0.25 / 200) = 0.035, and the mean of 8 seeds has sd 0.0125. Bounds: each seed within
-    0.5 +- 0.1 (2.8 sd), the mean within 0.5 +- 0.04 (3.2 sd).
+    200 held-out pairs: a model whose picks were independent pair by pair would score 0.5 with sd
+    sqrt(0.25 / 200) = 0.035. An untrained model's picks are not independent, though: it prefers
+    one register or timbre everywhere, and which register the text asks for is shared by many pairs,
+    so one seed's accuracy spreads wider (seen: 0.385 to 0.6 over 8 seeds). The seeds' preferences
+    are independent of each other, so their mean is tight. Bounds: each seed within 0.5 +- 0.15,
+    the mean of 8 within 0.5 +- 0.04 (a trained model reaches 1.0, see above).
 
     Musicality differs: the random towers already separate clean from noisy clips, so each untrained
     model prefers one kind, which one being a coin flip per seed; that is why the learning test also
@@ -102,6 +105,6 @@ def test_untrained_models_sit_at_chance_on_alignment(setup):
         for axis, values in accuracy.items():
             values.append(metrics[f"acc/{axis}"])
     print("held-out accuracy of untrained models:", accuracy)
-    assert all(abs(a - 0.5) <= 0.1 for a in accuracy["alignment"])
+    assert all(abs(a - 0.5) <= 0.15 for a in accuracy["alignment"])
     assert abs(sum(accuracy["alignment"]) / 8 - 0.5) <= 0.04
     assert min(accuracy["musicality"]) < 0.3 and max(accuracy["musicality"]) > 0.7    # both sides, by seed
