@@ -373,3 +373,15 @@ def test_training_a_fresh_model_checks_its_towers_before_any_work(cache, tmp_pat
     assert err.splitlines()[1] == f"  - {towers} (MuQ-MuLan towers): missing config.json, model.safetensors or " \
                                   "pytorch_model.bin"
     assert not (tmp_path / "out").exists()
+
+
+def test_an_audiocraft_generator_is_checked_for_its_two_checkpoints(cache):
+    put(cache, "facebook/magnet-small-10secs", {"state_dict.bin": b"x"})
+    with pytest.raises(mn.ModelsUnavailableError) as err:
+        mn.check_available(["audiocraft:facebook/magnet-small-10secs"])
+    assert str(err.value).splitlines()[1:3] == [
+        "  - facebook/magnet-small-10secs (generator audiocraft:facebook/magnet-small-10secs): missing "
+        "compression_state_dict.bin",
+        "      hf download facebook/magnet-small-10secs compression_state_dict.bin"]
+    put(cache, "facebook/magnet-small-10secs", {"compression_state_dict.bin": b"y"})
+    assert [s.complete for s in mn.check_available(["audiocraft:facebook/magnet-small-10secs"])] == [True]
