@@ -179,8 +179,10 @@ def test_a_job_spreads_over_nodes_and_survives_losing_one(tmp_path: Path):
 
 
 def _start_cli_job(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A generate job on Ray, returned once its first candidate is on disk; its 60 candidates take 15 s
+    more, so that a signal sent next lands mid-job even when a loaded machine delays this process."""
     out = tmp_path / "run"
-    command = [sys.executable, "-c", "from cmirm_plugin.cli import main; main()", "generate", "pad", "-n", "30",
+    command = [sys.executable, "-c", "from cmirm_plugin.cli import main; main()", "generate", "pad", "-n", "60",
                "--generator", SLEEPY, "--param", "seconds=0.5", "--reward", "rerank.synthetic:SleepScorer",
                "--policy", "zsum", "--duration", "0.2", "--backend", "ray", "--gen-actors", "2",
                "--gen-cpus-per-actor", "0.5", "--threads-per-actor", "1", "--device", "cpu", "--out", str(out)]
