@@ -7,9 +7,9 @@ CMI-RM reward model and its scoring API, and the `cmirm` CLI.
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, CheckpointError, CmirmError, ConfigError, ManifestError
 from cmirm_plugin.manifest import ManifestWriter, iter_records, read_records
-from cmirm_plugin.records import AXES, MODALITIES, Candidate, Instruction, Scores
+from cmirm_plugin.records import AXES, MODALITIES, Candidate, Compute, Instruction, Lineage, Scores
 
 __all__ = [
-    "AXES", "MODALITIES", "Audio", "AudioError", "Candidate", "CheckpointError", "CmirmError",
-    "ConfigError", "Instruction", "ManifestError", "ManifestWriter", "Scores", "iter_records", "read_records",
+    "AXES", "MODALITIES", "Audio", "AudioError", "Candidate", "CheckpointError", "CmirmError", "Compute",
+    "ConfigError", "Instruction", "Lineage", "ManifestError", "ManifestWriter", "Scores", "iter_records", "read_records",
 ]
