@@ -24,31 +24,18 @@ that cannot be scored are left out and reported on the result (``generation_fail
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence, Union
-
-import numpy as np
+from typing import Any, Callable, Iterable, Sequence
 
 from cmirm_plugin.errors import CmirmError
-from cmirm_plugin.records import Candidate, Instruction, Scores
-from cmirm_plugin.scoring.contract import Scorer, score_isolated
-from generators import CandidateFailure, Generator
+from cmirm_plugin.records import Instruction
+from generators import CandidateFailure
 from generators.python_fn import CallableGenerator
-from rerank.policies import Policy, default_policy, parse_policy
-from rerank.pool import ScoreItem, ScorerPool
+from rerank.policies import Policy, positive_int
+from rerank.search.best_of_n import BestOfNSearch
+from rerank.search.driver import GeneratorOrFn, RankedCandidate, as_generator, as_policy, run_search
+from rerank.search.scoring import ScorerLike, score_candidates, scoring_step
 
-ScorerLike = Union[Scorer, ScorerPool]
-GeneratorOrFn = Union[Generator, Callable[..., Any]]
-
-
-@dataclass(frozen=True)
-class RankedCandidate:
-    """A selected candidate: the clip and its recipe, its scores, its rank (1 = best) and the policy's composite."""
-
-    candidate: Candidate
-    scores: Scores
-    rank: int
-    composite: float
+__all__ = ["BestOfN", "GeneratorOrFn", "RankedCandidate", "ScorerLike", "best_of", "best_of_n", "score_candidates"]
 
 
 class BestOfN(list):
@@ -61,27 +48,6 @@ class BestOfN(list):
         self.score_errors: dict[str, str] = dict(score_errors or {})
 
 
-def _as_generator(generator_or_fn: GeneratorOrFn, sample_rate: int | None) -> Generator:
-    if isinstance(generator_or_fn, Generator):
-        return generator_or_fn
-    return CallableGenerator(generator_or_fn, sample_rate=sample_rate)
-
-
-def _as_policy(policy: str | Policy | None, axes: Sequence[str]) -> Policy:
-    chosen = parse_policy(policy or default_policy(axes)) if not isinstance(policy, Policy) else policy
-    chosen.check_axes(axes)
-    return chosen
-
-
-def score_candidates(scorer: ScorerLike, candidates: Sequence[Candidate],
-                     instruction: Instruction) -> list[tuple[Scores | None, str | None]]:
-    """``(scores, error)`` per candidate; a clip that cannot be scored gets an error, not an exception
-    (`cmirm_plugin.scoring.contract.score_isolated`)."""
-    if isinstance(scorer, ScorerPool):
-        return [(r.scores, r.error) for r in scorer.score([ScoreItem(c.id, c.audio, instruction) for c in candidates])]
-    return [(o.scores, o.error) for o in score_isolated(scorer, [c.audio for c in candidates], instruction)]
-
-
 def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *, n: int = 16, k: int = 2,
               scorer: ScorerLike, policy: str | Policy | None = None, seeds: Sequence[int] | None = None,
               seed_base: int = 0, duration: float = 10.0, batch_size: int | None = None,
@@ -90,30 +56,23 @@ def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *,
 
     ``instruction`` may be a plain text. ``params`` go to the generator; ``sample_rate`` is needed
     for a plain function not decorated with `generators.python_fn.generation_function`. Raises
-    `CmirmError` only when no candidate could be generated and scored.
+    `CmirmError` only when no candidate could be generated and scored. This is the ``best-of-n``
+    search method (`rerank.search`) run in memory, keeping its top ``k``.
     """
-    generator = _as_generator(generator_or_fn, sample_rate)
+    generator = as_generator(generator_or_fn, sample_rate)
     instruction = Instruction(text=instruction) if isinstance(instruction, str) else instruction
-    axes = tuple(scorer.axes)
-    selection_policy = _as_policy(policy, axes)   # a bad policy fails before anything is generated
-    seeds = list(seeds) if seeds is not None else [seed_base + i for i in range(n)]
-    result = generator.sample(instruction, seeds, duration, batch_size=batch_size, **params)
-    scored: list[tuple[Candidate, Scores]] = []
-    errors: dict[str, str] = {}
-    for candidate, (scores, error) in zip(result, score_candidates(scorer, result, instruction) if result else []):
-        if scores is None:
-            errors[candidate.id] = error or "no scores"
-        else:
-            scored.append((candidate, scores))
-    if not scored:
-        problems = [str(f) for f in result.failures] + [f"{key}: {value}" for key, value in errors.items()]
-        raise CmirmError(f"best_of_n: none of the {len(seeds)} candidates could be generated and scored:\n  "
+    k = positive_int(k, "k")
+    step = scoring_step(scorer)
+    selection_policy = as_policy(policy, step.axes)   # a bad policy fails before anything is generated
+    method = BestOfNSearch(seeds=tuple(seeds)) if seeds is not None else BestOfNSearch(n)
+    result = run_search(method, generator, instruction, scoring=step, policy=selection_policy, duration=duration,
+                        seed_base=seed_base, batch_size=batch_size, params=params)
+    if not result.ranked:
+        problems = [str(f) for f in result.generation_failures] + [f"{key}: {value}"
+                                                                   for key, value in result.score_errors.items()]
+        raise CmirmError(f"best_of_n: none of the {method.n} candidates could be generated and scored:\n  "
                          + "\n  ".join(problems))
-    matrix = np.array([s.as_tuple() for _, s in scored])
-    selection = selection_policy.select(matrix, k, axes=axes, allow_fewer=True)
-    ranked = [RankedCandidate(scored[i][0], scored[i][1], rank, float(value))
-              for rank, (i, value) in enumerate(zip(selection.indices, selection.composite), start=1)]
-    return BestOfN(ranked, result.failures, errors)
+    return BestOfN(result.top(k), result.generation_failures, result.score_errors)
 
 
 def best_of(n: int = 8, k: int = 1, *, scorer: ScorerLike, policy: str | Policy | None = None,
@@ -124,7 +83,7 @@ def best_of(n: int = 8, k: int = 1, *, scorer: ScorerLike, policy: str | Policy 
 
     The wrapped function keeps the original as ``.generator`` (a `CallableGenerator`).
     """
-    selection_policy = _as_policy(policy, tuple(scorer.axes))
+    selection_policy = as_policy(policy, tuple(scorer.axes))
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., BestOfN]:
         generator = CallableGenerator(fn, sample_rate=sample_rate)
