@@ -156,8 +156,12 @@ class Capabilities:
     accepts_latents: bool = False
 
 
-#: What each capability lets a caller do, for refusals.
-CAPABILITY_USES = {"can_continue": "continue a clip (extend)", "accepts_latents": "start from given initial latents"}
+#: Per capability: what it lets a caller do, and which generators have it (for refusals).
+CAPABILITY_HELP = {
+    "can_continue": ("continue a clip (extend)", "transformers MusicGen / MusicGen-Melody, audiocraft MusicGen, "
+                     "cmd: templates with a 'continuation' field, Python functions taking prefix=(waveform, sr)"),
+    "accepts_latents": ("start from given initial latents", "Stable Audio Open (diffusers)"),
+}
 
 
 @dataclass(frozen=True)
@@ -281,11 +285,8 @@ class Generator(ABC):
     def require_capability(self, capability: str) -> None:
         """Raise `ConfigError` naming this generator unless it has ``capability`` (a `Capabilities` field)."""
         if not getattr(self.capabilities, capability):
-            able = {"can_continue": "transformers MusicGen / MusicGen-Melody, audiocraft MusicGen, cmd: templates "
-                                    "with a 'continuation' field, Python functions taking prefix=(waveform, sr)",
-                    "accepts_latents": "Stable Audio Open (diffusers)"}[capability]
-            raise ConfigError(f"generator '{self.name}' cannot {CAPABILITY_USES[capability]}; generators that can: "
-                              f"{able}")
+            use, able = CAPABILITY_HELP[capability]
+            raise ConfigError(f"generator '{self.name}' cannot {use}; generators that can: {able}")
 
     # ------------------------------------------------------------------ sampling
     def max_duration(self, params: GenerationParams) -> float | None:

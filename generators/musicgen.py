@@ -42,7 +42,7 @@ from generators.params import LMParams
 from generators.sampling import PerRowSampler, seeded_generators
 
 
-#: Tolerance when converting seconds to codec frames (0.3 s * 50 Hz is 15.000000000000002).
+#: Tolerance when converting seconds to codec frames (1.1 s * 50 Hz is 55.00000000000001, not 56 frames).
 _FRAME_EPS = 1e-6
 
 
@@ -80,7 +80,6 @@ class _TransformersMusicGen(Generator):
         self.hop_length = int(np.prod(codec.upsampling_ratios))
         self.frame_rate = self.sample_rate / self.hop_length
         self.num_codebooks = int(model.decoder.num_codebooks)
-        self.codebook_size = int(model.decoder.config.vocab_size)
         # Stereo checkpoints interleave left/right codebooks: a candidate still owns num_codebooks rows,
         # and each left/right pair shares one delay.
         self.audio_channels = int(getattr(model.decoder.config, "audio_channels", 1))
@@ -207,7 +206,7 @@ class _TransformersMusicGen(Generator):
         new = undelay(sampler.steps, n, self.num_codebooks, self.audio_channels, frames)
         audio = audio[:, :, prompt_frames * self.hop_length:].float().cpu()
         own = new if clip is None else torch.cat([clip.expand(n, -1, -1), new], dim=2)
-        return [Clip(wave, codes) for wave, codes in zip(audio, own.cpu())]
+        return [Clip(wave, tokens) for wave, tokens in zip(audio, own.cpu())]
 
 
 class MusicGenGenerator(_TransformersMusicGen):

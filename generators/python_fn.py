@@ -189,9 +189,11 @@ class CallableGenerator(Generator):
 
     def _continue(self, instruction: Instruction, prefix: Candidate, seeds: list[int], segment: float,
                   params: GenerationParams) -> Sequence[Outcome]:
-        kwargs = {"duration": segment, **params.to_dict(),
-                  PREFIX_KEYWORD: (prefix.audio.waveform.clone(), prefix.audio.sample_rate)}
-        new = [self._call(instruction, seed, kwargs) for seed in seeds]
+        kwargs = {"duration": segment, **params.to_dict()}
+        # Each call gets its own copy of the clip, so a function editing it in place harms no sibling.
+        new = [self._call(instruction, seed, {**kwargs, PREFIX_KEYWORD: (prefix.audio.waveform.clone(),
+                                                                         prefix.audio.sample_rate)})
+               for seed in seeds]
         return [out if isinstance(out, CandidateError) else append_audio(prefix.audio, out) for out in new]
 
     def _call(self, instruction: Instruction, seed: int, kwargs: dict[str, Any]) -> Outcome:

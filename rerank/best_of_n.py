@@ -65,7 +65,7 @@ def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *,
     step = scoring_step(scorer)
     selection_policy = as_policy(policy, step.axes)   # a bad policy fails before anything is generated
     method = BestOfNSearch(seeds=tuple(seeds)) if seeds is not None else BestOfNSearch(n)
-    result = run_search(method, generator, instruction, scoring=step, policy=selection_policy, duration=duration,
+    result = run_search(method, generator, instruction, scorer=step, policy=selection_policy, duration=duration,
                         seed_base=seed_base, batch_size=batch_size, params=params)
     if not result.ranked:
         problems = [str(f) for f in result.generation_failures] + [f"{key}: {value}"

@@ -204,15 +204,15 @@ def test_noise_lineage_rebuilds_the_latent():
 ])
 def test_resuming_a_saved_state_gives_the_uninterrupted_result(spec, generator, duration, params):
     instruction = Instruction(text="resume me")
-    whole = run_search(spec, generator, instruction, scoring=SCORER, duration=duration, seed_base=7, params=params)
+    whole = run_search(spec, generator, instruction, scorer=SCORER, duration=duration, seed_base=7, params=params)
     store = MemoryStore()
-    part = run_search(spec, generator, instruction, scoring=SCORER, duration=duration, seed_base=7, params=params,
+    part = run_search(spec, generator, instruction, scorer=SCORER, duration=duration, seed_base=7, params=params,
                       store=store, max_steps=2)
     assert not part.state.done and part.state.step == 2
     saved = json.loads(json.dumps(part.state.to_dict()))
     # A new process: the state from JSON, and only the candidates the search still needs.
     kept = MemoryStore(store.get(i) for i in parse_search(spec).needed(SearchState.from_dict(saved)))
-    resumed = run_search(spec, generator, instruction, scoring=SCORER, duration=duration, seed_base=7,
+    resumed = run_search(spec, generator, instruction, scorer=SCORER, duration=duration, seed_base=7,
                          params=params, state=SearchState.from_dict(saved), store=kept)
     assert resumed.state.to_dict() == whole.state.to_dict() | {"nodes": resumed.state.to_dict()["nodes"]}
     assert [n.to_dict() | {"compute": None} for n in resumed.state.nodes.values()] == \
@@ -225,16 +225,16 @@ def test_resuming_a_saved_state_gives_the_uninterrupted_result(spec, generator, 
 
 def test_a_state_resumes_only_with_its_own_method_and_instruction():
     toy = SegmentToy(0.25)
-    part = run_search("beam:width=2,expand=2,segment=0.25", toy, Instruction(text="a"), scoring=SCORER,
+    part = run_search("beam:width=2,expand=2,segment=0.25", toy, Instruction(text="a"), scorer=SCORER,
                       duration=1.0, max_steps=1)
     with pytest.raises(ConfigError, match="made by 'beam:width=2,expand=2,segment=0.25', not 'beam:width=2,expand=3"):
-        run_search("beam:width=2,expand=3,segment=0.25", toy, Instruction(text="a"), scoring=SCORER, duration=1.0,
+        run_search("beam:width=2,expand=3,segment=0.25", toy, Instruction(text="a"), scorer=SCORER, duration=1.0,
                    state=part.state)
     with pytest.raises(ConfigError, match="resume it with the same ones"):
-        run_search("beam:width=2,expand=2,segment=0.25", toy, Instruction(text="b"), scoring=SCORER, duration=1.0,
+        run_search("beam:width=2,expand=2,segment=0.25", toy, Instruction(text="b"), scorer=SCORER, duration=1.0,
                    state=part.state)
     with pytest.raises(CmirmError, match="is not in the candidate store"):
-        run_search("beam:width=2,expand=2,segment=0.25", toy, Instruction(text="a"), scoring=SCORER, duration=1.0,
+        run_search("beam:width=2,expand=2,segment=0.25", toy, Instruction(text="a"), scorer=SCORER, duration=1.0,
                    state=part.state, store=MemoryStore())
     with pytest.raises(CmirmError, match="version 0 is not 1"):
         SearchState.from_dict(part.state.to_dict() | {"version": 0})

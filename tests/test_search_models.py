@@ -27,7 +27,7 @@ def musicgen(one_torch_thread):
 @pytest.fixture(scope="module")
 def beam(musicgen):
     store = MemoryStore()
-    result = run_search(BEAM, musicgen, TEXT, scoring=ToyQualityScorer(sr=32000), duration=0.3, seed_base=11,
+    result = run_search(BEAM, musicgen, TEXT, scorer=ToyQualityScorer(sr=32000), duration=0.3, seed_base=11,
                         params=FAST, store=store)
     return result
 
@@ -61,11 +61,11 @@ def test_beam_compute_is_exactly_what_it_generated(beam):
 
 def test_a_resumed_beam_is_the_same_beam(musicgen, beam):
     store = MemoryStore()
-    part = run_search(BEAM, musicgen, TEXT, scoring=ToyQualityScorer(sr=32000), duration=0.3, seed_base=11,
+    part = run_search(BEAM, musicgen, TEXT, scorer=ToyQualityScorer(sr=32000), duration=0.3, seed_base=11,
                       params=FAST, store=store, max_steps=1)
     saved = SearchState.from_dict(json.loads(json.dumps(part.state.to_dict())))
     kept = MemoryStore(store.get(i) for i in parse_search(BEAM).needed(saved))  # frontier clips, with their codes
-    resumed = run_search(BEAM, musicgen, TEXT, scoring=ToyQualityScorer(sr=32000), duration=0.3, seed_base=11,
+    resumed = run_search(BEAM, musicgen, TEXT, scorer=ToyQualityScorer(sr=32000), duration=0.3, seed_base=11,
                          params=FAST, state=saved, store=kept)
     assert [r.candidate.id for r in resumed.ranked] == [r.candidate.id for r in beam.ranked]
     assert all(torch.equal(a.candidate.audio.waveform, b.candidate.audio.waveform)
@@ -77,7 +77,7 @@ def test_noise_search_lineage_on_tiny_stable_audio(one_torch_thread):
     pytest.importorskip("torchsde")
     generator = tiny_generator("stable-audio")
     result = run_search("noise:rounds=1,neighbors=2,radius=0.5", generator, TEXT,
-                        scoring=ToyQualityScorer(sr=44100), duration=0.2, seed_base=3, params={"steps": 2})
+                        scorer=ToyQualityScorer(sr=44100), duration=0.2, seed_base=3, params={"steps": 2})
     nodes = list(result.state.nodes.values())
     assert len(nodes) == 4 and result.compute.work_units == 4 * 2 and result.compute.model_evals == 4 * 4
     # Round 0 nodes are plain seeds: exactly best-of-N's candidates.

@@ -122,18 +122,18 @@ def _evaluate(made: Sequence[Candidate | CandidateFailure], instruction: Instruc
     return evaluations
 
 
-def run_search(method: str | SearchMethod, generator: Generator, instruction: Instruction, *, scoring: Any,
+def run_search(method: str | SearchMethod, generator: Generator, instruction: Instruction, *, scorer: Any,
                policy: str | Policy | None = None, duration: float = 10.0, seed_base: int = 0,
                batch_size: int | None = None, params: dict[str, Any] | None = None, state: SearchState | None = None,
                store: CandidateStore | None = None, max_steps: int | None = None) -> SearchResult:
     """Run (or resume) ``method`` for ``instruction`` in memory; see the module docstring.
 
-    ``scoring`` is a contract scorer, a started `ScorerPool` or a `ScoringStep`; ``policy`` ranks
+    ``scorer`` is a contract scorer, a started `ScorerPool` or a `ScoringStep`; ``policy`` ranks
     by its axes (default `default_policy`); ``params`` go to the generator. Configuration errors
     (a generator that cannot run the method, a bad policy) are raised before anything is generated.
     """
     method = parse_search(method).resolved()
-    step = scoring_step(scoring)
+    step = scoring_step(scorer)
     axes = tuple(step.axes)
     chosen = as_policy(policy, axes)
     params = dict(params or {})
@@ -175,5 +175,5 @@ def search(method: str | SearchMethod, generator_or_fn: GeneratorOrFn, instructi
     method = parse_search(method)
     if budget is not None:
         method = method.for_budget(budget)
-    return run_search(method, generator, instruction, scoring=scorer, policy=policy, duration=duration,
+    return run_search(method, generator, instruction, scorer=scorer, policy=policy, duration=duration,
                       seed_base=seed_base, batch_size=batch_size, params=params)

@@ -116,7 +116,7 @@ class SearchMethod(ABC):
 
     @abstractmethod
     def candidates(self, state: SearchState) -> list[str]:
-        """The ids of the search's candidates (scored ones only), in order of generation."""
+        """The ids of the search's candidates (scored ones only; beam: its final beams, none before the end)."""
 
     def needed(self, state: SearchState) -> set[str]:
         """The ids whose audio (and codes) the next steps or the result still need."""
