@@ -61,7 +61,7 @@ def main() -> None:
     model = str(default_tiny_checkpoint())
     items = _workload(Path(tempfile.mkdtemp()), args.candidates, args.seconds)
     # Both Ray pools stay up (3 actors, one logical CPU each) but only one pool works at a time.
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     modes = {
         "(a) in-process, 1 thread": PoolConfig(model, backend="local", threads_per_actor=1, device="cpu",
                                                 batch_size=args.batch_size),

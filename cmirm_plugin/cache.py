@@ -12,7 +12,7 @@ from pathlib import Path
 CACHE_ENV = "CMIRM_CACHE"
 #: Version of the tiny random CMI-RM (`cmirm_plugin.model.tiny`): its cache folder is
 #: ``tiny-v<version>`` and records name it ``tiny-v<version>``; bump it when its construction changes.
-TINY_MODEL_VERSION = "1"
+TINY_MODEL_VERSION = "2"
 
 
 def cache_root() -> Path:

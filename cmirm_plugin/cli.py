@@ -13,10 +13,33 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from cmirm_plugin.cli_options import ScoringOptions, with_options
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.hub import DEFAULT_MODEL
+
+
+class _FlagsShownAsFlags:
+    """Help lists an on/off flag (``--tiny``) without a value type: typer 0.29 shows every flag as
+    ``--tiny <bool>``, which reads as if it took a value (``--tiny true`` is then refused). A flag
+    gets an empty metavar, which typer shows instead of the type (and click never shows for flags)."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsShownAsFlags, TyperCommand):
+    """Every cmirm command (see `_FlagsShownAsFlags`)."""
+
+
+class Group(_FlagsShownAsFlags, TyperGroup):
+    """The ``cmirm`` group (see `_FlagsShownAsFlags`)."""
+
 
 app = typer.Typer(
     name="cmirm",
@@ -24,6 +47,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 
 
@@ -41,15 +65,50 @@ def _root(
     """Reward-guided music generation with CMI-RM."""
 
 
-@app.command()
+@app.command(cls=Command)
 def doctor() -> None:
-    """Print versions, devices, optional backends and where the model cache lives."""
+    """Print versions, devices, optional backends, where the model cache lives and which models it holds."""
     from cmirm_plugin.doctor import print_report
 
     print_report()
 
 
-@app.command()
+@app.command(cls=Command)
+def download(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Generator names (musicgen-small, stable-audio-open, musicgen:ID ...) and scorer specs (HaiwenXia/CMI-RM, "
+             "a hub id ...).", show_default=False)] = None,
+    all_defaults: Annotated[bool, typer.Option(
+        "--all", help=f"The defaults: the reward model {DEFAULT_MODEL} (with its towers) and musicgen-small.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", help="A hub cache folder to fill instead of the default one (use it with HF_HUB_CACHE=DIR).",
+        show_default=False)] = None,
+) -> None:
+    """Fetch every model repo the named generators and scorers need into the hub cache, and list what is here.
+
+    Resolves the repos named inside configs too (CMI-RM -> MuQ-MuLan towers -> MuQ, XLM-R tokenizer)
+    and downloads exactly the files the loaders read, with progress. Prints each repo's state,
+    size and licence (cmirm's licence table and the hub's model card).
+    """
+    from rich.console import Console
+
+    from cmirm_plugin.model_report import print_models
+    from cmirm_plugin.models_needed import ModelFiles, ModelsUnavailableError, default_names, fetch
+
+    wanted = [*(default_names() if all_defaults else []), *(names or [])]
+    if not wanted:
+        raise CmirmError("give generator names or scorer specs to download (e.g. musicgen-small HaiwenXia/CMI-RM), "
+                         "or --all for the defaults")
+    files = ModelFiles(cache_dir)
+    statuses = fetch(list(dict.fromkeys(wanted)), files)
+    print_models(statuses, Console(), f"models in {cache_dir or 'the hub cache'}")
+    failed = [s for s in statuses if s.reason or s.missing]
+    if failed:
+        raise ModelsUnavailableError("could not fetch " + "; ".join(
+            f"{s.need.source} ({s.reason or 'missing ' + ', '.join(map(str, s.missing))})" for s in failed))
+
+
+@app.command(cls=Command)
 @with_options(scoring=ScoringOptions)
 def score(
     audio: Annotated[Optional[list[Path]], typer.Argument(
@@ -81,6 +140,7 @@ def score(
     scoring: ScoringOptions,
 ) -> None:
     """Score audio files against one instruction, or a JSONL of rows each with its own (--jsonl)."""
+    from cmirm_plugin.models_needed import check_available
     from cmirm_plugin.records import Instruction
     from cmirm_plugin.score_command import score_files, score_jsonl
     from cmirm_plugin.scoring import ScorerSpec, load_scorer
@@ -94,6 +154,7 @@ def score(
             raise CmirmError("--jsonl rows carry their own audio and instruction: drop the files, --text, --lyrics, "
                              "--ref-audio and --sort")
         target = out or jsonl.with_name(f"{jsonl.stem}.scores.jsonl")
+        check_available(scorers=[(spec, "--reward")])
         done, failed, reused = score_jsonl(load_scorer(spec, settings, device), spec, jsonl, target,
                                            settings.batch_size, retry_errors)
         typer.echo(f"scored {done} row(s) ({failed} with errors, {reused} already done) -> {target}")
@@ -103,6 +164,7 @@ def score(
     if out is not None or retry_errors:
         raise CmirmError("--out and --retry-errors apply to --jsonl")
     instruction = Instruction.from_cli(text, lyrics, ref_audio)
+    check_available(scorers=[(spec, "--reward")])
     score_files(load_scorer(spec, settings, device), spec, audio, instruction, as_json, sort)
 
 
@@ -121,7 +183,7 @@ def _register_plugins() -> None:
         except Exception as exc:  # any import failure: keep the rest of the CLI usable
             print(f"cmirm: command '{ep.name}' unavailable ({ep.value}: {type(exc).__name__}: {exc})", file=sys.stderr)
             continue
-        app.command(name=ep.name)(command)
+        app.command(name=ep.name, cls=Command)(command)
         taken.add(ep.name)
 
 
@@ -130,6 +192,9 @@ _register_plugins()
 
 def main() -> None:
     """Console-script entry point; turns cmirm input errors into one readable line."""
+    from cmirm_plugin.log_filters import quiet_ray_token_auth_notice
+
+    quiet_ray_token_auth_notice()
     try:
         app()
     except CmirmError as exc:

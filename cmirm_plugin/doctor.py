@@ -1,4 +1,4 @@
-"""`cmirm doctor`: what this installation can do (versions, devices, optional backends, caches)."""
+"""`cmirm doctor`: what this installation can do (versions, devices, optional backends, caches, models here)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,32 @@ def collect() -> dict[str, dict[str, str]]:
             "hub cache": constants.HF_HUB_CACHE,
             "HF_HUB_OFFLINE": str(constants.HF_HUB_OFFLINE),
         },
+        "models (local: hub cache and folders, no network)": model_rows(),
     }
+
+
+def model_rows() -> dict[str, str]:
+    """Per repo of the default reward model and of every known generator: present or what is missing, and size.
+
+    Looks only at the hub cache; a missing repo gets the command that fetches it.
+    """
+    from cmirm_plugin.hub import DEFAULT_MODEL
+    from cmirm_plugin.model_report import size_text, state_text
+    from cmirm_plugin.models_needed import local_statuses, providers
+
+    names = [DEFAULT_MODEL, *(name for p in providers() for name in p.known)]
+    rows = {}
+    for name, status in local_statuses(names):
+        key = f"{status.need.source} ({name})" if status.need.source not in name else status.need.source
+        state = state_text(status)
+        if status.complete:
+            state += f", {size_text(status.local_bytes)}"
+        elif not status.local:
+            state += f" (cmirm download {name})"
+        elif not status.need.is_folder:
+            state += f", {size_text(status.local_bytes)}: {status.download_command()}"
+        rows[key] = state
+    return rows
 
 
 def print_report(console: Console | None = None) -> None:

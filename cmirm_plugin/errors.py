@@ -25,3 +25,8 @@ class ConfigError(CmirmError):
 
 class CheckpointError(CmirmError):
     """A checkpoint that cannot be loaded: missing files, unsafe format or mismatched shapes."""
+
+
+class ScorerUnavailable(CmirmError):
+    """A scorer that cannot score anything right now (e.g. its reward server is gone, too slow, or refuses
+    the token). Never blamed on a clip: `score_isolated` lets it propagate instead of isolating items."""

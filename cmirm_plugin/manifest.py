@@ -3,13 +3,17 @@
 Each record is one JSON object on one line, written and flushed on its own, so a reader (or a
 second process) sees every finished record while the job runs. After a crash the last line may
 be cut in half: readers skip it with a warning, and the writer cuts it off before appending, so a
-resumed job continues cleanly. A broken line anywhere else is an error naming file and line.
+resumed job continues cleanly (a last record that is complete but lost only its newline is kept: the
+writer ends its line instead). A broken line anywhere else is an error naming file and line.
+Writers open their file on the first append, so a job that has nothing to add never writes (a
+finished run directory may be read-only).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -93,19 +97,34 @@ def rewrite_records(path: str | Path, records: Iterable[dict[str, Any]]) -> Path
 
     For the few files that are rewritten rather than appended to (a log cut back to a resume
     point, an output re-derived from its journal): a crash leaves the old or the new file, never half.
+    The temporary file has a name of its own (two writers never share one) and is removed on failure.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    with ManifestWriter(tmp) as writer:
-        for record in records:
-            writer.append(record)
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with ManifestWriter(tmp) as writer:
+            for record in records:
+                writer.append(record)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def _drop_partial_tail(path: Path) -> None:
-    """Cut an interrupted last line so the next append starts on a fresh line."""
+def _is_record(line: bytes) -> bool:
+    """Whether ``line`` is one complete JSON object (a last record that only lost its newline)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def _end_last_line(path: Path) -> None:
+    """Make the next append start on a fresh line: end a complete last record that lacks its newline,
+    cut an interrupted (partial) one."""
     if not path.exists() or path.stat().st_size == 0:
         return
     with path.open("rb+") as fh:
@@ -114,34 +133,43 @@ def _drop_partial_tail(path: Path) -> None:
             return  # the usual case: nothing to read
         fh.seek(0)
         data = fh.read()
-        cut = data.rfind(b"\n") + 1  # 0 when the only line is partial
-        fh.seek(cut)
+        start = data.rfind(b"\n") + 1  # 0 when the file holds one line
+        if _is_record(data[start:]):
+            fh.seek(0, os.SEEK_END)
+            fh.write(b"\n")
+            return
+        fh.seek(start)
         fh.truncate()
 
 
 class ManifestWriter:
     """Append records to a JSONL file, one flushed line per record.
 
-    Use as a context manager. ``fsync=True`` also forces each line to disk (slower; for jobs
-    whose machine may lose power, not just the process).
+    Use as a context manager. The file (and its folder) is opened on the first `append`, after
+    its last line is made whole (see `_end_last_line`). ``fsync=True`` also forces each line to
+    disk (slower; for jobs whose machine may lose power, not just the process).
     """
 
     def __init__(self, path: str | Path, fsync: bool = False) -> None:
         self.path = Path(path)
         self.fsync = fsync
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _drop_partial_tail(self.path)
-        self._fh = self.path.open("a", encoding="utf-8")
+        self._fh: Any = None
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False, allow_nan=False, default=_json_default)
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _end_last_line(self.path)
+            self._fh = self.path.open("a", encoding="utf-8")
         self._fh.write(line + "\n")
         self._fh.flush()
         if self.fsync:
             os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
     def __enter__(self) -> "ManifestWriter":
         return self

@@ -13,19 +13,34 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import numpy as np
-
-from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import CmirmError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: records are read by light code (the CLI) that never needs torch
+    import numpy as np
     import torch
+
+    from cmirm_plugin.audio import Audio
+
+
+def _audio_class() -> type["Audio"]:
+    from cmirm_plugin.audio import Audio
+
+    return Audio
+
 
 #: The CMI-RewardBench modality categories (spec §5.2), in the benchmark's order.
 MODALITIES = ("text", "text+lyrics", "text+ref", "text+lyrics+ref")
 
 #: Column order of every score array.
 AXES = ("alignment", "musicality")
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as a file (``file not found`` / ``is a directory, expected a file``), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory, expected a file"
+    return None if path.is_file() else "file not found"
 
 
 def _present(value: str | None) -> str | None:
@@ -56,7 +71,7 @@ class Instruction:
         ref = self.ref_audio
         if isinstance(ref, str):
             ref = _present(ref)
-        if ref is not None and not isinstance(ref, (str, Path, Audio)):
+        if ref is not None and not isinstance(ref, (str, Path)) and not isinstance(ref, _audio_class()):
             raise CmirmError(f"ref_audio must be a path or Audio, got {type(ref).__name__}")
         object.__setattr__(self, "ref_audio", str(ref) if isinstance(ref, Path) else ref)
         if self.id is None:
@@ -64,10 +79,10 @@ class Instruction:
 
     def _content_id(self) -> str:
         ref = self.ref_audio
-        if isinstance(ref, Audio):
-            ref_key = ref.source or hashlib.sha1(ref.waveform.numpy().tobytes()).hexdigest()
-        else:
+        if ref is None or isinstance(ref, str):
             ref_key = ref
+        else:  # an Audio
+            ref_key = ref.source or hashlib.sha1(ref.waveform.numpy().tobytes()).hexdigest()
         blob = json.dumps([self.text, self.lyrics, ref_key], ensure_ascii=False)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -96,8 +111,9 @@ class Instruction:
                 lyrics = Path(lyrics).read_text(encoding="utf-8")
             except UnicodeDecodeError as exc:
                 raise CmirmError(f"'{lyrics}': lyrics file is not UTF-8 text ({exc})") from exc
-        if ref_audio is not None and not Path(ref_audio).is_file():
-            raise CmirmError(f"'{ref_audio}': reference audio file not found")
+        problem = file_problem(ref_audio) if ref_audio is not None else None
+        if problem:
+            raise CmirmError(f"'{ref_audio}': reference audio: {problem}")
         return cls(text=text, lyrics=lyrics, ref_audio=ref_audio)
 
     def load_ref(self) -> Audio | None:
@@ -105,12 +121,12 @@ class Instruction:
         if self.ref_audio is None:
             return None
         if "_ref" not in self.__dict__:   # frozen dataclass: memoise outside the fields
-            self.__dict__["_ref"] = Audio.coerce(self.ref_audio)
+            self.__dict__["_ref"] = _audio_class().coerce(self.ref_audio)
         return self.__dict__["_ref"]
 
     def to_dict(self) -> dict[str, Any]:
         ref = self.ref_audio
-        if isinstance(ref, Audio):
+        if ref is not None and not isinstance(ref, str):   # an Audio
             ref = ref.source
         return {"id": self.id, "text": self.text, "lyrics": self.lyrics, "ref_audio": ref}
 
@@ -367,6 +383,6 @@ class Candidate:
         if root is not None and not path.is_absolute():
             path = Path(root) / path
         compute, lineage = data.get("compute"), data.get("lineage")
-        return cls(Audio.load(path), data["instruction_id"], data["generator"], int(data["seed"]),
+        return cls(_audio_class().load(path), data["instruction_id"], data["generator"], int(data["seed"]),
                    dict(data.get("params") or {}), None if compute is None else Compute.from_dict(compute),
                    None if lineage is None else Lineage.from_dict(lineage))

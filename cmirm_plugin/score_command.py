@@ -22,7 +22,7 @@ from rich.table import Table
 
 from cmirm_plugin.errors import CmirmError, ConfigError
 from cmirm_plugin.manifest import ManifestWriter, iter_records, read_json_lines
-from cmirm_plugin.records import Instruction
+from cmirm_plugin.records import Instruction, file_problem
 from cmirm_plugin.scoring.contract import Scorer, score_isolated
 from cmirm_plugin.scoring.spec import ScorerSpec
 
@@ -79,8 +79,9 @@ def _row(line: int, data: dict[str, Any], base: Path) -> _Row:
     ref = data.get("ref_audio") or None
     if ref is not None:
         ref = str((base / ref).resolve())
-        if not Path(ref).is_file():
-            raise CmirmError(f"field 'ref_audio': file not found: '{ref}' (paths are relative to the JSONL file)")
+        problem = file_problem(ref)
+        if problem:
+            raise CmirmError(f"field 'ref_audio': {problem}: '{ref}' (paths are relative to the JSONL file)")
     return _Row(line, _row_key(line, data), str((base / data["audio"]).resolve()),
                 Instruction(text=data.get("text"), lyrics=data.get("lyrics"), ref_audio=ref))
 

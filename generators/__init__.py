@@ -16,9 +16,10 @@ from generators.base import (
     UnsupportedInputError,
 )
 from generators.params import DiffusionParams, GenerationParams, LMParams
-from generators.registry import build_generator, known_generators
+from generators.registry import build_generator, known_generators, recorded_name
 
 __all__ = [
     "FAILURE_KINDS", "INPUT_KINDS", "CandidateError", "CandidateFailure", "DiffusionParams", "GenerationParams",
     "GenerationResult", "Generator", "LMParams", "UnsupportedInputError", "build_generator", "known_generators",
+    "recorded_name",
 ]

@@ -36,8 +36,8 @@ from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, ConfigError
 from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Candidate, Instruction
-from generators.base import (Capabilities, Generator, UnsupportedInputError, WorkUnits, check_batch_size,
-                             require_dir_or_hub_id)
+from generators.base import (Capabilities, Generator, UnsupportedInputError, WorkUnits, bounded_tokenizer,
+                             check_batch_size, require_dir_or_hub_id)
 from generators.params import GenerationParams, LMParams, check, check_number
 
 INSTALL_HINT = ("the audiocraft backend needs the optional audiocraft package, which pins an old torch: "
@@ -138,7 +138,7 @@ class AudiocraftGenerator(Generator):
         models = import_audiocraft()
         require_dir_or_hub_id(str(id_or_path))
         model_class = models.MAGNeT if checkpoint_is_magnet(id_or_path) else models.MusicGen
-        with unavailable_as_error(str(id_or_path), "generator"):
+        with unavailable_as_error(str(id_or_path), "generator", use_as="--generator audiocraft:DIR"):
             model = model_class.get_pretrained(str(id_or_path), device=str(device))
         return cls(model, name=name)
 
@@ -154,6 +154,12 @@ class AudiocraftGenerator(Generator):
             delays = getattr(self.model.lm.pattern_provider, "delays", None) or [self.model.lm.num_codebooks - 1]
             steps = math.ceil(seconds * self.model.frame_rate - 1e-6) + max(delays)
         return WorkUnits("decoder_steps", steps, 2 * steps)
+
+    def text_token_limit(self) -> tuple[Any, int] | None:
+        """A T5 text conditioner reads at most its tokenizer's ``model_max_length`` tokens (none for lookup tables)."""
+        conditioner = self.model.lm.condition_provider.conditioners.get("description")
+        tokenizer = getattr(conditioner, "t5_tokenizer", None)
+        return bounded_tokenizer(tokenizer) if tokenizer is not None else None
 
     def check_duration(self, duration: float, params: GenerationParams) -> None:
         """MAGNeT makes clips of exactly its training length; MusicGen extends past it with windows."""

@@ -49,6 +49,11 @@ MAX_SEED = 2**63 - 1
 #: How much of a command's stderr or a traceback a failure keeps.
 DETAIL_CHARS = 2000
 
+#: The longest instruction text and lyrics (characters) a generator takes unless its backend sets
+#: its own limit: a long prompt must fail at once, not make a text encoder attend over every token.
+MAX_TEXT_CHARS = 4000
+MAX_LYRICS_CHARS = 20000
+
 
 def instruction_inputs(instruction: Instruction) -> tuple[str, ...]:
     """The inputs ``instruction`` carries, in `INPUT_KINDS` order."""
@@ -82,6 +87,10 @@ def require_dir_or_hub_id(id_or_path: str) -> None:
 
 class UnsupportedInputError(CmirmError):
     """The instruction carries an input the generator cannot honour (or lacks one it needs)."""
+
+
+class InstructionTooLongError(ConfigError):
+    """The instruction's text or lyrics exceed what the generator reads (the limit is in the message)."""
 
 
 class CandidateError(Exception):
@@ -211,6 +220,12 @@ def validate_seeds(seeds: Sequence[int]) -> list[int]:
     return seeds
 
 
+def bounded_tokenizer(tokenizer: Any) -> tuple[Any, int] | None:
+    """``(tokenizer, its model_max_length)``, or None when it declares no real limit (transformers' 1e30 sentinel)."""
+    most = getattr(tokenizer, "model_max_length", None)
+    return (tokenizer, int(most)) if isinstance(most, int) and 0 < most < 1_000_000 else None
+
+
 def check_batch_size(generator: str, size: Any, limit: int | None) -> int:
     """``size`` as a validated batch size: an integer >= 1 and, if ``limit`` is set, <= ``limit``."""
     check_number("batch_size", size, low=1, integer=True)
@@ -238,6 +253,9 @@ class Generator(ABC):
         trims_to_duration: whether outputs are cut to exactly ``duration`` (model backends); external
             commands and functions own their output length.
         capabilities: what the search methods may ask of it (`Capabilities`).
+        max_text_chars / max_lyrics_chars: the longest text and lyrics taken (`MAX_TEXT_CHARS`,
+            `MAX_LYRICS_CHARS` unless a backend says otherwise); backends whose text encoder reads a
+            bounded number of tokens also give `text_token_limit`.
     """
 
     name: str
@@ -248,6 +266,8 @@ class Generator(ABC):
     max_batch_size: ClassVar[int | None] = None
     trims_to_duration: ClassVar[bool] = True
     capabilities: Capabilities = Capabilities()
+    max_text_chars: ClassVar[int] = MAX_TEXT_CHARS
+    max_lyrics_chars: ClassVar[int] = MAX_LYRICS_CHARS
     batch_size: int = 1
 
     # ------------------------------------------------------------------ inputs
@@ -263,7 +283,8 @@ class Generator(ABC):
         return not self.unsupported_inputs(instruction)
 
     def require_supported(self, instruction: Instruction) -> None:
-        """Raise `UnsupportedInputError` naming the input and this generator, instead of ignoring it."""
+        """Raise `UnsupportedInputError` naming the input and this generator, instead of ignoring it, and
+        `InstructionTooLongError` (with the limit) for a text or lyrics longer than it reads."""
         problems = self.unsupported_inputs(instruction)
         if problems:
             honoured = ", ".join(k for k in INPUT_KINDS if k in self.inputs) or "nothing"
@@ -271,6 +292,46 @@ class Generator(ABC):
                 f"generator '{self.name}' {' and '.join(problems)} (instruction {instruction.id}); "
                 f"it honours: {honoured}. Choose a generator that does, or drop that input."
             )
+        too_long = self.length_problems(instruction)
+        if too_long:
+            raise InstructionTooLongError(f"generator '{self.name}' refuses instruction {instruction.id}: "
+                                          f"{'; '.join(too_long)}; shorten it")
+
+    def text_token_limit(self) -> tuple[Any, int] | None:
+        """``(tokenizer, most tokens)`` when this backend's text encoder reads a bounded number of tokens."""
+        return None
+
+    def length_problems(self, instruction: Instruction) -> list[str]:
+        """Why ``instruction`` is too long for this generator (empty when it is not).
+
+        Characters are counted first, so an enormous text is refused before any tokenizer sees it.
+        """
+        found = [f"{kind} is {len(value)} characters, it takes at most {limit}"
+                 for kind, value, limit in (("text", instruction.text, self.max_text_chars),
+                                            ("lyrics", instruction.lyrics, self.max_lyrics_chars))
+                 if value is not None and len(value) > limit]
+        token_limit = self.text_token_limit()
+        if not found and token_limit is not None and instruction.text is not None:
+            tokenizer, most = token_limit
+            count = len(tokenizer(instruction.text, verbose=False)["input_ids"])
+            if count > most:
+                found.append(f"text is {count} tokens, its text encoder reads at most {most}")
+        return found
+
+    def check_seeds(self, seeds: Sequence[int]) -> list[int]:
+        """``seeds`` validated (`validate_seeds`); backends whose tool takes fewer seeds refuse the others here."""
+        return validate_seeds(seeds)
+
+    def check_request(self, instructions: Sequence[Instruction], seeds: Sequence[int], duration: float,
+                      batch_size: int | None = None, **params: Any) -> None:
+        """Refuse now whatever `sample` would refuse for any of ``instructions`` with these ``seeds``.
+
+        A job calls it once with all its instructions and seeds before generating anything, so a bad
+        seed, parameter, duration or instruction costs seconds, not a half-finished job.
+        """
+        for instruction in instructions:
+            self.require_supported(instruction)
+        self._prepare(seeds, duration, batch_size, params)
 
     # ------------------------------------------------------------------ capabilities and cost
     @property
@@ -303,6 +364,15 @@ class Generator(ABC):
     def check_segment(self, segment: float, params: GenerationParams) -> None:
         """Raise `ConfigError` if this backend cannot continue a clip by ``segment`` seconds (default: any length)."""
 
+    def _prepare(self, seeds: Sequence[int], duration: float, batch_size: int | None,
+                 params: Mapping[str, Any]) -> tuple[list[int], GenerationParams, float, int]:
+        """Validated seeds, typed parameters, duration and batch size (what `sample` and `check_request` check)."""
+        seeds = self.check_seeds(seeds)
+        typed = self.params_type.from_kwargs(self.name, params)
+        duration = validate_duration(duration, self.max_duration(typed))
+        self.check_duration(duration, typed)
+        return seeds, typed, duration, self._batch_size(batch_size)
+
     def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
                batch_size: int | None = None, **params: Any) -> GenerationResult:
         """Generate one candidate per seed; failed seeds go to ``result.failures``.
@@ -312,11 +382,8 @@ class Generator(ABC):
         (default: the generator's) is how many seeds one backend call handles.
         """
         self.require_supported(instruction)
-        seeds = validate_seeds(seeds)
-        typed = self.params_type.from_kwargs(self.name, params)
-        duration = validate_duration(duration, self.max_duration(typed))
-        self.check_duration(duration, typed)
-        return self._produce(instruction, seeds, self._batch_size(batch_size), typed, duration, duration,
+        seeds, typed, duration, size = self._prepare(seeds, duration, batch_size, params)
+        return self._produce(instruction, seeds, size, typed, duration, duration,
                              lambda chunk, rows: self._generate(instruction, chunk, duration, typed))
 
     def extend(self, instruction: Instruction, prefix: Candidate, seeds: Sequence[int], segment: float, *,
@@ -332,7 +399,7 @@ class Generator(ABC):
         if prefix.instruction_id != instruction.id:
             raise ConfigError(f"extend: candidate {prefix.id!r} belongs to instruction {prefix.instruction_id!r}, "
                               f"not {instruction.id!r}; continue it with its own instruction")
-        seeds = validate_seeds(seeds)
+        seeds = self.check_seeds(seeds)
         typed = self.params_type.from_kwargs(self.name, params)
         segment = validate_duration(segment)
         self.check_segment(segment, typed)
@@ -367,7 +434,7 @@ class Generator(ABC):
         """
         self.require_capability("accepts_latents")
         self.require_supported(instruction)
-        seeds = validate_seeds(seeds)
+        seeds, typed, duration, size = self._prepare(seeds, duration, batch_size, params)
         sampler = list(seeds) if sampler_seeds is None else [int(s) for s in sampler_seeds]
         for seed in sampler:
             check_number("sampler seed", seed, low=0, high=MAX_SEED, integer=True)
@@ -378,10 +445,7 @@ class Generator(ABC):
                               f"and one sampler seed per row), got {got} with {len(sampler)} sampler seed(s)")
         if not torch.isfinite(latents).all():
             raise ConfigError(f"generator '{self.name}': latents hold NaN or infinite values")
-        typed = self.params_type.from_kwargs(self.name, params)
-        duration = validate_duration(duration, self.max_duration(typed))
-        self.check_duration(duration, typed)
-        return self._produce(instruction, seeds, self._batch_size(batch_size), typed, duration, duration,
+        return self._produce(instruction, seeds, size, typed, duration, duration,
                              lambda chunk, rows: self._generate_from_latents(instruction, latents[rows], sampler[rows],
                                                                              duration, typed))
 

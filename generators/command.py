@@ -54,10 +54,9 @@ import yaml
 
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, CmirmError, ConfigError
-from cmirm_plugin.records import Instruction
-from cmirm_plugin.records import Candidate
-from generators.base import (INPUT_KINDS, CandidateError, Capabilities, GenerationResult, Generator, Outcome,
-                             append_audio, instruction_inputs, tail, validate_seeds)
+from cmirm_plugin.records import Candidate, Instruction, file_problem
+from generators.base import (INPUT_KINDS, CandidateError, Capabilities, Generator, Outcome, append_audio,
+                             instruction_inputs, tail, validate_seeds)
 from generators.command_checks import InputChecks
 from generators.params import GenerationParams, check
 
@@ -342,17 +341,11 @@ class CommandGenerator(Generator):
         super().require_supported(instruction)
         self.template.checks.require(instruction, self.name, self._template_name)
 
-    def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
-               batch_size: int | None = None, **params: Any) -> GenerationResult:
-        """`Generator.sample`, refusing first any seed outside the template's ``checks.seed_range``."""
-        self.template.checks.require_seeds(validate_seeds(seeds), self.name, self._template_name)
-        return super().sample(instruction, seeds, duration, batch_size=batch_size, **params)
-
-    def extend(self, instruction: Instruction, prefix: Candidate, seeds: Sequence[int], segment: float, *,
-               batch_size: int | None = None, **params: Any) -> GenerationResult:
-        """`Generator.extend`, refusing first any seed outside the template's ``checks.seed_range``."""
-        self.template.checks.require_seeds(validate_seeds(seeds), self.name, self._template_name)
-        return super().extend(instruction, prefix, seeds, segment, batch_size=batch_size, **params)
+    def check_seeds(self, seeds: Sequence[int]) -> list[int]:
+        """`Generator.check_seeds`, refusing also any seed outside the template's ``checks.seed_range``."""
+        seeds = validate_seeds(seeds)
+        self.template.checks.require_seeds(seeds, self.name, self._template_name)
+        return seeds
 
     def _values(self, instruction: Instruction, work: Path, duration: float,
                 params: GenerationParams) -> dict[str, str]:
@@ -364,8 +357,9 @@ class CommandGenerator(Generator):
         if isinstance(instruction.ref_audio, Audio):  # in memory: the tool needs a file
             ref = str(instruction.ref_audio.save(work / "ref.wav"))
         elif instruction.ref_audio is not None:  # a path: passed on as it is, never decoded here
-            if not Path(instruction.ref_audio).is_file():
-                raise AudioError(f"'{instruction.ref_audio}': reference audio file not found")
+            problem = file_problem(instruction.ref_audio)
+            if problem:
+                raise AudioError(f"'{instruction.ref_audio}': reference audio: {problem}")
             ref = str(Path(instruction.ref_audio).resolve())
         template_dir = self.template.source.parent if self.template.source else Path.cwd()
         return {"text": instruction.text or "", "lyrics": instruction.lyrics or "", "text_file": str(text_file),

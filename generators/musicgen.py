@@ -36,8 +36,9 @@ import torch
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, ConfigError
 from cmirm_plugin.hub import unavailable_as_error
+from cmirm_plugin.log_filters import quiet_musicgen_special_tokens
 from cmirm_plugin.records import Candidate, Instruction
-from generators.base import Capabilities, Clip, Generator, WorkUnits, require_dir_or_hub_id
+from generators.base import Capabilities, Clip, Generator, WorkUnits, bounded_tokenizer, require_dir_or_hub_id
 from generators.params import LMParams
 from generators.sampling import PerRowSampler, seeded_generators
 
@@ -68,6 +69,8 @@ class _TransformersMusicGen(Generator):
     params_type: ClassVar[type[LMParams]] = LMParams
     capabilities = Capabilities(can_continue=True)
     model_class_name: ClassVar[str]
+    #: The registry prefix that loads a checkpoint of this class (``musicgen:DIR``).
+    registry_prefix: ClassVar[str]
     default_model: ClassVar[str]
 
     def __init__(self, model: Any, processor: Any, name: str, batch_size: int = 1) -> None:
@@ -96,7 +99,8 @@ class _TransformersMusicGen(Generator):
         id_or_path = str(id_or_path or cls.default_model)
         model_class = getattr(transformers, cls.model_class_name)
         require_dir_or_hub_id(id_or_path)
-        with unavailable_as_error(id_or_path, "generator"):
+        with unavailable_as_error(id_or_path, "generator", use_as=f"--generator {cls.registry_prefix}:DIR"), \
+                quiet_musicgen_special_tokens():
             model = model_class.from_pretrained(id_or_path, dtype=dtype).to(device)
             processor = transformers.AutoProcessor.from_pretrained(id_or_path)
         return cls(model, processor, name=name or id_or_path, batch_size=batch_size)
@@ -112,6 +116,10 @@ class _TransformersMusicGen(Generator):
     def frames(self, seconds: float) -> int:
         """Codec frames needed for ``seconds`` of audio (rounded up)."""
         return math.ceil(seconds * self.frame_rate - _FRAME_EPS)
+
+    def text_token_limit(self) -> tuple[Any, int] | None:
+        """The T5 text encoder reads at most its tokenizer's ``model_max_length`` tokens (512 for the released ones)."""
+        return bounded_tokenizer(self.processor.tokenizer)
 
     def max_duration(self, params: LMParams) -> float:
         # Every generated frame plus the codebook delay and the start token needs a position.
@@ -213,6 +221,7 @@ class MusicGenGenerator(_TransformersMusicGen):
     """MusicGen: text, and a reference clip continued as an audio prompt (``prompt_seconds`` of it)."""
 
     model_class_name = "MusicgenForConditionalGeneration"
+    registry_prefix = "musicgen"
     default_model = "facebook/musicgen-small"
 
     def _conditioning(self, instruction: Instruction, n: int, params: LMParams) -> tuple[dict[str, Any], torch.Tensor | None]:
@@ -228,6 +237,7 @@ class MusicGenMelodyGenerator(_TransformersMusicGen):
     """MusicGen-Melody: text, and a reference clip whose chroma conditions the melody."""
 
     model_class_name = "MusicgenMelodyForConditionalGeneration"
+    registry_prefix = "musicgen-melody"
     default_model = "facebook/musicgen-melody"
 
     def _conditioning(self, instruction: Instruction, n: int, params: LMParams) -> tuple[dict[str, Any], torch.Tensor | None]:

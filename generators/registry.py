@@ -8,6 +8,9 @@ Names:
 - ``tiny-musicgen`` / ``tiny-musicgen-melody`` / ``tiny-stable-audio``: random toy models, offline.
 - ``musicgen:<id or dir>``, ``musicgen-melody:<id or dir>``, ``stable-audio:<id or dir>``: any
   checkpoint of those architectures.
+- ``<dir>``: a checkpoint folder whose backend is read from its config (`detect_backend`:
+  ``config.json`` ``model_type`` musicgen / musicgen_melody, a diffusers ``model_index.json`` of
+  Stable Audio, or audiocraft's ``state_dict.bin`` + ``compression_state_dict.bin``).
 - ``audiocraft:<name or dir>``: audiocraft MusicGen / MAGNeT (e.g. ``audiocraft:facebook/magnet-small-10secs``).
 - ``cmd:<template file>``: an external command (see `generators.command`).
 - ``py:<module>:<function>``: a Python function or a `Generator` instance.
@@ -16,15 +19,23 @@ Names:
 (``dtype`` for the model backends, ``batch_size``, ``seed`` for the tiny models, and for ``py:``
 functions ``sample_rate`` / ``inputs``); an option the backend does not take is a `ConfigError`.
 A ``py:`` name that points at an already-built `Generator` takes no options.
+
+`generator_needs` says which hub repos and files a name reads (for `cmirm_plugin.models_needed`,
+which finds it through the ``cmirm.models`` entry point `MODELS`).
+`recorded_name(name)` is the name its candidates record, found without loading any model.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+from pathlib import Path
 from typing import Any, Callable
 
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.hub import is_repo_id
 from cmirm_plugin.importing import import_object
+from cmirm_plugin.models_needed import ModelFiles, ModelProvider, RepoNeed, diffusers_needs, transformers_needs
 from generators.base import Generator
 from generators.tiny import TINY_KINDS, tiny_generator
 
@@ -40,6 +51,14 @@ CHECKPOINTS: dict[str, tuple[str, str]] = {
     "stable-audio-open": ("stable-audio", "stabilityai/stable-audio-open-1.0"),
 }
 PREFIXES = ("musicgen:", "musicgen-melody:", "stable-audio:", "audiocraft:", "cmd:", "py:")
+#: Backends that load a checkpoint (a hub id or a folder), i.e. the prefixes that take one.
+CHECKPOINT_BACKENDS = ("musicgen", "musicgen-melody", "stable-audio", "audiocraft")
+#: ``config.json`` ``model_type`` -> backend, for checkpoint folders given without a prefix.
+MODEL_TYPES = {"musicgen": "musicgen", "musicgen_melody": "musicgen-melody"}
+#: diffusers ``model_index.json`` ``_class_name`` -> backend.
+PIPELINE_CLASSES = {"StableAudioPipeline": "stable-audio"}
+#: Files of an audiocraft checkpoint folder.
+AUDIOCRAFT_FILES = ("state_dict.bin", "compression_state_dict.bin")
 
 
 def known_generators() -> list[str]:
@@ -88,25 +107,122 @@ def _python(spec: str, name: str, **options: Any) -> Generator:
     return target
 
 
+def detect_backend(folder: str | Path) -> str:
+    """The backend of a checkpoint folder, read from its config; a `ConfigError` gives the prefixed syntax."""
+    folder = Path(folder).expanduser()
+    config = _json(folder / "config.json")
+    index = _json(folder / "model_index.json")
+    if config.get("model_type") in MODEL_TYPES:
+        return MODEL_TYPES[config["model_type"]]
+    if index.get("_class_name") in PIPELINE_CLASSES:
+        return PIPELINE_CLASSES[index["_class_name"]]
+    if all((folder / f).is_file() for f in AUDIOCRAFT_FILES):
+        return "audiocraft"
+    found = (f"config.json model_type {config['model_type']!r}" if "model_type" in config
+             else f"model_index.json _class_name {index['_class_name']!r}" if "_class_name" in index
+             else "no config.json model_type, model_index.json or audiocraft state_dict.bin")
+    raise ConfigError(f"--generator '{folder}': not a generator folder cmirm recognises ({found}); name its backend: "
+                      f"{', '.join(f'{b}:{folder}' for b in CHECKPOINT_BACKENDS)}")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def checkpoint_of(name: str) -> tuple[str, str] | None:
+    """(backend, hub id or folder) of a name that loads a checkpoint; None for tiny, ``cmd:`` and ``py:``
+    names. An unknown name is a `ConfigError` that says which forms exist."""
+    if name in CHECKPOINTS:
+        return CHECKPOINTS[name]
+    if name.startswith("tiny-") and name[len("tiny-"):] in TINY_KINDS:
+        return None
+    prefix, sep, rest = name.partition(":")
+    if sep and rest and prefix in CHECKPOINT_BACKENDS:
+        return prefix, rest
+    if sep and rest and prefix in ("cmd", "py"):
+        return None
+    if Path(name).expanduser().is_dir():
+        return detect_backend(name), name
+    if is_repo_id(name) and "/" in name:
+        hint = f"for a hub checkpoint name its backend, e.g. musicgen:{name} or stable-audio:{name}"
+    elif "/" in name or name.startswith((".", "~")):
+        hint = "no such folder"
+    else:
+        hint = "names ending in ':' take a hub id, folder, template file or module:function"
+    raise ConfigError(f"unknown generator '{name}' ({hint}); known: {', '.join(known_generators())}")
+
+
 def build_generator(name: str, device: str = "cpu", **options: Any) -> Generator:
     """Build the generator called ``name`` (see the module docstring); unknown names list the known ones.
 
     Options a backend does not take raise `ConfigError` naming them (never a bare ``TypeError``).
     """
-    if name in CHECKPOINTS:
-        backend, hub_id = CHECKPOINTS[name]
-        return _call(_pretrained(backend), name, hub_id, device=device, name=name, **options)
-    if name.startswith("tiny-") and name[len("tiny-"):] in TINY_KINDS:
+    checkpoint = checkpoint_of(name)
+    if checkpoint is not None:
+        backend, source = checkpoint
+        return _call(_pretrained(backend), name, source, device=device, name=name, **options)
+    if name.startswith("tiny-"):
         return _call(tiny_generator, name, name[len("tiny-"):], device=device, **options)
-    prefix, sep, rest = name.partition(":")
-    if sep and rest:
-        if prefix in ("musicgen", "musicgen-melody", "stable-audio", "audiocraft"):
-            return _call(_pretrained(prefix), name, rest, device=device, name=name, **options)
-        if prefix == "cmd":
-            from generators.command import CommandGenerator
+    prefix, _, rest = name.partition(":")
+    if prefix == "cmd":
+        from generators.command import CommandGenerator
 
-            return _call(CommandGenerator, name, rest, **options)
-        if prefix == "py":
-            return _python(rest, name, **options)
-    raise ConfigError(f"unknown generator '{name}'; known: {', '.join(known_generators())} "
-                      "(names ending in ':' take a hub id, path, template file or module:function)")
+        return _call(CommandGenerator, name, rest, **options)
+    return _python(rest, name, **options)
+
+
+def generator_needs(name: str, files: ModelFiles) -> list[RepoNeed]:
+    """The hub repos (or folders) generator ``name`` reads and their files; none for tiny, ``cmd:`` and ``py:``
+    generators (a ``cmd:`` template runs in its own environment with its own models)."""
+    checkpoint = checkpoint_of(name)
+    if checkpoint is None:
+        return []
+    backend, source = checkpoint
+    role = f"generator {name}"
+    if backend == "stable-audio":
+        return [diffusers_needs(source, role, files)]
+    if backend == "audiocraft":
+        return []   # audiocraft resolves its own files (and its T5 conditioner) when it loads
+    return [transformers_needs(source, role, files)]
+
+
+def is_generator_name(name: str) -> bool:
+    """Whether ``name`` is a generator name (not, e.g., a scorer spec such as a hub id of a reward model)."""
+    if name in CHECKPOINTS or name.startswith(tuple(f"tiny-{k}" for k in TINY_KINDS)):
+        return True
+    prefix, sep, rest = name.partition(":")
+    if sep and rest and f"{prefix}:" in PREFIXES:
+        return True
+    if not Path(name).expanduser().is_dir():
+        return False
+    try:
+        detect_backend(name)
+    except ConfigError:
+        return False
+    return True
+
+
+#: This package's entry in the ``cmirm.models`` entry-point group (see `cmirm_plugin.models_needed`).
+MODELS = ModelProvider(kind="generator", claims=is_generator_name, needs=generator_needs, known=tuple(CHECKPOINTS),
+                       defaults=("musicgen-small",))
+
+
+def recorded_name(name: str) -> str:
+    """The generator name the candidates of ``name`` record, without loading a model.
+
+    The registry name, except for a ``cmd:`` template (its own ``name``) and a ``py:`` name that
+    points at an already-built `Generator` (that generator's ``name``).
+    """
+    prefix, sep, rest = name.partition(":")
+    if sep and rest and prefix == "cmd":
+        from generators.command import CommandTemplate
+
+        return CommandTemplate.load(rest).name
+    if sep and rest and prefix == "py":
+        target = import_object(rest, "generation function", ConfigError)
+        return target.name if isinstance(target, Generator) else name
+    return name

@@ -30,7 +30,7 @@ import torch
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import unavailable_as_error
 from cmirm_plugin.records import Instruction
-from generators.base import Capabilities, Generator, WorkUnits, require_dir_or_hub_id
+from generators.base import Capabilities, Generator, WorkUnits, bounded_tokenizer, require_dir_or_hub_id
 from generators.params import DiffusionParams
 from generators.sampling import seeded_generators
 
@@ -63,7 +63,7 @@ class StableAudioGenerator(Generator):
         id_or_path = str(id_or_path or cls.default_model)
         kwargs = {"torch_dtype": dtype} if dtype is not None else {}
         require_dir_or_hub_id(id_or_path)
-        with unavailable_as_error(id_or_path, "generator"):
+        with unavailable_as_error(id_or_path, "generator", use_as="--generator stable-audio:DIR"):
             pipeline = StableAudioPipeline.from_pretrained(id_or_path, **kwargs).to(device)
         return cls(pipeline, name=name or id_or_path, batch_size=batch_size)
 
@@ -74,6 +74,10 @@ class StableAudioGenerator(Generator):
     @property
     def device_label(self) -> str:
         return str(self.device)
+
+    def text_token_limit(self) -> tuple[Any, int] | None:
+        """The pipeline would cut a longer prompt at its T5 tokenizer's ``model_max_length`` (128) without a word."""
+        return bounded_tokenizer(self.pipeline.tokenizer)
 
     def max_duration(self, params: DiffusionParams) -> float:
         vae, dit = self.pipeline.vae, self.pipeline.transformer

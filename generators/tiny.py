@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.log_filters import quiet_musicgen_special_tokens
 
 if TYPE_CHECKING:  # heavy optional imports stay lazy
     from diffusers import StableAudioPipeline
@@ -132,12 +133,12 @@ def tiny_musicgen(seed: int = 0, *, melody: bool = False, sizes: MusicGenSizes =
         ffn_dim=sizes.ffn_dim, num_attention_heads=sizes.heads, num_codebooks=sizes.num_codebooks,
         pad_token_id=special, bos_token_id=special, decoder_start_token_id=special)
     text = t5_config(len(tokenizer), sizes.text_width)
-    if melody:
-        config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder, num_chroma=12,
-                                      chroma_length=235)
-    else:
-        config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
-    with torch.random.fork_rng(devices=[]):
+    with quiet_musicgen_special_tokens(), torch.random.fork_rng(devices=[]):
+        if melody:
+            config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=audio, decoder=decoder, num_chroma=12,
+                                          chroma_length=235)
+        else:
+            config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
         torch.manual_seed(seed)
         model = (MusicgenMelodyForConditionalGeneration if melody else MusicgenForConditionalGeneration)(config)
         for layer in model.audio_encoder.quantizer.layers:

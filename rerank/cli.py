@@ -4,40 +4,71 @@ This module only turns options into the typed configs of `rerank.generate`, `rer
 and `rerank.scaling_run` and prints their results. The options ``generate`` and ``scaling`` share
 are the fields of `GenOptions` (and the scoring group `cmirm_plugin.cli_options.ScoringOptions`),
 added to both commands by `with_options`; their defaults are the defaults of the config fields
-they feed, so the two cannot drift apart.
+they feed (`CONFIG_DEFAULTS`). The pipeline (torch, Ray, matplotlib) is imported inside the
+commands, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Iterator, Optional, Sequence
 
 import typer
-from rich.console import Console
 
 from cmirm_plugin.cli_options import ScoringOptions, changed_options, with_options
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import DEFAULT_MODEL
+from cmirm_plugin.models_needed import check_available
 from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.spec import TINY, ScorerSpec
-from rerank.generate import CandidatesConfig, GenerateConfig, run_generate
 from rerank.instructions import cli_instruction, load_prompts
-from rerank.policies import DEFAULT_POLICY, default_policy, parse_policy
-from rerank.pool_options import PoolOptions, check_count
-from rerank.report import print_ranking_summary
-from rerank.rerank_run import rank_run
-from rerank.run_config import load_run_config
-from rerank.run_records import MANIFEST, read_run, require_run_dir, score_axes
-from rerank.scaling_run import ScalingConfig, run_scaling, selection_scorer
+
+if TYPE_CHECKING:
+    from rerank.generate import CandidatesConfig, GenerateConfig
+    from rerank.pool_options import PoolOptions
 
 #: The generator of ``--tiny`` runs when ``--generator`` is not given.
 TINY_GENERATOR = "tiny-musicgen"
 
+#: The defaults of the config fields the options feed (``Class.field`` of `rerank.generate`,
+#: `rerank.pool_options`, `rerank.scaling_run`) and `rerank.policies.DEFAULT_POLICY`, written out so that
+#: ``--help`` imports no part of the pipeline (torch, Ray, matplotlib take seconds);
+#: tests/test_cli_rough_edges.py checks each against its config's own default, so they cannot drift apart.
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "CandidatesConfig.n": 8,
+    "CandidatesConfig.duration": 10.0,
+    "CandidatesConfig.seed_base": 0,
+    "CandidatesConfig.gen_batch_size": 1,
+    "GenerateConfig.k": 2,
+    "GenerateConfig.policy": None,
+    "PoolOptions.backend": "auto",
+    "PoolOptions.schedule": "auto",
+    "PoolOptions.gen_actors": 1,
+    "PoolOptions.gen_gpus_per_actor": None,
+    "PoolOptions.gen_cpus_per_actor": 1.0,
+    "PoolOptions.num_actors": 1,
+    "PoolOptions.num_gpus_per_actor": 0.0,
+    "PoolOptions.threads_per_actor": None,
+    "PoolOptions.score_batch_size": 8,
+    "PoolOptions.max_in_flight": 2,
+    "PoolOptions.ray_address": None,
+    "PoolOptions.device": None,
+    "ScalingConfig.n_boot": 1000,
+    "ScalingConfig.ci": 0.95,
+    "ScalingConfig.seed": 0,
+    "ScalingConfig.ks": (1,),
+    "DEFAULT_POLICY": "axis:musicality",
+}
+
 _GEN = "Generation"
-_POOL = "Scorer pool"
+_POOL = "Workers (generators and scorers)"
 _SEL = "Selection"
+
+#: What an interrupted job prints before exiting with status 130.
+INTERRUPTED = "interrupted; rerun the same command to resume"
 
 Lyrics = Annotated[Optional[str], typer.Option("--lyrics", "-l", help="Lyrics, or the path of a lyrics text file.")]
 RefAudio = Annotated[Optional[str], typer.Option("--ref-audio", "-r", help="Reference audio file.")]
@@ -45,8 +76,9 @@ Prompts = Annotated[Optional[Path], typer.Option(
     "--prompts", help="JSONL, one instruction per line: text, lyrics, ref_audio (relative to the file), optional id.")]
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output directory (rerunning into it resumes).")]
 GeneratorName = Annotated[Optional[str], typer.Option(
-    "--generator", "-g", rich_help_panel=_GEN,
-    help=f"Generator name (musicgen-small, stable-audio-open, py:module:fn, ...) (--tiny: {TINY_GENERATOR}).")]
+    "--generator", "-g", rich_help_panel=_GEN, show_default=False,
+    help="Generator name (musicgen-small, stable-audio-open, a checkpoint folder, py:module:fn, ...) "
+         f"\\[default: none, give one; --tiny: {TINY_GENERATOR}].")]
 RewardOpt = Annotated[Optional[str], typer.Option(
     "--reward", "-m", show_default=False,
     help=f"Scorer: tiny, a CMI-RM folder or hub id, or package.module:Name \\[default: {DEFAULT_MODEL}; "
@@ -54,7 +86,7 @@ RewardOpt = Annotated[Optional[str], typer.Option(
 Policy = Annotated[Optional[str], typer.Option(
     "--policy", rich_help_panel=_SEL, show_default=False,
     help="axis:musicality | weighted:alignment=0.5,musicality=0.5 | zsum | lex:alignment,tol=0.1 | pareto "
-         f"\\[default: {DEFAULT_POLICY}, or the one axis of a single-axis scorer].")]
+         f"\\[default: {CONFIG_DEFAULTS['DEFAULT_POLICY']}, or the one axis of a single-axis scorer].")]
 Minimums = Annotated[Optional[list[str]], typer.Option(
     "--min", rich_help_panel=_SEL, help="Threshold axis=value (repeatable): candidates below it are never selected.")]
 Duration = Annotated[float, typer.Option("--duration", rich_help_panel=_GEN, help="Seconds per candidate.")]
@@ -74,25 +106,48 @@ SeedBase = Annotated[int, typer.Option(
     "--seed-base", rich_help_panel=_GEN, help="Candidate i gets seed seed_base + i.")]
 Seeds = Annotated[Optional[str], typer.Option(
     "--seeds", rich_help_panel=_GEN, help="Explicit comma-separated seeds (one candidate each; replaces -n).")]
-GenBatch = Annotated[int, typer.Option("--gen-batch-size", rich_help_panel=_GEN, help="Seeds per generator call.")]
+GenBatch = Annotated[int, typer.Option(
+    "--gen-batch-size", rich_help_panel=_GEN, help="Seeds per generator call (one work item).")]
 Backend = Annotated[str, typer.Option(
-    "--backend", rich_help_panel=_POOL, help="ray | local | auto (local for one actor, else ray).")]
+    "--backend", rich_help_panel=_POOL,
+    help="ray | local | auto (local for one generator and one scorer without --ray-address, else ray).")]
+Schedule = Annotated[str, typer.Option(
+    "--schedule", rich_help_panel=_POOL,
+    help="stream (generate and score at once) | phased (generate all, then score) | auto (stream on Ray).")]
+GenActors = Annotated[int, typer.Option("--gen-actors", rich_help_panel=_POOL, help="Generator actors.")]
+GenGpus = Annotated[Optional[float], typer.Option(
+    "--gen-gpus-per-actor", rich_help_panel=_POOL, show_default=False,
+    help="GPUs per generator actor (fractions share a GPU) \\[default: 1 when this machine has a GPU, else 0].")]
+GenCpus = Annotated[float, typer.Option(
+    "--gen-cpus-per-actor", rich_help_panel=_POOL, help="CPUs per generator actor (fractions allowed).")]
 NumActors = Annotated[int, typer.Option("--num-actors", rich_help_panel=_POOL, help="Scorer actors.")]
 GpusPerActor = Annotated[float, typer.Option(
-    "--num-gpus-per-actor", rich_help_panel=_POOL, help="GPUs per actor (fractions share a GPU).")]
+    "--num-gpus-per-actor", rich_help_panel=_POOL, help="GPUs per scorer actor (fractions share a GPU).")]
 Threads = Annotated[Optional[int], typer.Option(
-    "--threads-per-actor", rich_help_panel=_POOL, help="Torch threads per actor (default CPUs / actors).")]
+    "--threads-per-actor", rich_help_panel=_POOL, help="Torch threads per scorer actor (default CPUs / actors).")]
 ScoreBatch = Annotated[int, typer.Option(
     "--score-batch-size", rich_help_panel=_POOL, help="Candidates per scoring batch.")]
 InFlight = Annotated[int, typer.Option("--max-in-flight", rich_help_panel=_POOL, help="Batches queued per actor.")]
 RayAddress = Annotated[Optional[str], typer.Option(
-    "--ray-address", rich_help_panel=_POOL, help="Join this Ray cluster.")]
+    "--ray-address", rich_help_panel=_POOL,
+    help="Join this Ray cluster: auto or HOST:PORT (default: a private one on this machine when on Ray).")]
 Device = Annotated[Optional[str], typer.Option(
     "--device", help="cpu, cuda, cuda:1 ... for the generator and the scorers (default cuda if available).")]
 Tiny = Annotated[bool, typer.Option(
     "--tiny", help=f"Offline smoke run: tiny random generator ({TINY_GENERATOR}) and reward model; audio is noise.")]
 RetryErrors = Annotated[bool, typer.Option(
     "--retry-errors", help="Regenerate failed candidates and rescore failed scorings of earlier runs.")]
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C ends a job with `INTERRUPTED` and status 130 (the job's own cleanup has run: workers stopped,
+    Ray left or shut down); everything finished is on disk, so the same command resumes."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(INTERRUPTED, err=True)
+        raise typer.Exit(130) from None
 
 
 def _value(text: str) -> Any:
@@ -140,9 +195,9 @@ def _generator_name(generator: str | None, tiny: bool) -> str:
     raise ConfigError("give --generator NAME (e.g. musicgen-small), or --tiny for an offline smoke run")
 
 
-def _default(cls: type, name: str) -> Any:
-    """The default of the dataclass field ``name`` of ``cls`` (an option's default is its config field's)."""
-    return next(f.default for f in fields(cls) if f.name == name)
+def _default(key: str) -> Any:
+    """The default of the config field ``key`` (``Class.field``, see `CONFIG_DEFAULTS`)."""
+    return CONFIG_DEFAULTS[key]
 
 
 @dataclass
@@ -155,31 +210,40 @@ class GenOptions:
 
     generator: GeneratorName = None
     reward: RewardOpt = None
-    policy: Policy = _default(GenerateConfig, "policy")
+    policy: Policy = _default("GenerateConfig.policy")
     minimums: Minimums = None
-    duration: Duration = _default(CandidatesConfig, "duration")
+    duration: Duration = _default("CandidatesConfig.duration")
     temperature: Temperature = None
     top_k: TopK = None
     top_p: TopP = None
     guidance: Guidance = None
     steps: Steps = None
     param: Params = None
-    seed_base: SeedBase = _default(CandidatesConfig, "seed_base")
-    gen_batch_size: GenBatch = _default(CandidatesConfig, "gen_batch_size")
-    backend: Backend = _default(PoolOptions, "backend")
-    num_actors: NumActors = _default(PoolOptions, "num_actors")
-    num_gpus_per_actor: GpusPerActor = _default(PoolOptions, "num_gpus_per_actor")
-    threads_per_actor: Threads = _default(PoolOptions, "threads_per_actor")
-    score_batch_size: ScoreBatch = _default(PoolOptions, "score_batch_size")
-    max_in_flight: InFlight = _default(PoolOptions, "max_in_flight")
-    ray_address: RayAddress = _default(PoolOptions, "ray_address")
-    device: Device = _default(PoolOptions, "device")
+    seed_base: SeedBase = _default("CandidatesConfig.seed_base")
+    gen_batch_size: GenBatch = _default("CandidatesConfig.gen_batch_size")
+    backend: Backend = _default("PoolOptions.backend")
+    schedule: Schedule = _default("PoolOptions.schedule")
+    gen_actors: GenActors = _default("PoolOptions.gen_actors")
+    gen_gpus_per_actor: GenGpus = _default("PoolOptions.gen_gpus_per_actor")
+    gen_cpus_per_actor: GenCpus = _default("PoolOptions.gen_cpus_per_actor")
+    num_actors: NumActors = _default("PoolOptions.num_actors")
+    num_gpus_per_actor: GpusPerActor = _default("PoolOptions.num_gpus_per_actor")
+    threads_per_actor: Threads = _default("PoolOptions.threads_per_actor")
+    score_batch_size: ScoreBatch = _default("PoolOptions.score_batch_size")
+    max_in_flight: InFlight = _default("PoolOptions.max_in_flight")
+    ray_address: RayAddress = _default("PoolOptions.ray_address")
+    device: Device = _default("PoolOptions.device")
     tiny: Tiny = False
 
     def pool(self) -> PoolOptions:
-        """The scorer pool's options (validated: a bad value fails before any work)."""
-        return PoolOptions(self.backend, self.num_actors, self.num_gpus_per_actor, self.threads_per_actor,
-                           self.score_batch_size, self.max_in_flight, self.ray_address, self.device)
+        """The worker pools' options (validated: a bad value fails before any work)."""
+        from rerank.pool_options import PoolOptions
+
+        return PoolOptions(backend=self.backend, num_actors=self.num_actors, num_gpus_per_actor=self.num_gpus_per_actor,
+                           threads_per_actor=self.threads_per_actor, score_batch_size=self.score_batch_size,
+                           max_in_flight=self.max_in_flight, ray_address=self.ray_address, device=self.device,
+                           gen_actors=self.gen_actors, gen_gpus_per_actor=self.gen_gpus_per_actor,
+                           gen_cpus_per_actor=self.gen_cpus_per_actor, schedule=self.schedule)  # type: ignore[arg-type]
 
     def reward_spec(self) -> ScorerSpec:
         """``--reward``; with ``--tiny`` and no ``--reward``, the tiny CMI-RM."""
@@ -197,18 +261,22 @@ class GenOptions:
     def candidates(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int,
                    seeds: Sequence[int] | None = None, retry_errors: bool = False) -> CandidatesConfig:
         """The pool-only job these options describe (``scaling``: no k, no ranking)."""
+        from rerank.generate import CandidatesConfig
+
         return CandidatesConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring))
 
     def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int,
                seeds: Sequence[int] | None = None, retry_errors: bool = False) -> GenerateConfig:
         """The ``generate`` job these options describe."""
+        from rerank.generate import GenerateConfig
+
         return GenerateConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring), k=k,
                               policy=self.policy, minimums=self.minimums or ())
 
 
 #: `GenOptions` fields that only shape how candidates are made and scored (refused by ``scaling --from``).
 GENERATION_ONLY = ("generator", "reward", "duration", "temperature", "top_k", "top_p", "guidance", "steps", "param",
-                   "seed_base", "gen_batch_size", "tiny")
+                   "seed_base", "gen_batch_size", "gen_actors", "gen_gpus_per_actor", "gen_cpus_per_actor", "tiny")
 
 
 @with_options(opts=GenOptions, scoring=ScoringOptions)
@@ -218,11 +286,13 @@ def generate(
     lyrics: Lyrics = None,
     ref_audio: RefAudio = None,
     prompts: Prompts = None,
-    n: Annotated[int, typer.Option("-n", "--n", help="Candidates per instruction.")] = _default(CandidatesConfig, "n"),
+    n: Annotated[int, typer.Option("-n", "--n", help="Candidates per instruction.")] = _default("CandidatesConfig.n"),
     k: Annotated[int, typer.Option("-k", "--k", rich_help_panel=_SEL, help="Candidates kept per instruction.")]
-        = _default(GenerateConfig, "k"),
+        = _default("GenerateConfig.k"),
     seeds: Seeds = None,
     retry_errors: RetryErrors = False,
+    report: Annotated[bool, typer.Option(
+        "--report", help="Also write the HTML report (OUT/report/index.html, as `cmirm report OUT`).")] = False,
     *,
     opts: GenOptions,
     scoring: ScoringOptions,
@@ -233,25 +303,37 @@ def generate(
     and OUT/top/<instruction>_rank<r>.wav. Rerunning into OUT resumes: finished candidates are
     neither regenerated nor rescored.
     """
+    from rich.console import Console
+
+    from rerank.generate import run_generate
+    from rerank.report import print_ranking_summary
+
     if prompts is not None and any(v is not None for v in (text, lyrics, ref_audio)):
         raise ConfigError("give the instruction as TEXT [--lyrics] [--ref-audio] or as --prompts FILE, not both")
     instructions = load_prompts(prompts) if prompts is not None else [cli_instruction(text, lyrics, ref_audio)]
     config = opts.config(out, instructions, scoring, n=n, k=k,
                          seeds=_int_list(seeds, "--seeds", 0) if seeds is not None else None,
                          retry_errors=retry_errors)
+    check_available([config.generator], [(config.reward, "--reward")])
     console = Console()
-    result = run_generate(config, console=console)
+    with interruptible():
+        result = run_generate(config, console=console)
     c = result.counts
-    console.print(f"generated {c.generated} new candidate(s) ({c.generation_failed} failed, {c.reused} reused), "
-                  f"scored {c.scored} ({c.score_failed} failed)")
+    repaired = f", {c.repaired} broken wav(s) regenerated" if c.repaired else ""
+    console.print(f"generated {c.generated} new candidate(s) ({c.generation_failed} failed, {c.reused} reused"
+                  f"{repaired}), scored {c.scored} ({c.score_failed} failed)")
     print_ranking_summary(console, result.ranking)
+    if report:
+        from rerank.listen.report_html import ReportConfig, write_report
+
+        console.print(f"report: {write_report(ReportConfig(out)).index}")
 
 
 def rerank(
     run: Annotated[Path, typer.Argument(help="A run directory, or its manifest.jsonl.")],
     k: Annotated[int, typer.Option("-k", "--k", help="Candidates kept per instruction.")]
-        = _default(GenerateConfig, "k"),
-    policy: Policy = _default(GenerateConfig, "policy"),
+        = _default("GenerateConfig.k"),
+    policy: Policy = _default("GenerateConfig.policy"),
     minimums: Minimums = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Where ranking.jsonl and top/ go (default the run directory).")] = None,
@@ -259,6 +341,15 @@ def rerank(
         "--scorer", help="Rank by this scorer's records (default the run's reward model).")] = None,
 ) -> None:
     """Rerank the candidates of a run without generating or scoring: rewrites ranking.jsonl and top/."""
+    from rich.console import Console
+
+    from rerank.policies import default_policy, parse_policy
+    from rerank.report import print_ranking_summary
+    from rerank.rerank_run import rank_run
+    from rerank.run_config import load_run_config
+    from rerank.run_records import MANIFEST, read_run, require_run_dir, score_axes
+    from rerank.run_config import selection_scorer
+
     run_dir = require_run_dir(run)
     views = read_run(run_dir)
     scorer = scorer or selection_scorer(run_dir, views, load_run_config(run_dir))
@@ -293,11 +384,11 @@ def scaling(
         help="Axis the summary table reports: one of the evaluation scorer's axes or composite (files hold all) "
              "\\[default: composite].")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the instructions.")]
-        = _default(ScalingConfig, "n_boot"),
-    ci: Annotated[float, typer.Option("--ci", help="Bootstrap band level.")] = _default(ScalingConfig, "ci"),
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = _default(ScalingConfig, "seed"),
+        = _default("ScalingConfig.n_boot"),
+    ci: Annotated[float, typer.Option("--ci", help="Bootstrap band level.")] = _default("ScalingConfig.ci"),
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = _default("ScalingConfig.seed"),
     ks: Annotated[str, typer.Option("--ks", help="Comma-separated k of the top-k-of-N curves (1 = best-of-N).")]
-        = ",".join(map(str, _default(ScalingConfig, "ks"))),
+        = ",".join(map(str, _default("ScalingConfig.ks"))),
     *,
     opts: GenOptions,
     scoring: ScoringOptions,
@@ -308,6 +399,11 @@ def scaling(
     OUT/curve_selection.* (the selection model's own view). Without --from, OUT is also a run
     directory like `cmirm generate`'s, and rerunning resumes.
     """
+    from rich.console import Console
+
+    from rerank.pool_options import check_count
+    from rerank.scaling_run import ScalingConfig, run_scaling
+
     k_values = _int_list(ks, "--ks", 1)
     if n_max is not None:
         check_count("--n-max", n_max)
@@ -327,7 +423,10 @@ def scaling(
         n_max=n_max, generate=generate_config, source=from_dir, scorer=scorer,
         eval_reward=ScorerSpec.parse(eval_reward, "--eval-reward") if eval_reward else None,
         eval_axis=eval_axis, pool=opts.pool())
+    check_available([generate_config and generate_config.generator],
+                    [(generate_config and generate_config.reward, "--reward"), (config.eval_reward, "--eval-reward")])
     console = Console()
-    result = run_scaling(config, console=console)
+    with interruptible():
+        result = run_scaling(config, console=console)
     for path in result.files:
         console.print(f"wrote {path}")

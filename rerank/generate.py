@@ -1,51 +1,56 @@
-"""The main job: sample N candidates per instruction, score them on the pool, keep the top k.
+"""The main job: sample N candidates per instruction, score them, keep the top k, in a run directory.
 
-`run_generate` runs three resumable phases over one run directory (layout and records:
-`rerank.run_records`):
+`run_generate` runs the pipeline (`rerank.stream`) into a run directory (layout and records:
+`rerank.run_records`; lock, whole files and I/O errors: `rerank.run_dir`):
 
-1. **generate**: candidate i of an instruction uses seed ``seed_base + i`` (or the i-th explicit
-   seed), so a rerun asks for the same candidates. A candidate whose record is in the manifest
-   and whose wav exists is reused; every new candidate's wav is written (atomically) and its
-   record appended as soon as its generation batch returns. Failed generations are records too,
-   and are not retried unless ``retry_errors``. The generator is built only if something is
-   missing, and released before scoring so both models never share the device.
-2. **score**: every generated candidate without scores from the reward model is scored on the
-   `ScorerPool`; each finished batch's records are appended at once. Bad audio gets a
-   ``score_failed`` record (retried only with ``retry_errors``).
-3. **rank**: `rerank.rerank_run.rank_run` writes ``ranking.jsonl`` and ``top/``.
+- **generate**: candidate i of an instruction uses seed ``seed_base + i`` (or the i-th explicit
+  seed; `rerank.stream.job_seeds`), so a rerun asks for the same candidates. A candidate whose
+  record is in the manifest and whose wav is whole (`rerank.run_dir.wav_problem`) is reused; a
+  broken or missing wav is regenerated. Each finished work item's wavs are written and its records
+  appended at once, by this process only (on a Ray cluster the audio comes back through the object
+  store). Failed generations are records too, and are not retried unless ``retry_errors``. The
+  generator is built only if something is missing, and the whole request (every instruction and
+  seed) is checked by it before anything is generated.
+- **score**: every candidate without scores from the reward model is scored on the scorer pool
+  as soon as its batch is complete; bad audio gets a ``score_failed`` record (retried only with
+  ``retry_errors``).
+- **rank**: each instruction is ranked as soon as all its candidates are scored
+  (`rerank.rerank_run.RankingWriter`: its ``ranking.jsonl`` rows and ``top/`` files), and the whole
+  ranking settled in run order at the end.
 
-``run.json`` is checked first (`rerank.run_config`): a rerun with another generator, parameters,
-duration or reward model is refused before any work. `prepare_candidates` runs phases 1-2 only
-(what scaling curves need), from a `CandidatesConfig` (no k, no policy); `GenerateConfig` adds
-the selection. The manifest is read once per job: records appended later are folded into the
-same views (`RunLog`).
+The directory is locked for the job (`RunDirLock`). ``run.json`` is checked first
+(`rerank.run_config`): a rerun with another generator, parameters, duration or reward model is
+refused before any work. `prepare_candidates` generates and scores only (what scaling curves need),
+from a `CandidatesConfig` (no k, no policy); `GenerateConfig` adds the selection. The manifest is
+read once per job: records appended later are folded into the same views (`RunLog`).
 """
 
 from __future__ import annotations
 
-import gc
-import os
+import contextlib
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from rich.console import Console
-from rich.progress import Progress
 
 from cmirm_plugin.audio import Audio
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import CmirmError, ConfigError
 from cmirm_plugin.manifest import ManifestWriter
 from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
-from generators import Generator, build_generator
-from generators.base import MAX_SEED, validate_seeds
+from generators import GenerationResult, Generator, recorded_name
+from rerank.actor_pool import PoolReport
+from rerank.gen_pool import GeneratorPool, require_generator_name
 from rerank.policies import Policy, default_policy, parse_policy
-from rerank.pool import ScoreItem, ScorerPool
+from rerank.pool import ScoreItem, ScoreResult, ScorerPool
 from rerank.pool_options import PoolOptions, check_count
-from rerank.report import progress_bar
-from rerank.rerank_run import Ranking, rank_run
+from rerank.progress import job_progress
+from rerank.rerank_run import Ranking, RankingWriter
 from rerank.run_config import ResultSettings, RunConfig, save_run_config
+from rerank.run_dir import RunDirLock, disk_errors, remove_stale_temps, save_wav, wav_problem
 from rerank.run_records import (
     CandidateView,
     RunPaths,
@@ -54,9 +59,9 @@ from rerank.run_records import (
     fold_records,
     in_run_order,
     load_views,
-    score_axes,
     score_record,
 )
+from rerank.stream import JobCounts, JobPlan, Ticket, job_seeds, run_pipeline
 
 RecordCallback = Callable[[dict[str, Any]], None]
 
@@ -73,9 +78,10 @@ class CandidatesConfig:
         n: candidates per instruction (ignored when ``seeds`` is given).
         duration: seconds per candidate; params: the generator's sampling parameters.
         seed_base / seeds: candidate i gets ``seed_base + i``, or ``seeds[i]``.
-        gen_batch_size: seeds per generator call; device: where the generator runs (default cuda if available).
+        gen_batch_size: seeds per generator call (one work item); device: where the generator runs (default:
+            the pool options' device, else cuda if available).
         scoring: how the scorers score (`ScoringSettings`; what changes scores is recorded in ``run.json``).
-        pool: the scorer pool's options.
+        pool: where and how much in parallel to generate and score (`PoolOptions`, schedule included).
         retry_errors: regenerate failed generations and rescore failed scorings of earlier runs.
     """
 
@@ -98,14 +104,9 @@ class CandidatesConfig:
         self.out = Path(self.out)
         check_count("n", self.n)
         check_count("gen_batch_size", self.gen_batch_size)
+        seeds = job_seeds(self.n, self.seed_base, self.seeds)   # validated up front
         if self.seeds is not None:
-            self.seeds = validate_seeds(self.seeds)
-        else:
-            if isinstance(self.seed_base, bool) or not isinstance(self.seed_base, int) or self.seed_base < 0:
-                raise ConfigError(f"seed_base must be an integer >= 0, got {self.seed_base!r}")
-            if self.seed_base + self.n - 1 > MAX_SEED:
-                raise ConfigError(f"seed_base + n - 1 = {self.seed_base + self.n - 1} exceeds the largest seed "
-                                  f"{MAX_SEED}; lower seed_base")
+            self.seeds = seeds
         ids = [inst.id for inst in self.instructions]
         if not ids:
             raise ConfigError("no instructions to generate for")
@@ -114,8 +115,8 @@ class CandidatesConfig:
             raise ConfigError(f"instruction ids must be distinct, got {repeated} more than once")
 
     def candidate_seeds(self) -> list[int]:
-        """The seed of candidate i, for every i."""
-        return list(self.seeds) if self.seeds is not None else [self.seed_base + i for i in range(self.n)]
+        """The seed of candidate i, for every i (`rerank.stream.job_seeds`)."""
+        return job_seeds(self.n, self.seed_base, self.seeds)
 
     def result_settings(self) -> ResultSettings:
         """The settings that determine candidates' audio and scores (``run.json``'s ``result``)."""
@@ -172,30 +173,21 @@ class GenerateConfig(CandidatesConfig):
 
 
 @dataclass
-class JobCounts:
-    """What one invocation did (reused = found finished in the manifest)."""
-
-    generated: int = 0
-    generation_failed: int = 0
-    reused: int = 0
-    scored: int = 0
-    score_failed: int = 0
-
-
-@dataclass
 class GenerateResult:
-    """The outcome of `run_generate`."""
+    """The outcome of `run_generate` (``pools``: where each stage's workers ran, `PoolReport`)."""
 
     out: Path
     counts: JobCounts
     ranking: Ranking
+    pools: dict[str, PoolReport] = field(default_factory=dict)
 
 
 class RunLog:
     """An append-only record log that folds every record it appends into ``views`` (`fold_records`).
 
     So a job reads its log once and its views stay current. ``fields`` are added to every record;
-    ``on_record`` sees each record once it is written and folded.
+    ``on_record`` sees each record once it is written and folded. A write that fails is a one-line
+    `rerank.run_dir.RunDirError`.
     """
 
     def __init__(self, path: Path, views: dict[str, CandidateView], on_record: RecordCallback | None = None,
@@ -208,7 +200,8 @@ class RunLog:
 
     def append(self, record: dict[str, Any]) -> None:
         record = {**record, **self._fields}
-        self._writer.append(record)
+        with disk_errors(self._path):
+            self._writer.append(record)
         fold_records([record], str(self._path), self.views)
         if self._on_record is not None:
             self._on_record(record)
@@ -220,26 +213,61 @@ class RunLog:
         self._writer.close()
 
 
-def _finished(view: CandidateView, root: Path, retry_errors: bool) -> bool:
-    if view.generated:
-        return (root / view.audio_path).is_file()
-    return not retry_errors
+class DiskSink:
+    """A run directory as the pipeline's sink (`rerank.stream.Sink`): wavs and records as results come,
+    and, with a ``ranking`` writer, each instruction ranked once it is finished."""
 
+    def __init__(self, root: Path, log: RunLog, counts: JobCounts, scorer: str,
+                 ranking: RankingWriter | None = None) -> None:
+        self.paths, self.log, self.counts, self.scorer, self.ranking = RunPaths(root), log, counts, scorer, ranking
+        self.ranks = ranking is not None
+        self._members: dict[str, list[str]] = defaultdict(list)   # instruction id -> candidate ids
+        for view in log.views.values():
+            self._members[view.instruction.id].append(view.id)
 
-def _save_wav(audio: Audio, path: Path) -> None:
-    """Write a wav so that it either exists complete or not at all (what resuming checks)."""
-    tmp = path.with_name(f".{path.stem}.tmp.wav")
-    audio.save(tmp)
-    os.replace(tmp, path)
+    def generated(self, instruction: Instruction, indices: Mapping[int, int], result: GenerationResult
+                  ) -> dict[int, str | None]:
+        keys: dict[int, str | None] = {}
+        for candidate in result:
+            wav = save_wav(candidate.audio, self.paths.candidate_wav(candidate.id))
+            self._add(candidate.id, instruction.id)
+            self.log.append(candidate_record(candidate, instruction, indices[candidate.seed],
+                                             wav.relative_to(self.paths.root).as_posix()))
+            self.counts.generated += 1
+            keys[candidate.seed] = candidate.id
+        for failure in result.failures:
+            record = failure_record(failure, instruction, indices[failure.seed])
+            self._add(record["id"], instruction.id)
+            self.log.append(record)
+            self.counts.generation_failed += 1
+            keys[failure.seed] = None
+        return keys
 
+    def _add(self, key: str, instruction_id: str) -> None:
+        if key not in self.log.views:
+            self._members[instruction_id].append(key)
 
-def _free_memory() -> None:
-    """Return a released generator's memory before the scorers load."""
-    gc.collect()
-    import torch
+    def score_item(self, key: str, instruction: Instruction) -> ScoreItem:
+        """The candidate's audio, read here (a worker on another machine cannot read this directory); a
+        file that cannot be read goes as its path, so the worker records why."""
+        path = self.paths.root / self.log.views[key].audio_path
+        try:
+            return ScoreItem(key, Audio.load(path), instruction)
+        except CmirmError:
+            return ScoreItem(key, str(path.resolve()), instruction)
 
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    def scored(self, results: Sequence[ScoreResult]) -> None:
+        for result in results:
+            self.log.append(score_record(result.key, self.scorer, result.scores, result.error))
+            if result.scores is None:
+                self.counts.score_failed += 1
+            else:
+                self.counts.scored += 1
+
+    def instruction_done(self, instruction: Instruction) -> None:
+        if self.ranking is not None:
+            views = sorted((self.log.views[k] for k in self._members[instruction.id]), key=lambda v: (v.index, v.seed))
+            self.ranking.rank_instruction(views)
 
 
 def _check_same_instructions(instructions: Sequence[Instruction], views: Sequence[CandidateView]) -> None:
@@ -252,79 +280,132 @@ def _check_same_instructions(instructions: Sequence[Instruction], views: Sequenc
                               f"made, now {inst.to_dict()}; give it a new id or use another --out")
 
 
-def generate_missing(config: CandidatesConfig, paths: RunPaths, views: Sequence[CandidateView], log: RunLog,
-                     progress: Progress, generator: Generator | None, counts: JobCounts) -> None:
-    """Phase 1 (see the module docstring); ``views`` are the run's candidates before it."""
+def _needs_scores(view: CandidateView, scorer: str, retry_errors: bool) -> bool:
+    return view.generated and scorer not in view.scores and (retry_errors or scorer not in view.score_errors)
+
+
+def plan_job(config: CandidatesConfig, root: Path, views: Sequence[CandidateView], counts: JobCounts,
+             console: Console) -> JobPlan:
+    """What this job must do in a directory holding ``views`` (see the module docstring's resume rules).
+
+    Every candidate of the directory without reward scores is scored, the job's instructions or not;
+    a broken wav of the job's own candidates is regenerated (counted in ``counts.repaired``).
+    """
+    label = config.reward.label
     # run.json guarantees one generator per directory, so (instruction, seed) names a candidate (the
     # recorded generator name may differ from the registry name, e.g. a cmd: template's own name).
     existing = {(v.instruction.id, v.seed): v for v in views}
-    _check_same_instructions(config.instructions, views)
-    seeds = config.candidate_seeds()
-    todo: list[tuple[Instruction, list[tuple[int, int]]]] = []
+    tickets: dict[str, list[Ticket]] = defaultdict(list)
+    wanted = set()
     for inst in config.instructions:
-        missing = [(i, s) for i, s in enumerate(seeds)
-                   if not ((v := existing.get((inst.id, s))) and _finished(v, paths.root, config.retry_errors))]
-        counts.reused += len(seeds) - len(missing)
-        if missing:
-            todo.append((inst, missing))
-    if not todo:
-        return
-    built = generator is None
-    if built:
-        import torch
+        for index, seed in enumerate(config.candidate_seeds()):
+            wanted.add((inst.id, seed))
+            view = existing.get((inst.id, seed))
+            if view is None:
+                tickets[inst.id].append(Ticket(index, seed))
+            elif not view.generated:
+                if config.retry_errors:
+                    tickets[inst.id].append(Ticket(index, seed))
+                else:
+                    counts.reused += 1
+            elif (problem := wav_problem(root / view.audio_path, view.sample_rate, view.duration)) is not None:
+                console.print(f"[yellow]{view.audio_path}: {problem}; regenerating it", highlight=False)
+                counts.repaired += 1
+                tickets[inst.id].append(Ticket(index, seed))
+            else:
+                counts.reused += 1
+                if _needs_scores(view, label, config.retry_errors):
+                    tickets[inst.id].append(Ticket(view.index, seed, view.id))
+    for view in views:   # the directory's other candidates still lacking scores
+        if (view.instruction.id, view.seed) not in wanted and _needs_scores(view, label, config.retry_errors) \
+                and wav_problem(root / view.audio_path, view.sample_rate, view.duration) is None:
+            tickets[view.instruction.id].append(Ticket(view.index, view.seed, view.id))
+    order = {v.instruction.id: v.instruction for v in views}
+    for inst in config.instructions:
+        order.setdefault(inst.id, inst)
+    return JobPlan(list(order.values()), {i: sorted(t, key=lambda t: (t.index, t.seed)) for i, t in tickets.items()},
+                   float(config.duration), dict(config.params), config.gen_batch_size, config.pool.score_batch_size)
 
-        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        generator = build_generator(config.generator, device=device)
-    elif generator.name != config.generator:
-        raise ConfigError(f"the generator given is named {generator.name!r} but the job says {config.generator!r}")
-    for inst, _ in todo:
-        generator.require_supported(inst)
-    task = progress.add_task("generating", total=sum(len(m) for _, m in todo))
-    paths.candidates.mkdir(parents=True, exist_ok=True)
-    for inst, missing in todo:
-        for start in range(0, len(missing), config.gen_batch_size):
-            chunk = missing[start:start + config.gen_batch_size]
-            index_of = {s: i for i, s in chunk}
-            result = generator.sample(inst, [s for _, s in chunk], config.duration,
-                                      batch_size=config.gen_batch_size, **config.params)
-            for candidate in result:
-                wav = paths.candidate_wav(candidate.id)
-                _save_wav(candidate.audio, wav)
-                relative = wav.relative_to(paths.root).as_posix()
-                log.append(candidate_record(candidate, inst, index_of[candidate.seed], relative))
-                counts.generated += 1
-            for failure in result.failures:
-                log.append(failure_record(failure, inst, index_of[failure.seed]))
-                counts.generation_failed += 1
-            progress.advance(task, len(chunk))
-    if built:
-        generator = None
-        _free_memory()
+
+def _generator_name(config: CandidatesConfig, generator: Generator | None) -> str:
+    """The name this job's candidates record (without building the generator)."""
+    return generator.name if generator is not None else recorded_name(config.generator)
+
+
+@contextlib.contextmanager
+def _cluster(config: CandidatesConfig, plan: JobPlan) -> Iterator[None]:
+    """Ray for the job's pools when it runs on Ray and has work (a finished rerun never starts Ray).
+
+    Reference clips are loaded here once and travel with the instructions, so workers on other
+    machines need no access to the files.
+    """
+    if config.pool.resolved_backend != "ray" or not plan.has_work():
+        yield
+        return
+    from rerank.ray_session import ray_session
+
+    for inst in plan.instructions:
+        inst.load_ref()
+    with ray_session(config.pool.ray_address, num_cpus=config.pool.reserved_cpus()):
+        yield
+
+
+def _reports(*pools: Any) -> dict[str, PoolReport]:
+    """Where each stage's workers ran (for the caller: ``{"generator": ..., "scorer": ...}``)."""
+    return {pool.name: pool.report() for pool in pools if pool is not None and pool.infos}
+
+
+def _run(config: CandidatesConfig, generator: Generator | None, console: Console | None,
+         on_record: RecordCallback | None, rank: bool) -> tuple[JobCounts, dict[str, CandidateView], Ranking | None,
+                                                               dict[str, PoolReport]]:
+    """The job under the directory's lock (see the module docstring)."""
+    console = console or Console()
+    paths = RunPaths(config.out)
+    if generator is not None:
+        require_generator_name(generator, config.generator)
+    with RunDirLock(paths.root):
+        remove_stale_temps(paths.root, paths.candidates, paths.top)
+        views = load_views(paths.root)
+        ordered = in_run_order(views.values())
+        _check_same_instructions(config.instructions, ordered)
+        name = _generator_name(config, generator) if ordered and not paths.run_config.exists() else None
+        save_run_config(paths.root, config.run_config(), ordered, name)
+        counts = JobCounts()
+        plan = plan_job(config, paths.root, ordered, counts, console)
+        label = config.reward.label
+        writer = None
+        if rank:
+            assert isinstance(config, GenerateConfig)
+            writer = RankingWriter(paths.root, label, config.selection_policy, config.k)
+        generators = GeneratorPool(config.pool.generator_config(generator or config.generator, config.device)) \
+            if plan.to_generate() else None
+        scorers = ScorerPool(config.pool.pool_config(config.reward, config.scoring))
+        with RunLog(paths.manifest, views, on_record) as log, _cluster(config, plan), \
+                job_progress(console) as progress:
+            run_pipeline(plan, DiskSink(paths.root, log, counts, label, writer), generators=generators,
+                         scorers=scorers, schedule=config.pool.resolved_schedule, progress=progress)
+        ranking = writer.finish(in_run_order(views.values())) if writer is not None else None
+        return counts, views, ranking, _reports(generators, scorers)
 
 
 def score_missing(views: Sequence[CandidateView], root: Path, reward: ScorerSpec, options: PoolOptions,
-                  scoring: ScoringSettings, log: RunLog, progress: Progress, counts: JobCounts,
-                  retry_errors: bool = False, description: str = "scoring") -> None:
-    """Score every generated candidate of ``views`` that lacks scores from ``reward`` (phase 2).
+                  scoring: ScoringSettings, log: RunLog, console: Console, counts: JobCounts,
+                  retry_errors: bool = False) -> None:
+    """Score every generated candidate of ``views`` that lacks scores from ``reward`` and whose wav is whole.
 
     Audio paths are relative to ``root``; records go to ``log`` as each batch finishes. ``scoring``
     is the run's (`ResultSettings.scoring`), so every scorer of a run scores the same inputs.
     """
-    todo = [v for v in views if v.generated and (root / v.audio_path).is_file() and reward.label not in v.scores
-            and (retry_errors or reward.label not in v.score_errors)]
-    if not todo:
-        return
-    task = progress.add_task(description, total=len(todo))
-    items = [ScoreItem(v.id, str((root / v.audio_path).resolve()), v.instruction) for v in todo]
-    with ScorerPool(options.pool_config(reward, scoring)) as pool:
-        for done in pool.iter_results(items):
-            for _, result in done:
-                log.append(score_record(result.key, reward.label, result.scores, result.error))
-                if result.scores is None:
-                    counts.score_failed += 1
-                else:
-                    counts.scored += 1
-            progress.advance(task, len(done))
+    tickets: dict[str, list[Ticket]] = defaultdict(list)
+    for view in views:
+        if _needs_scores(view, reward.label, retry_errors) \
+                and wav_problem(root / view.audio_path, view.sample_rate, view.duration) is None:
+            tickets[view.instruction.id].append(Ticket(view.index, view.seed, view.id))
+    instructions = list({v.instruction.id: v.instruction for v in views}.values())
+    plan = JobPlan(instructions, dict(tickets), 0.0, {}, None, options.score_batch_size)
+    with job_progress(console) as progress:
+        run_pipeline(plan, DiskSink(root, log, counts, reward.label), generators=None,
+                     scorers=ScorerPool(options.pool_config(reward, scoring)), schedule="phased", progress=progress)
 
 
 @dataclass
@@ -341,16 +422,8 @@ class PreparedRun:
 
 def prepare_candidates(config: CandidatesConfig, *, generator: Generator | None = None,
                        console: Console | None = None, on_record: RecordCallback | None = None) -> PreparedRun:
-    """Phases 1 and 2: after it returns, every requested candidate is generated (or failed) and scored."""
-    paths = RunPaths(config.out)
-    views = load_views(paths.root)
-    run_config = config.run_config()
-    save_run_config(paths.root, run_config, holds_candidates=bool(views))
-    counts = JobCounts()
-    with RunLog(paths.manifest, views, on_record) as log, progress_bar(console or Console()) as progress:
-        generate_missing(config, paths, in_run_order(views.values()), log, progress, generator, counts)
-        score_missing(in_run_order(views.values()), paths.root, config.reward, config.pool, config.scoring, log,
-                      progress, counts, config.retry_errors)
+    """Generate and score: after it returns, every requested candidate is generated (or failed) and scored."""
+    counts, views, _, _ = _run(config, generator, console, on_record, rank=False)
     return PreparedRun(counts, views)
 
 
@@ -358,11 +431,9 @@ def run_generate(config: GenerateConfig, *, generator: Generator | None = None, 
                  on_record: RecordCallback | None = None) -> GenerateResult:
     """The whole job (see the module docstring): generate, score, rank, write ``top/``.
 
-    ``generator`` replaces building ``config.generator`` by name (its ``name`` must match);
-    ``on_record`` sees every manifest record as it is appended.
+    ``generator`` replaces building ``config.generator`` by name (its ``name`` must match; on Ray
+    it is sent to the actors by pickling); ``on_record`` sees every manifest record as it is appended.
     """
-    prepared = prepare_candidates(config, generator=generator, console=console, on_record=on_record)
-    candidates = prepared.candidates()
-    policy = config.selection_policy(score_axes(candidates, config.reward.label))
-    ranking = rank_run(config.out, candidates, config.reward.label, policy, config.k)
-    return GenerateResult(config.out, prepared.counts, ranking)
+    counts, _, ranking, pools = _run(config, generator, console, on_record, rank=True)
+    assert ranking is not None
+    return GenerateResult(config.out, counts, ranking, pools)

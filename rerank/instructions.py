@@ -13,7 +13,7 @@ from typing import Any
 
 from cmirm_plugin.errors import CmirmError, ConfigError
 from cmirm_plugin.manifest import read_json_lines
-from cmirm_plugin.records import Instruction
+from cmirm_plugin.records import Instruction, file_problem
 
 #: Fields of a prompts-file line.
 PROMPT_FIELDS = ("text", "lyrics", "ref_audio", "id")
@@ -49,8 +49,9 @@ def _line_instruction(data: dict[str, Any], base: Path) -> Instruction:
     ref = data.get("ref_audio")
     if ref:
         path = (base / ref).resolve()
-        if not path.is_file():
-            raise CmirmError(f"field 'ref_audio': file not found: '{path}' (paths are relative to the prompts file)")
+        problem = file_problem(path)
+        if problem:
+            raise CmirmError(f"field 'ref_audio': {problem}: '{path}' (paths are relative to the prompts file)")
         ref = str(path)
     given_id = data.get("id")
     if given_id is not None and not _ID.match(given_id):

@@ -7,7 +7,10 @@ musicality)``; higher is better on every axis). Policies name axes, and every me
 (`Policy.check_axes`). A policy turns that matrix into
 
 * ``order(scores)``: every candidate index, best first (a strict total order);
-* ``composite(scores)``: one scalar per candidate (what scaling curves report as "composite");
+* ``composite(scores)``: one scalar per candidate (what scaling curves report as "composite",
+  and what `rerank.rl.make_reward_fn` returns as the reward). ``pool_relative`` policies (zsum,
+  pareto) standardise within the pool, so a candidate's composite depends on the other candidates;
+  the others' composite is a function of its own scores alone;
 * ``select(scores, k)`` (also ``policy(scores, k)``): the top ``k`` eligible candidates.
 
 Tie-breaking is the same everywhere: candidates that the policy cannot tell apart keep their
@@ -25,7 +28,7 @@ import math
 import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -226,6 +229,9 @@ class Policy(ABC):
     Every method takes the ``axes`` (column names) of ``scores``; the default is CMI-RM's.
     """
 
+    #: Whether the composite of a candidate depends on the rest of its pool (a within-pool statistic).
+    pool_relative: ClassVar[bool] = False
+
     def axes_used(self) -> tuple[str, ...]:
         """The axes the policy names (none for policies that use every axis)."""
         return ()
@@ -355,6 +361,8 @@ class ZSumPolicy(Policy):
     e.g. any axis of a pool of one, contributes 0). Composite: the z-sum.
     """
 
+    pool_relative: ClassVar[bool] = True
+
     def spec(self) -> str:
         return "zsum"
 
@@ -426,6 +434,8 @@ class ParetoPolicy(Policy):
     Composite: the z-sum, the same scalar that breaks ties within a front.
     """
 
+    pool_relative: ClassVar[bool] = True
+
     def spec(self) -> str:
         return "pareto"
 
@@ -467,6 +477,10 @@ class Thresholded(Policy):
             raise CmirmError(f"minimum for {', '.join(duplicated)} given more than once")
         order = {axis: i for i, axis in enumerate(AXES)}   # CMI-RM's axes first, the rest by name
         object.__setattr__(self, "minimums", tuple(sorted(pairs, key=lambda p: (order.get(p[0], len(order)), p[0]))))
+
+    @property
+    def pool_relative(self) -> bool:  # type: ignore[override]
+        return self.base.pool_relative
 
     def axes_used(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.base.axes_used() + tuple(axis for axis, _ in self.minimums)))

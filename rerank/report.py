@@ -1,4 +1,4 @@
-"""What the commands show on the terminal: progress bars and the summary table of a ranking."""
+"""What the commands show at the end: the summary table of a ranking (progress: `rerank.progress`)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,9 @@ from collections import defaultdict
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from rerank.rerank_run import Ranking
-
-
-def progress_bar(console: Console) -> Progress:
-    """A rich progress display (description, bar, done/total, elapsed, remaining)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)
 
 
 def _short(text: str | None, width: int = 30) -> str:

@@ -13,19 +13,27 @@ differently. So `run.json` holds three parts:
 
 ``request`` and ``pool`` never change results and are simply overwritten. (Generation batch size
 is a ``pool`` setting: batching changes a candidate's audio only by float rounding, see
-`generators.musicgen`.)
+`generators.musicgen`.) The file is rewritten only when its content changes, so rerunning a
+finished job works on a read-only directory.
+
+A ``run.json`` that is not a JSON object of this layout is refused with a message naming it. One
+that is missing while the manifest holds candidates is checked against the records themselves
+(they carry the generator's name, the duration and the parameters, and the scores name their
+scorer), so a rerun with another duration cannot reuse the old candidates; then it is written anew.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Sequence
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.scoring.settings import ScoringSettings
-from rerank.run_records import RunPaths, write_atomic
+from rerank.run_dir import write_if_changed
+from rerank.run_records import CandidateView, RunPaths
 
 FORMAT_VERSION = 1
 
@@ -68,14 +76,35 @@ class RunConfig:
         return {"format": FORMAT_VERSION, "result": asdict(self.result), "request": self.request, "pool": self.pool}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "run.json") -> "RunConfig":
+    def from_dict(cls, data: Any, source: str = "run.json") -> "RunConfig":
+        """Parse and check a ``run.json`` document; errors name ``source`` and the field."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object, got {type(data).__name__}; {_REBUILD}")
         if data.get("format") != FORMAT_VERSION:
             raise ConfigError(f"{source}: unknown format {data.get('format')!r} (this cmirm writes {FORMAT_VERSION})")
-        try:
-            result = ResultSettings(**data["result"])
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"{source}: field 'result' is missing or malformed ({exc})") from exc
-        return cls(result, dict(data.get("request") or {}), dict(data.get("pool") or {}))
+        result = data.get("result")
+        if not isinstance(result, dict):
+            raise ConfigError(f"{source}: field 'result' is missing or not an object; {_REBUILD}")
+        for key, kinds in _RESULT_FIELDS.items():
+            value = result.get(key)
+            if key not in result and key != "dtype" or not isinstance(value, kinds) or isinstance(value, bool):
+                raise ConfigError(f"{source}: field 'result.{key}' is missing or malformed ({value!r}); {_REBUILD}")
+        unknown = sorted(set(result) - set(_RESULT_FIELDS))
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {unknown} in 'result'; {_REBUILD}")
+        for key in ("request", "pool"):
+            if not isinstance(data.get(key) or {}, dict):
+                raise ConfigError(f"{source}: field '{key}' must be an object; {_REBUILD}")
+        return cls(ResultSettings(**result), dict(data.get("request") or {}), dict(data.get("pool") or {}))
+
+
+#: What to do about a broken ``run.json``.
+_REBUILD = "delete it and rerun: it is rebuilt from the manifest's records"
+#: The types of ``result``'s fields.
+_RESULT_FIELDS: dict[str, tuple[type, ...]] = {
+    "generator": (str,), "params": (dict,), "duration": (int, float), "reward": (str,), "max_dur": (int, float),
+    "missing": (str,), "dtype": (str, type(None)),
+}
 
 
 def _plain(value: Any) -> Any:
@@ -84,34 +113,82 @@ def _plain(value: Any) -> Any:
 
 
 def load_run_config(root: str | Path) -> RunConfig | None:
-    """The ``run.json`` of a run directory, or None when there is none."""
+    """The ``run.json`` of a run directory, or None when there is none (a broken one is a `ConfigError`)."""
     path = RunPaths(Path(root)).run_config
-    if not path.exists():
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (binary content); {_REBUILD}") from None
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        raise ConfigError(f"{path}: not valid JSON ({exc}); {_REBUILD}") from None
     return RunConfig.from_dict(data, str(path))
 
 
-def save_run_config(root: str | Path, config: RunConfig, *, holds_candidates: bool) -> Path:
-    """Check ``config`` against the directory's saved ``run.json``, then save it.
+def record_differences(result: ResultSettings, views: Sequence[CandidateView], generator_name: str) -> list[str]:
+    """How the candidates' own records differ from ``result`` (a job's settings): a lost ``run.json``'s check.
 
-    A different ``result`` is refused once the directory holds candidates (``holds_candidates``:
-    its manifest has a record; the caller has read it); before that (a run that stopped at a bad
-    option, before its first candidate) the new settings simply replace the old.
+    Records carry the generator's recorded name (``generator_name`` is what this job's generator
+    records), the duration, the parameters (only the ones the job gives are compared: the others
+    may be defaults) and, in score records, the scorer. Scoring settings are not in the records.
+    """
+    found: list[str] = []
+    names = sorted({v.generator for v in views})
+    if names != [generator_name]:
+        found.append(f"generator: {', '.join(map(repr, names))} (recorded) vs {generator_name!r} (now)")
+    durations = sorted({float(v.params["duration"]) for v in views if "duration" in v.params})
+    if any(not math.isclose(d, result.duration, rel_tol=0, abs_tol=1e-9) for d in durations):
+        found.append(f"duration: {', '.join(map(repr, durations))} (recorded) vs {result.duration!r} (now)")
+    for key, value in _plain(result.params).items():
+        recorded = sorted({json.dumps(v.params.get(key), sort_keys=True) for v in views})
+        if recorded != [json.dumps(value, sort_keys=True)]:
+            found.append(f"params.{key}: {', '.join(recorded)} (recorded) vs {json.dumps(value)} (now)")
+    scorers = sorted({s for v in views for s in (*v.scores, *v.score_errors)} - {result.reward})
+    if scorers:
+        found.append(f"reward: {', '.join(map(repr, scorers))} (recorded) vs {result.reward!r} (now)")
+    return found
+
+
+def save_run_config(root: str | Path, config: RunConfig, views: Sequence[CandidateView],
+                    generator_name: str | None = None) -> Path:
+    """Check ``config`` against the directory's ``run.json`` (or, when it is lost, against ``views``), then save it.
+
+    ``views`` are the directory's candidates (the caller has read the manifest). A different
+    ``result`` is refused once the directory holds candidates; before that (a run that stopped at a
+    bad option, before its first candidate) the new settings simply replace the old. Without a
+    ``run.json`` the records are compared instead (`record_differences`; ``generator_name`` is the
+    name this job's candidates record, default the registry name). The file is written only when
+    its content changes.
     """
     paths = RunPaths(Path(root))
     saved = load_run_config(paths.root)
-    if saved is not None and holds_candidates:
-        differences = config.result.differences(saved.result)
+    if views:
+        if saved is not None:
+            differences = config.result.differences(saved.result)
+            where = f"{paths.run_config}: this directory holds candidates made or scored with other settings"
+        else:
+            differences = record_differences(config.result, views, generator_name or config.result.generator)
+            where = (f"{paths.run_config} is missing, and the records of {paths.manifest} show candidates made or "
+                     "scored with other settings")
         if differences:
             raise ConfigError(
-                f"{paths.run_config}: this directory holds candidates made or scored with other settings:\n  "
-                + "\n  ".join(differences)
+                f"{where}:\n  " + "\n  ".join(differences)
                 + "\nRepeat the saved settings to resume, or choose another --out. (n, seeds, k, policy and pool "
                   "options may change between runs.)")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    write_atomic(paths.run_config, json.dumps(_plain(config.to_dict()), indent=2) + "\n")
+    write_if_changed(paths.run_config, json.dumps(_plain(config.to_dict()), indent=2) + "\n")
     return paths.run_config
+
+
+def selection_scorer(run_dir: str | Path, views: Iterable[CandidateView], saved: RunConfig | None) -> str:
+    """The run's reward model label (its ``run.json``, ``saved``), or the only scorer its records name."""
+    if saved is not None:
+        return saved.result.reward
+    scorers = sorted({s for v in views for s in v.scores})
+    if len(scorers) != 1:
+        raise ConfigError(f"{run_dir}: no run.json and {len(scorers)} scorers in the manifest "
+                          f"({', '.join(scorers) or 'none'}), so the selection model is unknown; "
+                          "name it with --scorer LABEL")
+    return scorers[0]

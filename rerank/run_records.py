@@ -35,12 +35,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from cmirm_plugin.errors import ConfigError, ManifestError
 from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.records import Candidate, Instruction, Scores
-from generators.base import CandidateFailure
+
+if TYPE_CHECKING:
+    from generators.base import CandidateFailure
 
 MANIFEST = "manifest.jsonl"
 RUN_CONFIG = "run.json"

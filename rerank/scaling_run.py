@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from rich.console import Console
@@ -33,13 +33,13 @@ from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
-from rerank.generate import CandidatesConfig, JobCounts, RunLog, prepare_candidates, score_missing
+from rerank.generate import CandidatesConfig, RunLog, prepare_candidates, score_missing
 from rerank.plots import plot_curves
 from rerank.policies import Policy, default_policy, parse_policy, positive_int
 from rerank.pool_options import PoolOptions
-from rerank.report import progress_bar
-from rerank.run_config import RunConfig, load_run_config
+from rerank.run_config import load_run_config, selection_scorer
 from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes
+from rerank.stream import JobCounts
 from rerank.scaling import (
     ALL,
     COMPOSITE,
@@ -69,18 +69,6 @@ class RunScores:
     evaluation: np.ndarray | None = None
     evaluation_axes: tuple[str, ...] | None = None
     skipped: list[str] = field(default_factory=list)
-
-
-def selection_scorer(run_dir: str | Path, views: Iterable[CandidateView], saved: RunConfig | None) -> str:
-    """The run's reward model label (its ``run.json``, ``saved``), or the only scorer its records name."""
-    if saved is not None:
-        return saved.result.reward
-    scorers = sorted({s for v in views for s in v.scores})
-    if len(scorers) != 1:
-        raise ConfigError(f"{run_dir}: no run.json and {len(scorers)} scorers in the manifest "
-                          f"({', '.join(scorers) or 'none'}), so the selection model is unknown; "
-                          "name it with --scorer LABEL")
-    return scorers[0]
 
 
 def _within(view: CandidateView, n_max: int | None) -> bool:
@@ -238,9 +226,8 @@ def _score_evaluation(config: ScalingConfig, run_dir: Path, views: dict[str, Can
     _fold_eval_scores(path, source, views)
     used = [v for v in in_run_order(views.values()) if _within(v, config.n_max) and scorer in v.scores]
     config.out.mkdir(parents=True, exist_ok=True)
-    with RunLog(path, views, fields={"run": source}) as log, progress_bar(console) as progress:
-        score_missing(used, run_dir, config.eval_reward, config.pool, scoring, log, progress, JobCounts(),
-                      description="scoring (evaluation model)")
+    with RunLog(path, views, fields={"run": source}) as log:
+        score_missing(used, run_dir, config.eval_reward, config.pool, scoring, log, console, JobCounts())
 
 
 def _policy(config: ScalingConfig, saved_policy: str | None, axes: tuple[str, ...]) -> Policy:

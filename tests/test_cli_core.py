@@ -14,7 +14,8 @@ def test_version():
 
 def test_doctor_reports_versions_devices_backends_cache():
     report = collect()
-    assert set(report) == {"versions", "devices", "backends", "cache"}
+    assert set(report) == {"versions", "devices", "backends", "cache",
+                           "models (local: hub cache and folders, no network)"}
     import torch
     assert report["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     for name, status in report["backends"].items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from cmirm_plugin import ConfigError, Instruction
 from cmirm_plugin.testing import sine
 from generators import UnsupportedInputError, build_generator
 from generators.musicgen import MusicGenGenerator, MusicGenMelodyGenerator
+from generators.params import LMParams
 from generators.tiny import save_tiny
 
 TEXT = Instruction(text="upbeat pop with bright piano")
@@ -63,25 +66,34 @@ def test_batched_candidates_keep_their_own_random_streams(musicgen):
     torch.testing.assert_close(reordered[1], alone[0], atol=1e-5, rtol=0)
 
 
-def test_sampling_parameters_are_honoured(musicgen):
-    greedyish = musicgen.sample(TEXT, [1], 0.3, top_k=1, guidance_scale=1.0)
-    # top_k=1 leaves nothing to chance: two seeds give the same clip.
-    other_seed = musicgen.sample(TEXT, [2], 0.3, top_k=1, guidance_scale=1.0)
-    assert torch.equal(greedyish[0].audio.waveform, other_seed[0].audio.waveform)
-
-
-@pytest.mark.parametrize("name, value", [("top_p", 0.5), ("temperature", 0.3)])
-def test_each_sampling_parameter_changes_the_clip_and_is_recorded(musicgen, name, value):
-    """Same seed, one parameter changed from its default: a different clip, and the value on record.
-
-    The tiny model's logits are nearly flat, so a mild temperature change keeps every token (0.3
-    does not). Its text barely conditions it either, so guidance is tested on the sampler itself
-    (tests/test_generators_base.py).
-    """
+@pytest.fixture(scope="module")
+def greedy(musicgen) -> dict[float, torch.Tensor]:
+    """transformers' own greedy decode of TEXT (argmax, no sampler of ours), 0.3 s, by guidance scale."""
+    inputs = musicgen.processor(text=[TEXT.text], padding=True, return_tensors="pt")
+    frames = math.ceil(0.3 * musicgen.frame_rate)
+    out = {}
+    for guidance in (1.0, 3.0):
+        with torch.inference_mode():
+            audio = musicgen.model.generate(**inputs, do_sample=False, guidance_scale=guidance,
+                                            max_new_tokens=frames + musicgen.num_codebooks - 1)
+        out[guidance] = audio[0, :, : round(0.3 * musicgen.sample_rate)].float()
+    assert not torch.equal(out[1.0], out[3.0])                          # guidance changes the greedy clip
     (default,) = musicgen.sample(TEXT, [1], 0.3)
-    (changed,) = musicgen.sample(TEXT, [1], 0.3, **{name: value})
-    assert changed.params[name] == value and default.params[name] != value
-    assert not torch.equal(changed.audio.waveform, default.audio.waveform)
+    assert not torch.equal(default.audio.waveform, out[3.0])            # the default settings sample
+    return out
+
+
+@pytest.mark.parametrize("name, value", [("top_k", 1), ("top_p", 1e-9), ("temperature", 1e-6)])
+def test_each_sampling_parameter_at_its_limit_gives_the_greedy_clip_and_is_recorded(musicgen, greedy, name, value):
+    """top_k=1, top_p -> 0 and temperature -> 0 each leave only the most likely token: whatever the
+    seed, the clip is the greedy decode at the guidance scale given (3 by default, 1 = unguided),
+    and the value is on record.
+    """
+    (guided,) = musicgen.sample(TEXT, [2], 0.3, **{name: value})
+    assert guided.params[name] == value and guided.params[name] != getattr(LMParams(), name)
+    assert torch.equal(guided.audio.waveform, greedy[3.0])
+    (unguided,) = musicgen.sample(TEXT, [3], 0.3, guidance_scale=1.0, **{name: value})
+    assert unguided.params["guidance_scale"] == 1.0 and torch.equal(unguided.audio.waveform, greedy[1.0])
 
 
 def test_audio_prompt_continuation(musicgen):
@@ -141,5 +153,7 @@ def test_a_generator_that_cannot_be_fetched_says_how_to_provide_it(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # the hub is never contacted
     with pytest.raises(CheckpointError, match=r"could not load generator 'example-org/no-such-musicgen'.*"
-                                              r"huggingface-cli download example-org/no-such-musicgen --local-dir DIR"):
+                                              r"`hf download example-org/no-such-musicgen`.*HF_HUB_OFFLINE=1.*"
+                                              r"`hf download example-org/no-such-musicgen --local-dir DIR` there and "
+                                              r"pass --generator musicgen:DIR\.$"):
         build_generator("musicgen:example-org/no-such-musicgen")

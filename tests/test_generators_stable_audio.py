@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -60,13 +62,73 @@ def test_reference_as_initial_audio_is_per_candidate(stable_audio):
     assert not torch.equal(plain[0].audio.waveform, alone[0].audio.waveform)
 
 
-@pytest.mark.parametrize("name, value", [("negative_prompt", "noise"), ("guidance_scale", 1.0)])
-def test_negative_prompt_and_guidance_change_the_clip_and_are_recorded(stable_audio, name, value):
-    """Same seed, one parameter changed from its default: a different clip, and the value on record."""
-    (default,) = stable_audio.sample(TEXT, [3], 0.3, **FAST)
-    (changed,) = stable_audio.sample(TEXT, [3], 0.3, **{name: value}, **FAST)
-    assert changed.params[name] == value and default.params[name] != value
-    assert not torch.equal(changed.audio.waveform, default.audio.waveform)
+class Spy:
+    """Records what the denoiser is given and returns, and the prediction each scheduler step gets."""
+
+    def __init__(self, generator: StableAudioGenerator, monkeypatch) -> None:
+        self.generator = generator
+        self.inputs: list[torch.Tensor] = []      # encoder_hidden_states: [uncond rows; cond rows] under CFG
+        self.outputs: list[torch.Tensor] = []     # the denoiser's predictions, same rows
+        self.steps: list[torch.Tensor] = []       # the (guided) prediction handed to the scheduler
+        pipeline = generator.pipeline
+        self.handle = pipeline.transformer.register_forward_hook(self._record, with_kwargs=True)
+        real_step = pipeline.scheduler.step
+
+        @functools.wraps(real_step)               # keeps the signature: diffusers passes `generator` by it
+        def step(model_output, *args, **kwargs):
+            self.steps.append(model_output.detach().clone())
+            return real_step(model_output, *args, **kwargs)
+
+        monkeypatch.setattr(pipeline.scheduler, "step", step)
+
+    def _record(self, module, args, kwargs, output) -> None:
+        self.inputs.append(kwargs["encoder_hidden_states"].detach().clone())
+        self.outputs.append(output[0].detach().clone())
+
+    def sample(self, text: str, **params):
+        for record in (self.inputs, self.outputs, self.steps):
+            record.clear()
+        (candidate,) = self.generator.sample(Instruction(text=text), [3], 0.3, **params, **FAST)
+        return candidate
+
+
+@pytest.fixture
+def spy(stable_audio, monkeypatch):
+    spy = Spy(stable_audio, monkeypatch)
+    yield spy
+    spy.handle.remove()
+
+
+def test_negative_prompt_is_the_unconditional_input_and_is_recorded(spy):
+    """Under guidance, the unconditional half of the denoiser's text input is zeros without a
+    negative prompt, and with one it is exactly what that text is as a prompt."""
+    default = spy.sample(TEXT.text)
+    plain_inputs = list(spy.inputs)
+    assert len(plain_inputs) == 4 and all(x.shape[0] == 2 for x in plain_inputs)     # 4 steps, uncond + cond
+    assert all(bool((x[:1] == 0).all()) and bool(x[1:].any()) for x in plain_inputs)
+
+    negative = spy.sample(TEXT.text, negative_prompt="noise")
+    assert negative.params["negative_prompt"] == "noise" and default.params["negative_prompt"] is None
+    negative_inputs = list(spy.inputs)
+    spy.sample("noise")                                                  # "noise" as the prompt
+    assert all(torch.equal(n[:1], p[1:]) for n, p in zip(negative_inputs, spy.inputs))
+    assert all(torch.equal(n[1:], p[1:]) for n, p in zip(negative_inputs, plain_inputs))   # the prompt's half
+    assert not torch.equal(negative.audio.waveform, default.audio.waveform)
+
+
+def test_guidance_scale_weighs_the_two_predictions_and_1_turns_guidance_off(spy):
+    for scale in (7.0, 2.5):
+        assert spy.sample(TEXT.text, guidance_scale=scale).params["guidance_scale"] == scale
+        for out, step in zip(spy.outputs, spy.steps, strict=True):
+            uncond, cond = out.chunk(2)
+            torch.testing.assert_close(step, uncond + scale * (cond - uncond), rtol=0, atol=1e-6)
+
+    off = spy.sample(TEXT.text, guidance_scale=1.0)
+    assert off.params["guidance_scale"] == 1.0
+    assert all(x.shape[0] == 1 for x in spy.inputs)                     # no unconditional pass at all
+    assert all(torch.equal(step, out) for out, step in zip(spy.outputs, spy.steps, strict=True))
+    ignored = spy.sample(TEXT.text, guidance_scale=1.0, negative_prompt="noise")
+    assert torch.equal(ignored.audio.waveform, off.audio.waveform)      # nothing to steer away from
 
 
 def test_refusals_and_limits(stable_audio):

@@ -127,7 +127,8 @@ def test_unavailable_hub_repo_says_what_to_download(monkeypatch):
         CMIRewardModel.from_pretrained(repo)
     msg = str(err.value)
     assert f"'config.yaml' of hub repo '{repo}'" in msg
-    assert f"huggingface-cli download {repo} --local-dir DIR" in msg
+    assert f"`hf download {repo} config.yaml`" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "huggingface-cli" not in msg
     with pytest.raises(CheckpointError, match=r"of hub repo 'Qwen/Qwen2.5-7B-Instruct'"):  # dots are repo ids too
         CMIRewardModel.from_pretrained("Qwen/Qwen2.5-7B-Instruct")
 
@@ -148,3 +149,17 @@ def test_frozen_towers_stay_in_eval_mode(tiny_model):
         assert not any(p.requires_grad for p in tiny_model.audio_module.parameters())
     finally:
         tiny_model.eval()
+
+
+def test_the_tiny_model_is_the_same_model_every_time_it_is_built(tmp_path):
+    """`tiny-v<version>` names one model: two builds (tokenizer included) give identical files."""
+    from cmirm_plugin.model.tiny import build_tiny_checkpoint
+
+    from safetensors.torch import load_file
+
+    first, second = build_tiny_checkpoint(tmp_path / "a"), build_tiny_checkpoint(tmp_path / "b")
+    for weights in ("cmi-rm-tiny/model.safetensors", "muq-mulan-tiny/model.safetensors"):
+        a, b = load_file(str(tmp_path / "a" / weights)), load_file(str(tmp_path / "b" / weights))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), weights
+    tokenizers = [(tmp_path / side / "xlm-roberta-tiny" / "tokenizer.json").read_bytes() for side in "ab"]
+    assert tokenizers[0] == tokenizers[1]

@@ -222,6 +222,6 @@ def test_hub_snapshot_prefers_safetensors_then_bin_then_says_what_is_missing(bin
     msg = str(err.value)
     assert msg.startswith(f"could not get 'model.safetensors' or 'pytorch_model.bin' of hub repo '{repo}' "
                           f"(LocalEntryNotFoundError: ")
-    assert msg.endswith(f"`huggingface-cli download {repo} --local-dir DIR` and pass DIR instead of '{repo}', or "
-                        f"point HF_HOME at a cache that holds it. cmirm needs model.safetensors or pytorch_model.bin "
-                        f"from it.")
+    assert msg.endswith(f"On a machine with the hub run `hf download {repo} model.safetensors pytorch_model.bin` (or "
+                        f"`cmirm download`), copy its hub cache (HF_HOME) here and set HF_HUB_OFFLINE=1 to run from it "
+                        f"without network.")

@@ -12,6 +12,11 @@ from typer.testing import CliRunner
 from cmirm_plugin.cli import app
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.manifest import read_records
+from train.pseudo.judges.local import LocalAudioLLMJudge
+from train.pseudo.judges.tiny import default_tiny_audio_llm
+from train.pseudo.pairs import load_unlabeled_pairs
+from train.pseudo.prompt import build_prompt
+from train.pseudo.runner import judgments_path
 from train.synthetic import write_synthetic_pairs
 
 
@@ -43,7 +48,7 @@ def test_pseudo_label_then_pretrain(unlabeled, tmp_path):
     assert "agreement (consistent)" in printed and "first-clip rate" in printed
     assert "30 pairs, 30 judged" in printed and "2 duplicate line(s) judged once" in printed
     report = json.loads((tmp_path / "pseudo" / "pairs.report.json").read_text())
-    assert report["judge"] == "reward:tiny-v1:margin=0:max_dur=120" and report["rows_written"] == 30
+    assert report["judge"] == "reward:tiny-v2:margin=0:max_dur=120" and report["rows_written"] == 30
     assert report["per_axis"]["musicality"]["agreement"] == 1.0
     rows = read_records(out)
     assert {r["split"] for r in rows} == {"train", "test"}
@@ -63,12 +68,12 @@ def test_pseudo_label_then_pretrain(unlabeled, tmp_path):
     assert json.loads((run / "train_config.json").read_text())["stage"] == "pretrain"
 
 
-def test_local_tiny_judge_smoke_run(unlabeled, tmp_path):
+def test_local_tiny_judge_smoke_run(unlabeled, tmp_path, greedy_reply):
     pairs = tmp_path / "two.jsonl"
     pairs.write_text("".join(unlabeled.read_text().splitlines(keepends=True)[:2]))
-    out = tmp_path / "local.jsonl"
-    result = CliRunner().invoke(app, ["pseudo-label", "--pairs", str(pairs), "--dataset-root",
-                                      str(unlabeled.parent / "data"), "--out", str(out), "--judge", "local",
+    out, root = tmp_path / "local.jsonl", unlabeled.parent / "data"
+    result = CliRunner().invoke(app, ["pseudo-label", "--pairs", str(pairs), "--dataset-root", str(root),
+                                      "--out", str(out), "--judge", "local",
                                       "--tiny", "--axes", "musicality", "--max-new-tokens", "4", "--device", "cpu",
                                       "--no-progress", "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -76,6 +81,15 @@ def test_local_tiny_judge_smoke_run(unlabeled, tmp_path):
     assert report["judge"] == "local:tiny-qwen2-audio:prompt-v1:sr=16000:max_dur=30:max_new_tokens=4"
     assert report["judged"] == 2
     assert report["per_axis"]["musicality"]["error_pairs"] == 2 and read_records(out) == []
+    # Each recorded answer is exactly the judge's continuation (argmax by hand), without the prompt.
+    judge = LocalAudioLLMJudge.from_pretrained(default_tiny_audio_llm(), "cpu", max_new_tokens=4)
+    records = {r["pair_id"]: r for r in read_records(judgments_path(out))}
+    expected = load_unlabeled_pairs(pairs, root).pairs
+    assert sorted(records) == sorted(p.id for p in expected)
+    for pair in expected:
+        for order in ("ab", "ba"):
+            raw = records[pair.id]["orders"][order]["raw"]
+            assert raw == greedy_reply(judge, build_prompt(pair.view(order), ["musicality"]))
 
 
 @pytest.mark.parametrize("args, message", [

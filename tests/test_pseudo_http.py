@@ -52,8 +52,8 @@ class FakeServer:
     """A chat-completions server whose next replies are scripted; it records every request.
 
     ``script`` holds one action per coming request (then ``answer`` is used): ``("status", code,
-    headers)``, ``("delay", seconds)``, ``("body", bytes)`` or ``("die",)`` (drop the connection and
-    shut the server down).
+    headers)``, ``("hang",)`` (no reply until the server stops), ``("body", bytes)`` or ``("die",)``
+    (drop the connection and shut the server down).
     """
 
     def __init__(self, answer: Callable[[dict], str] = louder_wins) -> None:
@@ -62,6 +62,7 @@ class FakeServer:
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.port = 0
+        self.released = threading.Event()
         self.start()
 
     def start(self) -> None:
@@ -83,8 +84,9 @@ class FakeServer:
                 if server.dead:                 # no reply until shut down; then connections are refused
                     self.close_connection = True
                     return
-                if action[0] == "delay":
-                    time.sleep(action[1])
+                if action[0] == "hang":
+                    server.released.wait()
+                    return
                 status, headers, data = 200, {}, completion(server.answer(body))
                 if action[0] == "status":
                     status, headers, data = action[1], action[2], b'{"error": "busy"}'
@@ -107,6 +109,7 @@ class FakeServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -198,9 +201,10 @@ def test_malformed_replies_are_recorded_errors(server, data, tmp_path):
 
 
 def test_retries_with_backoff_on_503_429_and_timeouts(server, data):
+    """The third request gets no reply: it times out (after 2 s, ample for the replies that do come)."""
     sleeps: list[float] = []
-    judge = judge_for(server, sleeps, retries=3, timeout=0.3)
-    server.script = [("status", 503, {}), ("status", 429, {"Retry-After": "2"}), ("delay", 1.0)]
+    judge = judge_for(server, sleeps, retries=3, timeout=2.0)
+    server.script = [("status", 503, {}), ("status", 429, {"Retry-After": "2"}), ("hang",)]
     reply = judge.judge(view(data), ["musicality"])
     assert reply.verdicts["musicality"].choice == "first"
     assert len(server.requests) == 4                                     # 503, 429, timed out, answered
@@ -225,13 +229,15 @@ def test_fatal_statuses_stop_at_once(server, data, monkeypatch):
 
 
 def test_unreachable_server_is_bounded_in_time(data):
+    """A refused connection fails each attempt at once: no wait for the (here 10-minute) timeouts."""
     closed = FakeServer()
     closed.stop()                                                        # nothing listens on its port any more
-    judge = judge_for(closed, retries=1)
+    sleeps: list[float] = []
+    judge = judge_for(closed, sleeps, retries=1, timeout=600.0, connect_timeout=600.0)
     start = time.monotonic()
-    with pytest.raises(JudgeUnavailable, match="ConnectionRefusedError"):
+    with pytest.raises(JudgeUnavailable, match="after 2 attempt.*ConnectionRefusedError"):
         judge.judge(view(data), ["musicality"])
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 120 and sleeps == [0.5]           # both attempts failed, far below 600 s
 
 
 def test_server_dies_mid_run_and_the_rerun_resumes(server, data, tmp_path):

@@ -18,6 +18,7 @@ from cmirm_plugin.testing import sine
 from train.pseudo.judges.base import PairView
 from train.pseudo.judges.local import LocalAudioLLMJudge, load_model
 from train.pseudo.judges.tiny import build_tiny_audio_llm
+from train.pseudo.pairs import load_unlabeled_pairs
 from train.pseudo.prompt import build_prompt
 from train.pseudo.runner import judgments_path, pseudo_label
 
@@ -76,7 +77,7 @@ def test_chat_prompt_and_clip_order_in_both_orders(judge, clips, monkeypatch):
     assert text == judge.render(build_prompt(PairView(inst, clips["a"], clips["b"]), BOTH))
 
 
-def test_garbage_answers_are_recorded_errors(judge, clips, tmp_path):
+def test_garbage_answers_are_recorded_errors(judge, clips, tmp_path, greedy_reply):
     rows = [{"audio-path": str(clips["a"]), "audio2": str(clips["b"]), "prompt": "piano", "lyrics": "",
              "ref-audio-path": ""},
             {"audio-path": str(clips["b"]), "audio2": str(clips["ref"]), "prompt": "rock", "lyrics": "",
@@ -87,12 +88,16 @@ def test_garbage_answers_are_recorded_errors(judge, clips, tmp_path):
     assert report.judged == 2 and report.rows_written == 0
     for stats in report.axis.values():
         assert stats.error_pairs == 2 and stats.verdicts["error"] == 4 and stats.judged == 0
-    record = read_records(judgments_path(tmp_path / "out.jsonl"))[0]
-    assert record["judge"] == "local:tiny:prompt-v1:sr=16000:max_dur=30:max_new_tokens=6"
-    for order in ("ab", "ba"):
-        answer = record["orders"][order]
-        assert isinstance(answer["raw"], str) and set(answer["errors"]) == set(BOTH)
-        assert answer["verdicts"] == {"alignment": None, "musicality": None}
+    records = read_records(judgments_path(tmp_path / "out.jsonl"))
+    assert [r["judge"] for r in records] == ["local:tiny:prompt-v1:sr=16000:max_dur=30:max_new_tokens=6"] * 2
+    for record, pair in zip(records, load_unlabeled_pairs(pairs).pairs):
+        assert record["pair_id"] == pair.id
+        for order in ("ab", "ba"):
+            answer = record["orders"][order]
+            # The raw answer is exactly the generated continuation, without the prompt.
+            assert answer["raw"] == greedy_reply(judge, build_prompt(pair.view(order), BOTH))
+            assert "music critic" not in answer["raw"] and set(answer["errors"]) == set(BOTH)
+            assert answer["verdicts"] == {"alignment": None, "musicality": None}
 
 
 def test_the_judges_answers_go_through_the_strict_parser(judge, clips, monkeypatch):
@@ -105,9 +110,14 @@ def test_the_judges_answers_go_through_the_strict_parser(judge, clips, monkeypat
     assert reply.raw == "Clip A sounds better." and all(v.error.startswith("unexpected") for v in reply.verdicts.values())
 
 
-def test_generation_is_greedy_and_deterministic(judge, clips):
+def test_generation_is_greedy_and_deterministic(judge, clips, greedy_reply):
     prompt = build_prompt(PairView(Instruction(text="piano"), clips["a"], clips["b"]), BOTH)
-    assert judge.answer(prompt) == judge.answer(prompt)
+    expected = greedy_reply(judge, prompt)
+    assert expected and judge.answer(prompt) == expected                 # what an argmax per token writes
+    torch.manual_seed(1)
+    first = judge.answer(prompt)
+    torch.manual_seed(2)
+    assert judge.answer(prompt) == first == expected                     # whatever the global RNG holds
 
 
 def _tiny_omni(kind: str):

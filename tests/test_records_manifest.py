@@ -103,3 +103,19 @@ def test_rewrite_records_replaces_the_file(tmp_path: Path):
     rewrite_records(path, [{"i": 5}, {"i": 6}])
     assert read_records(path) == [{"i": 5}, {"i": 6}]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+def test_a_complete_last_record_without_its_newline_is_kept(tmp_path: Path):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b'{"i": 0}\n{"i": 1}')            # the newline of the last write was lost, not the record
+    assert [r["i"] for r in read_records(path)] == [0, 1]
+    with ManifestWriter(path) as w:
+        w.append({"i": 2})
+    assert [r["i"] for r in read_records(path)] == [0, 1, 2]
+    assert path.read_bytes() == b'{"i": 0}\n{"i": 1}\n{"i": 2}\n'
+
+
+def test_a_writer_that_appends_nothing_writes_nothing(tmp_path: Path):
+    with ManifestWriter(tmp_path / "sub" / "m.jsonl"):
+        pass
+    assert not (tmp_path / "sub").exists()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -51,7 +50,7 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
     for record in generated:
         data, sr = sf.read(out / record["audio_path"])
         assert sr == record["sample_rate"] == 32000 and len(data) == 16000
-    assert {s["scorer"] for s in scores} == {"tiny-v1"}
+    assert {s["scorer"] for s in scores} == {"tiny-v2"}
 
     ranking = read_records(out / "ranking.jsonl")
     assert len(ranking) == 3 and sorted(r["rank"] for r in ranking) == [1, 2, 3]
@@ -64,7 +63,7 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
 
     run = json.loads((out / "run.json").read_text())
     assert run["result"] == {"generator": "tiny-musicgen", "params": {"temperature": 0.9}, "duration": 0.5,
-                             "reward": "tiny-v1", "max_dur": 120.0, "missing": "mask", "dtype": "fp32"}
+                             "reward": "tiny-v2", "max_dur": 120.0, "missing": "mask", "dtype": "fp32"}
     assert run["request"]["k"] == 2 and run["request"]["policy"] == "axis:musicality"
     assert "top-2 by axis:musicality" in result.output and inst.id in result.output
     assert "generated 3 new candidate(s)" in result.output
@@ -195,22 +194,6 @@ def test_failures_are_records_and_the_job_completes(tmp_path: Path, tiny_checkpo
     assert retry.calls == [1, 3]
     assert result.counts.scored == 2 and result.counts.score_failed == 1     # the short clip is rescored, fails again
     assert sum(r["selected"] for r in read_records(out / "ranking.jsonl")) == 3
-
-
-@pytest.mark.timeout(240)
-def test_generate_on_a_ray_pool(tmp_path: Path, tiny_checkpoint: Path):
-    out = tmp_path / "run"
-    config = _config(out, tiny_checkpoint, pool=PoolOptions(backend="ray", num_actors=1, threads_per_actor=1,
-                                                            score_batch_size=2, device="cpu"))
-    result = run_generate(config, generator=_generator(Synth()), console=_quiet())
-    assert result.counts.scored == 8
-    local = _config(tmp_path / "local", tiny_checkpoint)
-    run_generate(local, generator=_generator(Synth()), console=_quiet())
-    ray_scores = {v.id: v.scores[_label(tiny_checkpoint)] for v in read_run(out)}
-    local_scores = {v.id: v.scores[_label(tiny_checkpoint)] for v in read_run(tmp_path / "local")}
-    assert ray_scores.keys() == local_scores.keys()
-    for key in ray_scores:
-        np.testing.assert_allclose(ray_scores[key].as_tuple(), local_scores[key].as_tuple(), atol=1e-5)
 
 
 def test_rerun_may_change_k_policy_pool_and_add_candidates(tmp_path: Path, tiny_checkpoint: Path):
@@ -385,3 +368,71 @@ def test_a_job_reads_its_manifest_once(tmp_path: Path, tiny_checkpoint: Path, mo
     result = run_generate(_config(out, tiny_checkpoint, n=2), generator=_generator(Synth()), console=_quiet())
     assert reads == ["manifest.jsonl"]
     assert result.counts.generated == 2 and result.counts.scored == 2 and len(result.ranking.records) == 4
+
+
+# ------------------------------------------------------------------------------------------------
+# Resume (what the README promises)
+
+
+def test_a_candidate_whose_wav_was_deleted_is_regenerated(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    first = run_generate(_config(out, tiny_checkpoint, n=3), generator=_generator(Synth()), console=_quiet())
+    lost = next(r for r in first.ranking.records if r["seed"] == 1 and r["instruction"]["id"] == "rock")
+    (out / lost["audio_path"]).unlink()
+    again = Synth()
+    result = run_generate(_config(out, tiny_checkpoint, n=3), generator=_generator(again), console=_quiet())
+    assert again.calls == [1]
+    assert result.counts.repaired == 1 and result.counts.generated == 1 and result.counts.scored == 1
+    assert (out / lost["audio_path"]).is_file()
+    assert sum(r["selected"] for r in read_records(out / "ranking.jsonl")) == 4
+
+
+def test_the_generator_is_not_even_loaded_when_nothing_is_missing(tmp_path: Path, tiny_checkpoint: Path,
+                                                                   monkeypatch):
+    config = _config(tmp_path / "run", tiny_checkpoint, generator="py:rerank.synthetic:sleepy_tone", n=2)
+    assert run_generate(config, console=_quiet()).counts.generated == 4
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the generator was built although every candidate exists")
+
+    monkeypatch.setattr("rerank.gen_pool.build_generator", refuse)
+    again = run_generate(config, console=_quiet())
+    assert again.counts.reused == 4 and again.counts.generated == 0 and again.pools == {}   # no worker started
+    with pytest.raises(AssertionError, match="the generator was built"):   # and it is built when something is
+        run_generate(_config(tmp_path / "run", tiny_checkpoint, generator="py:rerank.synthetic:sleepy_tone", n=3),
+                     console=_quiet())
+
+
+def test_a_leftover_temporary_wav_of_a_killed_write_does_no_harm(tmp_path: Path, tiny_checkpoint: Path):
+    out = tmp_path / "run"
+    run_generate(_config(out, tiny_checkpoint, n=2), generator=_generator(Synth()), console=_quiet())
+    candidates = sorted((out / "candidates").iterdir())
+    leftover = out / "candidates" / f".{candidates[0].name}.4242.k1ll3d.tmp"
+    leftover.write_bytes(candidates[0].read_bytes()[:100])           # half a wav, as a killed job leaves it
+    before = {p.name: p.read_bytes() for p in candidates}
+    again = Synth()
+    result = run_generate(_config(out, tiny_checkpoint, n=2), generator=_generator(again), console=_quiet())
+    assert again.calls == [] and result.counts.reused == 4 and result.counts.repaired == 0
+    assert not leftover.exists()
+    assert {p.name: p.read_bytes() for p in (out / "candidates").iterdir()} == before
+
+
+def test_seeds_are_checked_by_the_generator_before_any_seed_runs(tmp_path: Path, tiny_checkpoint: Path):
+    import sys
+
+    import yaml
+
+    ran = tmp_path / "ran.log"
+    tool = tmp_path / "tool.py"
+    tool.write_text("import sys, numpy, soundfile\n"
+                    f"open({str(ran)!r}, 'a').write(sys.argv[1] + '\\n')\n"
+                    "soundfile.write(sys.argv[2], numpy.zeros(1600, 'float32'), 16000)\n")
+    template = tmp_path / "tool.yaml"
+    template.write_text(yaml.safe_dump({"name": "tool", "command": [sys.executable, str(tool), "{seed}", "{output}"],
+                                        "inputs": ["text"], "sample_rate": 16000,
+                                        "checks": {"seed_range": [0, 9]}}))
+    config = _config(tmp_path / "run", tiny_checkpoint, generator=f"cmd:{template}", seeds=[3, 12])
+    with pytest.raises(ConfigError, match=r"seed 12 is out of range for generator 'tool'.*\[0, 9\]"):
+        run_generate(config, console=_quiet())
+    assert not ran.exists()                                   # seed 3 never ran either
+    assert not (tmp_path / "run" / "candidates").exists()

@@ -28,7 +28,7 @@ def test_batches_group_by_instruction(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def ray_pool(tiny_checkpoint):
+def ray_pool(ray_cluster, tiny_checkpoint):
     with ScorerPool(PoolConfig(spec=ScorerSpec.parse(str(tiny_checkpoint)), backend="ray", num_actors=2, batch_size=2,
                                device="cpu", max_in_flight=1)) as pool:
         yield pool

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from cmirm_plugin import CmirmError, Instruction
 from cmirm_plugin.cli import app
 from cmirm_plugin.model.tiny import build_tiny_checkpoint
+from cmirm_plugin.scoring import RewardScorer
 from cmirm_plugin.testing import sine
 from rerank.plots import PNG_SIZE
 from rerank.run_records import read_run
@@ -61,7 +62,7 @@ def test_tiny_scaling_writes_csv_json_and_pngs(tiny_run: Path):
     assert {r["modality"] for r in rows} == {"all", "text", "text+ref"}
     assert {r["axis"] for r in rows} == {"alignment", "musicality", "composite"}
     assert {(r["selection_scorer"], r["evaluation_scorer"], r["policy"]) for r in rows} == {
-        ("tiny-v1", "tiny-v1", "axis:musicality")}
+        ("tiny-v2", "tiny-v2", "axis:musicality")}
     all_n = [r for r in rows if r["modality"] == "all" and r["k"] == "1" and r["axis"] == "musicality"]
     means = [float(r["mean"]) for r in sorted(all_n, key=lambda r: int(r["n"]))]
     assert means == sorted(means)                   # selecting by musicality never lowers expected musicality
@@ -88,7 +89,7 @@ def no_generation(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("--from must not build a generator")
 
-    monkeypatch.setattr("rerank.generate.build_generator", refuse)
+    monkeypatch.setattr("rerank.gen_pool.build_generator", refuse)
     monkeypatch.setattr("generators.registry.build_generator", refuse)
 
 
@@ -112,24 +113,42 @@ def test_from_reuses_the_run_without_generating_or_rescoring(tiny_run: Path, tmp
 
 
 def test_evaluation_scorer_scores_the_same_candidates(tiny_run: Path, tmp_path: Path, env, no_generation):
+    """--n-max 2 of the run's 4 candidates per instruction: exactly those 4 are scored by the evaluator."""
     evaluator = build_tiny_checkpoint(tmp_path / "eval-model", seed=7)
     out = tmp_path / "curves"
-    args = ["scaling", "--from", str(tiny_run), "--eval-reward", str(evaluator), "--n-boot", "100", "--out", str(out)]
+    args = ["scaling", "--from", str(tiny_run), "--eval-reward", str(evaluator), "--n-max", "2", "--ks", "1,2",
+            "--n-boot", "100", "--out", str(out)]
     result = _invoke(args, env)
     label = str(evaluator.resolve())
     rows = _rows(out / "curve.csv")
-    assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in rows} == {("tiny-v1", label)}
+    assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in rows} == {("tiny-v2", label)}
+    assert {r["n"] for r in rows} == {"1", "2"}
     own = _rows(out / "curve_selection.csv")
-    assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in own} == {("tiny-v1", "tiny-v1")}
+    assert {(r["selection_scorer"], r["evaluation_scorer"]) for r in own} == {("tiny-v2", "tiny-v2")}
     assert [r["mean"] for r in rows] != [r["mean"] for r in own]
-    assert f"evaluated by {label}" in result.output and "evaluated by tiny-v1" in result.output
+    assert f"evaluated by {label}" in result.output and "evaluated by tiny-v2" in result.output
     assert (out / "curve_selection.png").is_file()
+
+    # One evaluation record per candidate the curves use (the first 2 of each instruction), no others,
+    # each holding the evaluator's own scores of that candidate's clip under its instruction.
+    candidates = [r for r in map(json.loads, (tiny_run / "manifest.jsonl").read_text().splitlines())
+                  if r["record"] == "candidate"]
+    used = {c["id"]: c for c in candidates if c["index"] < 2}
+    assert len(used) == 4 and len(candidates) == 8
     eval_records = [json.loads(line) for line in (out / "eval_scores.jsonl").read_text().splitlines()]
-    assert len(eval_records) == 8 and {r["scorer"] for r in eval_records} == {label}
+    assert sorted(r["id"] for r in eval_records) == sorted(used)
+    assert {r["scorer"] for r in eval_records} == {label} and {r["run"] for r in eval_records} == {str(tiny_run)}
+    scorer = RewardScorer.from_pretrained(label, device="cpu")
+    for record in eval_records:
+        candidate = used[record["id"]]
+        inst = candidate["instruction"]
+        expected = scorer.score(str(tiny_run / candidate["audio_path"]),
+                                Instruction(text=inst["text"], lyrics=inst["lyrics"], ref_audio=inst["ref_audio"]))
+        assert tuple(record["scores"].values()) == pytest.approx(expected.as_tuple(), abs=1e-5)
 
     # A rerun reuses the evaluation scores too.
     _invoke(args, env)
-    assert len((out / "eval_scores.jsonl").read_text().splitlines()) == 8
+    assert (out / "eval_scores.jsonl").read_text().splitlines() == [json.dumps(r) for r in eval_records]
 
 
 def test_scaling_option_errors(tiny_run: Path, tmp_path: Path, env):
@@ -163,7 +182,7 @@ def test_scaling_generation_options_reach_run_json(tmp_path: Path, env):
              "--gen-batch-size", "2", "--max-dur", "10", "--backend", "local", "--score-batch-size", "3",
              "--max-in-flight", "1", "--policy", "zsum", "--n-boot", "20", "--out", str(out)], env)
     run = json.loads((out / "run.json").read_text())
-    assert run["result"] == {"generator": "tiny-musicgen", "duration": 0.3, "reward": "tiny-v1", "max_dur": 10.0,
+    assert run["result"] == {"generator": "tiny-musicgen", "duration": 0.3, "reward": "tiny-v2", "max_dur": 10.0,
                              "missing": "mask", "dtype": "fp32",
                              "params": {"temperature": 0.7, "top_k": 5, "guidance_scale": 1.5}}
     assert run["request"] == {"n": 2, "seed_base": 3, "seeds": None, "instructions": ["calm"]}

@@ -111,7 +111,7 @@ def tiny_cache(tmp_path_factory) -> Path:
 def test_specs_parse_without_loading(tmp_path, plugin):
     name, module = plugin
     assert ScorerSpec.parse(None) == ScorerSpec("hub", "HaiwenXia/CMI-RM")
-    assert ScorerSpec.parse("tiny").label == "tiny-v1" and ScorerSpec.parse("tiny").known_axes() == ("alignment", "musicality")
+    assert ScorerSpec.parse("tiny").label == "tiny-v2" and ScorerSpec.parse("tiny").known_axes() == ("alignment", "musicality")
     assert ScorerSpec.parse("Qwen/Qwen2.5-7B").kind == "hub"
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -173,6 +173,28 @@ def test_in_memory_batches_equal_files(tiny_model, tmp_path):
     alone = [scorer.score_batch([row], i, sample_rate=16000)[0] for row, i in zip(batch, inst)]
     np.testing.assert_allclose(together, np.stack(alone), atol=1e-5)
     assert together.shape == (2, 2)
+    arrays = scorer.score_batch(batch.numpy(), inst, sample_rate=16000)             # numpy [B, T]
+    np.testing.assert_allclose(arrays, together, atol=1e-5)
+    ragged_np = scorer.score_batch([a.waveform[0].numpy().astype(np.float64), b.waveform.numpy()], inst,
+                                   sample_rate=16000)                                # numpy, ragged, 1-D and 2-D
+    np.testing.assert_allclose(ragged_np, from_files, atol=1e-5)
+    one_inst = scorer.score_batch(batch, Instruction(text="calm"), sample_rate=16000)  # one instruction for all
+    np.testing.assert_allclose(one_inst[0], together[0], atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_in_memory_batches_on_the_model_device(tiny_model):
+    """Tensors already on the model's GPU score like the same audio from the CPU (moved as needed)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    scorer = RewardScorer(tiny_model, ScoringSettings(dtype="fp32"), device="cuda")
+    inst = [Instruction(text="calm"), Instruction(text="rock")]
+    batch = torch.stack([noise(1.0, 16000, seed=1).waveform[0], noise(1.0, 16000, seed=2).waveform[0]])
+    on_cpu = scorer.score_batch(batch, inst, sample_rate=16000)
+    np.testing.assert_allclose(scorer.score_batch(batch.cuda(), inst, sample_rate=16000), on_cpu, atol=1e-5)
+    ragged = [batch[0].cuda(), batch[1, :12000].cuda().unsqueeze(0)]
+    np.testing.assert_allclose(scorer.score_batch(ragged, inst, sample_rate=16000)[0], on_cpu[0], atol=1e-5)
+    RewardScorer(tiny_model, device="cpu")   # the session's tiny model goes back to the CPU
 
 
 # ----------------------------------------------------------------- every entry point, one loader
@@ -384,7 +406,7 @@ def test_score_files_sorted_by_an_axis(tmp_path, tiny_cache):
                      {"CMIRM_CACHE": str(tiny_cache)})
     rows = [json.loads(line) for line in result.output.strip().splitlines()]
     values = [r["scores"]["alignment"] for r in rows]
-    assert values == sorted(values, reverse=True) and {r["scorer"] for r in rows} == {"tiny-v1"}
+    assert values == sorted(values, reverse=True) and {r["scorer"] for r in rows} == {"tiny-v2"}
     refused = CliRunner(env={"CMIRM_CACHE": str(tiny_cache)}).invoke(
         app, ["score", str(clips[0]), "--tiny", "--sort", "melody"])
     assert "--sort 'melody': the scorer's axes are alignment, musicality" in str(refused.exception)

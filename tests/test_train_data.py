@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -104,10 +105,16 @@ def test_eval_split_wins_and_hash_holdout_is_seeded_and_stable(root):
 
 
 def test_repeated_votes_stay_on_one_side(root):
-    path = write(root / "votes.jsonl", [row(prompt=f"p{i // 3}", split=None) for i in range(90)])
-    split = split_pairs(load_pairs(path).pairs, eval_fraction=0.3, seed=0)
-    held = {p.key for p in split.eval}
-    assert not held & {p.key for p in split.train}
+    """30 pairs with 3 votes each (the votes disagree): all votes of a pair are held out, or none."""
+    labels = ("model_a", "model_b", "both")
+    rows = [row(prompt=f"p{i // 3}", split=None, **{"preference-alignment": labels[i % 3]}) for i in range(90)]
+    split = split_pairs(load_pairs(write(root / "votes.jsonl", rows)).pairs, eval_fraction=0.3, seed=0)
+    held = Counter(p.instruction.text for p in split.eval)
+    kept = Counter(p.instruction.text for p in split.train)
+    assert held and kept and len(split.eval) + len(split.train) == 90
+    assert set(held.values()) == set(kept.values()) == {3}              # whole pairs on each side ...
+    assert not held.keys() & kept.keys() and len(held) + len(kept) == 30   # ... and never on both
+    assert 3 <= len(held) <= 15                                          # about 30 % of 30 pairs
 
 
 def test_max_pairs_subsets_are_seeded_and_nested(root):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 import train.feature_cache as fc
+from cmirm_plugin.manifest import read_records
 from cmirm_plugin.model.loading import build_model
 from cmirm_plugin.model.reward_model import CMIRewardModel
 from cmirm_plugin.model.tiny import build_tiny_towers, tiny_config
 from cmirm_plugin.scoring import RewardScorer, ScoringSettings
+from cmirm_plugin.testing import sine
 from train.config import TrainConfig
 from train.feature_cache import FeatureCache
 from train.synthetic import write_synthetic_pairs
@@ -135,3 +139,61 @@ def test_a_missing_text_is_named(towers, tmp_path):
     cache.precompute(texts=["high pitch"])
     with pytest.raises(KeyError, match="text 'low pitch' not in the feature cache"):
         cache.text(["high pitch", "low pitch", "la la"])
+
+
+def test_a_clip_rewritten_in_place_is_not_served_stale(towers, tmp_path, monkeypatch):
+    """Same path and size, new content: with a new mtime, and with the old mtime put back."""
+    clip = tmp_path / "clip.wav"
+    model = model_for(towers)
+    hashed = []
+    real_sha256 = fc.file_sha256
+    monkeypatch.setattr(fc, "file_sha256", lambda path: hashed.append(path) or real_sha256(path))
+
+    def run(cache: str) -> tuple[int, torch.Tensor]:
+        """A new run on ``clip`` with the cache folder ``cache``: clips encoded, and the clip's features."""
+        features = FeatureCache(tmp_path / cache, model, 1.0, dtype="float32", progress=False)
+        return features.precompute(audio=[clip])["audio"], features.audio([clip])[0]
+
+    sine(220.0, 0.5, 24000).save(clip)
+    encoded, first = run("cache")
+    assert encoded == 1
+    hashed.clear()
+    assert run("cache")[0] == 0 and hashed == []                         # unchanged: neither encoded nor read
+
+    before = os.stat(clip)
+    sine(440.0, 0.5, 24000).save(clip)                                   # (a) same size, new mtime
+    os.utime(clip, ns=(before.st_atime_ns, before.st_mtime_ns + 2_000_000_000))
+    assert os.stat(clip).st_size == before.st_size
+    encoded, second = run("cache")
+    assert encoded == 1 and not torch.equal(second, first) and torch.equal(second, run("fresh-a")[1])
+
+    before = os.stat(clip)
+    sine(880.0, 0.5, 24000).save(clip)                                   # (b) same size AND same mtime
+    os.utime(clip, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(clip)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    encoded, third = run("cache")
+    assert encoded == 1 and not torch.equal(third, second) and torch.equal(third, run("fresh-b")[1])
+
+    sine(220.0, 0.5, 24000).save(clip)                                   # the first content again: hashed,
+    encoded, again = run("cache")                                        # and its features found
+    assert encoded == 0 and torch.equal(again, first)
+
+
+def test_digest_records_of_older_versions_only_cost_a_rehash(towers, data, tmp_path, monkeypatch):
+    """A cache written before file identities held ctime and inode: its features are still used."""
+    clips = sorted((data.parent / "clips").glob("*.wav"))[:3]
+    root = tmp_path / "cache"
+    model = model_for(towers)
+    assert FeatureCache(root, model, 1.0, progress=False).precompute(audio=clips)["audio"] == 3
+    digests = root / "file-digests.jsonl"
+    old = [{k: r[k] for k in ("path", "size", "mtime_ns", "sha256")} for r in read_records(digests)]
+    digests.write_text("".join(json.dumps(r) + "\n" for r in old))           # the old record layout
+    hashed = []
+    real_sha256 = fc.file_sha256
+    monkeypatch.setattr(fc, "file_sha256", lambda path: hashed.append(path) or real_sha256(path))
+    assert FeatureCache(root, model, 1.0, progress=False).precompute(audio=clips)["audio"] == 0
+    assert len(hashed) == 3                                              # hashed once more, not re-encoded
+    hashed.clear()
+    assert FeatureCache(root, model, 1.0, progress=False).precompute(audio=clips)["audio"] == 0
+    assert hashed == []                                                  # and remembered from then on

@@ -78,18 +78,33 @@ def test_tiny_model_learns_the_synthetic_preferences_and_their_opposite(setup):
     assert opposite["alignment"] <= 0.1 and opposite["musicality"] <= 0.1
 
 
-def test_untrained_models_sit_at_chance(setup):
-    """Random initialisations have no idea which clip is better: on average they are near 50 %."""
+def test_untrained_models_sit_at_chance_on_alignment(setup):
+    """Untrained models cannot tell which clip follows the text (that needs prompt and audio together,
+    and the labels are drawn independently of everything else): per seed and on average at 50 %.
+
+    200 held-out pairs: a model whose picks were independent pair by pair would score 0.5 with sd
+    sqrt(0.25 / 200) = 0.035. An untrained model's picks are not independent, though: it prefers
+    one register or timbre everywhere, and which register the text asks for is shared by many pairs,
+    so one seed's accuracy spreads wider (seen: 0.385 to 0.6 over 8 seeds). The seeds' preferences
+    are independent of each other, so their mean is tight. Bounds: each seed within 0.5 +- 0.15,
+    the mean of 8 within 0.5 +- 0.04 (a trained model reaches 1.0, see above).
+
+    Musicality differs: the random towers already separate clean from noisy clips, so each untrained
+    model prefers one kind, which one being a coin flip per seed; that is why the learning test also
+    trains on swapped labels.
+    """
     pairs = split_pairs(load_pairs(setup["pairs"]).pairs).eval
-    seeds = range(8)
-    totals = {"alignment": 0.0, "musicality": 0.0}
-    for seed in seeds:
+    assert len(pairs) == 200
+    accuracy = {"alignment": [], "musicality": []}
+    for seed in range(8):
         model, _ = build_model(tiny_config(Path(setup["config"]).parent / "towers" / "muq-mulan-tiny"), seed=seed)
         init_null_embeddings(model, seed)
         cache = FeatureCache(setup["cache"], model, max_dur=120.0, progress=False)
         cache.precompute(*needed_inputs(pairs))
         metrics = evaluate_pairs(model, pairs, CachedText(model, cache), CachedAudio(model, cache), LossConfig())
-        for axis in totals:
-            totals[axis] += metrics[f"acc/{axis}"] / len(seeds)
-    print("mean held-out accuracy of untrained models:", totals)
-    assert 0.3 <= totals["alignment"] <= 0.7 and 0.3 <= totals["musicality"] <= 0.7
+        for axis, values in accuracy.items():
+            values.append(metrics[f"acc/{axis}"])
+    print("held-out accuracy of untrained models:", accuracy)
+    assert all(abs(a - 0.5) <= 0.15 for a in accuracy["alignment"])
+    assert abs(sum(accuracy["alignment"]) / 8 - 0.5) <= 0.04
+    assert min(accuracy["musicality"]) < 0.3 and max(accuracy["musicality"]) > 0.7    # both sides, by seed

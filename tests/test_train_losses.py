@@ -101,3 +101,23 @@ def test_pairwise_metrics_per_axis_and_modality():
     assert out["loss/musicality/text+ref"] == pytest.approx(bce(1.0, 0.5))
     assert out["loss/musicality"] == pytest.approx((bce(-1.0, 0.0) + bce(2.0, 1.0) + bce(1.0, 0.5)) / 3)
     assert PairwiseMetrics().compute()["acc"] is None
+
+
+def test_nan_scores_are_left_out_of_accuracy():
+    """A NaN difference predicts nothing: it is neither right nor wrong, and not in ``n``."""
+    nan = float("nan")
+    diff = torch.tensor([[1.0, nan], [nan, nan], [-2.0, 3.0], [nan, -1.0]])
+    labels = [("model_a", "model_b"), ("model_b", "model_b"), ("model_a", "model_a"), ("model_b", "model_b")]
+    targets = make_targets(labels, [(None, None)] * 4, LossConfig())
+    metrics = PairwiseMetrics()
+    metrics.update(diff, targets, labels, ["text", "text", "text+ref", "text+ref"])
+    out = metrics.compute()
+    # alignment: pairs 1 (right) and 3 (wrong) count; musicality: pairs 3 (right) and 4 (right).
+    # Were NaN counted (as the tie rule's B), 'model_b' labels would make pairs 2 and 4 "right".
+    assert out["n/alignment"] == 2 and out["acc/alignment"] == 0.5
+    assert out["n/musicality"] == 2 and out["acc/musicality"] == 1.0
+    assert out["acc/alignment/text"] == 1.0 and out["acc/alignment/text+ref"] == 0.0
+    assert out["acc/musicality/text+ref"] == 1.0 and "acc/musicality/text" not in out
+    only_nan = PairwiseMetrics()
+    only_nan.update(diff[1:2], make_targets(labels[1:2], [(None, None)], LossConfig()), labels[1:2], ["text"])
+    assert only_nan.compute()["acc"] is None and only_nan.compute()["n/alignment"] == 0

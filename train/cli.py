@@ -25,8 +25,22 @@ if TYPE_CHECKING:
     from train.trainer import TrainResult
 
 
+#: Help panels of ``cmirm train --help`` (fields not listed stay in the first panel, "Options").
+PANELS: dict[str, tuple[str, ...]] = {
+    "Data": ("train_split", "eval_split", "eval_fraction", "max_pairs", "skip_invalid"),
+    "Model": ("init", "model_config", "towers", "tiny", "missing", "train_muq_depth"),
+    "Optimisation": ("epochs", "batch_size", "lr", "weight_decay", "warmup", "max_grad_norm", "label_smoothing", "both",
+                     "confidence_weighting", "gradient_checkpointing", "bf16", "seed"),
+    "LoRA on the text encoder": ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "merge_lora"),
+    "Feature cache": ("max_dur", "cache_dir", "cache_dtype", "encode_batch_size", "feature_cache"),
+    "Run": ("device", "save_steps", "log_steps", "report_to", "resume", "progress"),
+}
+_PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
+
+
 def _option(f: dataclasses.Field) -> Any:
-    """The typer option of one `TrainConfig` field (booleans get ``--x/--no-x``)."""
+    """The typer option of one `TrainConfig` field, in its help panel (`PANELS`). A boolean that is off by
+    default is a plain flag (``--tiny``); one that is on by default can be turned off (``--no-progress``)."""
     name = "--" + f.name.replace("_", "-")
     if f.default is not dataclasses.MISSING:
         default = f.default
@@ -34,9 +48,10 @@ def _option(f: dataclasses.Field) -> Any:
         default = f.default_factory()
     else:
         default = ...
-    decl = f"{name}/--no-{name[2:]}" if isinstance(default, bool) else name
+    decl = f"{name}/--no-{name[2:]}" if default is True else name
     # Escape "[": rich would read "[default: ...]" in a help text as markup and drop it.
-    return typer.Option(default, decl, help=f.metadata["help"].replace("[", "\\["), show_default=default is not ...)
+    return typer.Option(default, decl, help=f.metadata["help"].replace("[", "\\["),
+                        show_default=default is not ... and default is not False, rich_help_panel=_PANEL_OF.get(f.name))
 
 
 def _print_result(console: Console, result: "TrainResult") -> None:

@@ -7,7 +7,7 @@ epochs, runs and stages (pseudo-pretraining and fine-tuning share the cache).
 Layout (one folder per tower *fingerprint*, so a changed encoder never reads stale features)::
 
     CACHE/
-      file-digests.jsonl                  # (path, size, mtime) -> sha256 of the bytes (speeds up re-runs)
+      file-digests.jsonl                  # (path, file identity) -> sha256 of the bytes (speeds up re-runs)
       audio-<fingerprint>/meta.json       # what the fingerprint covers (for humans)
       audio-<fingerprint>/shard-<id>.safetensors   # {item key: [T_i, dim]}
       text-<fingerprint>/...
@@ -18,6 +18,12 @@ Layout (one folder per tower *fingerprint*, so a changed encoder never reads sta
 * **Item key**: audio = sha256 of the file bytes + the preprocessing (sample rate, ``max_dur``),
   exactly what `cmirm_plugin.scoring.RewardScorer.prepare_audio` does to a clip (mono, whole-file
   resample, crop), so training sees what inference sees; text = sha256 of the string.
+* **File digests** are remembered per path and file *identity* (`FileIdentity`: size, mtime,
+  ctime and inode), so a re-run reads no clip whose identity is unchanged. Any write to a file
+  (and any ``os.utime`` that restores its mtime) sets its ctime, which no program can set back, and
+  a file replaced by another has another inode: a file changed in place is hashed again, so its
+  stale features are never served. A `FeatureCache` hashes each path once: features are fixed for
+  the run at `FeatureCache.precompute`.
 * **Crash safety**: a shard is written to a temporary file and renamed into place, so a shard
   that exists is complete; the folder itself is the index (shard headers are read at start).
   An interruption loses at most the shard being written; the next run encodes only what is missing.
@@ -34,7 +40,7 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, TypeVar
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -64,6 +70,28 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class FileIdentity(NamedTuple):
+    """What tells a file's versions apart without reading it (see "File digests" in the module docstring)."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> "FileIdentity":
+        stat = os.stat(path)
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+    @classmethod
+    def in_record(cls, record: Mapping[str, Any]) -> bool:
+        return all(name in record for name in cls._fields)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "FileIdentity":
+        return cls(*(int(record[name]) for name in cls._fields))
 
 
 def module_fingerprint(module: nn.Module, extra: Mapping[str, Any]) -> str:
@@ -186,7 +214,9 @@ class FeatureCache:
         self.sr = model.config.sr
         self._common = {"dtype": dtype, "dim": model.config.dim}
         self._digests_path = self.root / "file-digests.jsonl"
-        self._digests = {(r["path"], r["size"], r["mtime_ns"]): r["sha256"] for r in read_records(self._digests_path)}
+        # Records of older cmirm versions (no ctime / inode) never match: those files are hashed once more.
+        self._digests = {(r["path"], *FileIdentity.from_record(r)): r["sha256"]
+                         for r in read_records(self._digests_path) if FileIdentity.in_record(r)}
         self._audio_keys: dict[str, str] = {}
         self._unsaved_digests: list[dict[str, Any]] = []
 
@@ -213,12 +243,12 @@ class FeatureCache:
         key = self._audio_keys.get(str(path))
         if key is None:
             resolved = str(Path(path).resolve())
-            stat = os.stat(resolved)
-            memo = (resolved, stat.st_size, stat.st_mtime_ns)
+            identity = FileIdentity.of(resolved)
+            memo = (resolved, *identity)
             digest = self._digests.get(memo)
             if digest is None:
                 digest = self._digests[memo] = file_sha256(path)
-                self._unsaved_digests.append({"path": memo[0], "size": memo[1], "mtime_ns": memo[2], "sha256": digest})
+                self._unsaved_digests.append({"path": resolved, **identity._asdict(), "sha256": digest})
             key = hashlib.sha256(f"{digest}|sr={self.sr}|max_dur={self.max_dur!r}".encode()).hexdigest()
             self._audio_keys[str(path)] = key
         return key

@@ -1,8 +1,9 @@
 """The run's metric files: one JSON line per logged step and per epoch, mirrored as CSV.
 
-``OUT/metrics/steps.jsonl`` (+ ``steps.csv``): ``step, epoch, lr``, ``grad_norm`` and ``pairs_per_s``
-(over the steps since the last line) and the training metrics of `train.evaluation` under
-``train/``, over the epoch's batches so far (the epoch's last step line has the epoch's values).
+``OUT/metrics/steps.jsonl`` (+ ``steps.csv``): ``step, epoch``, ``lr`` (the rate that step ran with),
+``grad_norm`` (before clipping) and ``pairs_per_s`` (both over the steps since the last line) and the
+training metrics of `train.evaluation` under ``train/``, over the epoch's batches so far (the epoch's
+last step line has the epoch's values).
 ``OUT/metrics/epochs.jsonl`` (+ ``epochs.csv``): ``epoch, step`` with the epoch's training metrics
 under ``train/`` and the held-out metrics under ``eval/``. JSONL lines are
 written and flushed one by one (crash-safe, `cmirm_plugin.manifest`); the CSV files are rewritten

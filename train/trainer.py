@@ -255,6 +255,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm if c.max_grad_norm > 0 else math.inf)
+            lr = self.optimizer.param_groups[0]["lr"]                       # the rate this step uses
             self.optimizer.step()
             self.scheduler.step()
             diff = (score_a - score_b).detach().float()
@@ -269,7 +270,7 @@ class Trainer:
             if state.global_step % c.log_steps == 0 or state.batches_done == len(batches):
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 self.log.log_step({"step": state.global_step, "epoch": state.epoch + 1,
-                                   "lr": self.scheduler.get_last_lr()[0],
+                                   "lr": lr,
                                    "grad_norm": sum(state.window_norms) / len(state.window_norms),
                                    "pairs_per_s": window_pairs / elapsed, **_prefixed("train", metrics.compute())})
                 state.window_norms, window_pairs, window_start = [], 0, time.perf_counter()

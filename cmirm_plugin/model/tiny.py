@@ -80,17 +80,27 @@ def _xlmr_json(vocab_size: int, size: TowerSize = "tiny") -> dict:
 
 
 def train_tiny_tokenizer(directory: Path) -> int:
-    """Train an XLM-R-like Unigram tokenizer (``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3) and save it."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """Write an XLM-R-like Unigram tokenizer (``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3) to ``directory``.
+
+    The vocabulary is built, not trained: the corpus words (``▁word``), ``▁`` and single characters,
+    scored by length. The `tokenizers` Unigram trainer orders its pieces differently on every run,
+    which made every build of the tiny model a different model; built, the same ids come out on
+    every machine, so ``tiny-v<version>`` names one model everywhere (a Ray worker with another
+    cache included).
+    """
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.Unigram())
+    words = sorted({word for line in _CORPUS for word in line.split()})
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    pieces = dict.fromkeys([f"\u2581{w}" for w in words] + ["\u2581"] + list(chars))
+    specials = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    tok = Tokenizer(models.Unigram(specials + [(p, -float(len(p))) for p in pieces], unk_id=3, byte_fallback=False))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(r"\s+", " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    trainer = trainers.UnigramTrainer(vocab_size=200, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-                                      unk_token="<unk>", show_progress=False)
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    unk_token="<unk>", model_input_names=["input_ids", "attention_mask"],

@@ -5,8 +5,11 @@
 * `settings`: `ScoringSettings`, the only home of the scoring defaults (crop, missing inputs,
   dtype, batch sizes);
 * `spec`: `ScorerSpec`, what ``--reward`` / ``--eval-reward`` / ``--judge-model`` / ``bench --model``
-  accept (``tiny``, a folder, a hub id, ``package.module:Name``) and the label records carry;
+  accept (``tiny``, a folder, a hub id, ``package.module:Name``, ``http://host:port``) and the label
+  records carry;
 * `loader`: `load_scorer(spec, settings, device)`, the one way to build a scorer;
+* `wire` / `http_client`: the reward server's JSON format, and `HttpScorer`, a ``cmirm serve``
+  server behind the contract (``load_scorer("http://host:port")``);
 * `reward_scorer`: `RewardScorer`, CMI-RM behind the contract (prompt cache, batch independence);
 * `benchmark`: the CMI-RewardBench plug-in contract in both directions.
 
@@ -22,6 +25,7 @@ _EXPORTS = {
     "ScoringSettings": "cmirm_plugin.scoring.settings", "MissingPolicy": "cmirm_plugin.scoring.settings",
     "ScorerSpec": "cmirm_plugin.scoring.spec", "TINY": "cmirm_plugin.scoring.spec",
     "load_scorer": "cmirm_plugin.scoring.loader",
+    "HttpScorer": "cmirm_plugin.scoring.http_client", "ServerUnavailable": "cmirm_plugin.scoring.http_client",
     "RewardScorer": "cmirm_plugin.scoring.reward_scorer", "autocast": "cmirm_plugin.scoring.reward_scorer",
     "BenchmarkAdapter": "cmirm_plugin.scoring.benchmark", "BenchmarkBatchInput": "cmirm_plugin.scoring.benchmark",
     "BenchmarkModel": "cmirm_plugin.scoring.benchmark", "BenchmarkPluginScorer": "cmirm_plugin.scoring.benchmark",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from cmirm_plugin.errors import CmirmError, ConfigError
+from cmirm_plugin.errors import CmirmError, ConfigError, ScorerUnavailable
 from cmirm_plugin.records import Instruction, Scores
 
 if TYPE_CHECKING:
@@ -116,7 +116,8 @@ def score_isolated(scorer: Scorer, audios: Sequence[Any], instructions: Instruct
 
     A clip the scorer cannot read (`CmirmError`, `OSError`), or one given a non-finite score, gets an
     error instead of failing the others (an item's scores never depend on its batch, so the
-    others' scores are those of the batch call). Other exceptions are bugs and propagate.
+    others' scores are those of the batch call). `ScorerUnavailable` (the scorer itself cannot
+    score, e.g. its server is gone) and other exceptions (bugs) propagate.
     """
     clips = as_clips(audios)
     insts = as_instructions(instructions, len(clips))
@@ -125,6 +126,8 @@ def score_isolated(scorer: Scorer, audios: Sequence[Any], instructions: Instruct
     axes = tuple(scorer.axes)
     try:
         rows = check_output(scorer.score_batch(clips, insts, sample_rate), len(clips), axes, name)
+    except ScorerUnavailable:
+        raise
     except (CmirmError, OSError) as exc:
         if len(clips) == 1:
             return [ScoreOutcome(None, f"{type(exc).__name__}: {exc}")]

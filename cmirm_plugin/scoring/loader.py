@@ -23,13 +23,21 @@ def load_scorer(spec: "str | ScorerSpec | None" = None, settings: ScoringSetting
                 score_kwargs: Mapping[str, Any] | None = None) -> Scorer:
     """The scorer ``spec`` names (None: the released CMI-RM), scoring with ``settings`` on ``device``.
 
-    CMI-RM specs (``tiny``, a folder, a hub id) give a `RewardScorer`. A ``module:Name`` plug-in
+    CMI-RM specs (``tiny``, a folder, a hub id) give a `RewardScorer`. A reward server's URL gives an
+    `HttpScorer` (``init_kwargs``: its client options, e.g. ``timeout``, ``token``; ``device`` is the
+    server's business; ``settings`` must agree with the server's). A ``module:Name`` plug-in
     is called with ``init_kwargs`` plus ``device`` and ``settings`` when its signature takes them
     (an instance is used as it is); the result must honour the scorer contract, or the official
     CMI-RewardBench plug-in contract (``sr`` + ``score_batch(inputs, batch_size, max_dur)``, no
     ``axes``), which is then called with ``score_kwargs`` through `BenchmarkPluginScorer`.
     """
     spec = ScorerSpec.parse(spec)
+    if spec.kind == "http":
+        if score_kwargs:
+            raise ConfigError(f"score_kwargs apply to package.module:Name scorers, not to the reward server {spec}")
+        from cmirm_plugin.scoring.http_client import HttpScorer
+
+        return HttpScorer(spec.location, settings, label=spec.label, **dict(init_kwargs or {}))
     settings = settings or ScoringSettings()
     if spec.is_cmi_rm:
         extra = [name for name, value in (("init_kwargs", init_kwargs), ("score_kwargs", score_kwargs)) if value]

@@ -8,7 +8,9 @@ A spec is one of
 * a hub repo id of such a checkpoint (default `DEFAULT_MODEL`, ``HaiwenXia/CMI-RM``);
 * ``package.module:Name``: any scorer of the user's that follows the contract
   (`cmirm_plugin.scoring.contract`): a class, a factory function or an instance, imported where
-  it scores (on every Ray worker too, so the module must be importable there).
+  it scores (on every Ray worker too, so the module must be importable there);
+* ``http://host:port`` (or ``https://``): a reward server started with ``cmirm serve``, scored
+  through `cmirm_plugin.scoring.http_client.HttpScorer`.
 
 Parsing never loads anything and imports nothing heavy, so commands check specs before any work.
 """
@@ -16,6 +18,7 @@ Parsing never loads anything and imports nothing heavy, so commands check specs 
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,7 +32,7 @@ from cmirm_plugin.records import AXES
 #: The spec of the offline tiny CMI-RM.
 TINY = "tiny"
 
-SpecKind = Literal["tiny", "folder", "hub", "plugin"]
+SpecKind = Literal["tiny", "folder", "hub", "plugin", "http"]
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -48,11 +51,13 @@ class ScorerSpec:
         if spec is None:
             return cls("hub", DEFAULT_MODEL)
         if not isinstance(spec, str) or not spec.strip():
-            raise ConfigError(f"{option}: expected a scorer spec (tiny, a checkpoint folder, a hub id or "
-                              f"package.module:Name), got {spec!r}")
+            raise ConfigError(f"{option}: expected a scorer spec (tiny, a checkpoint folder, a hub id, "
+                              f"package.module:Name or http://host:port), got {spec!r}")
         spec = spec.strip()
         if spec == TINY:
             return cls("tiny", TINY)
+        if spec.lower().startswith(("http://", "https://")):
+            return cls("http", normalise_url(spec, option))
         path = Path(spec).expanduser()
         if path.exists():
             if not path.is_dir():
@@ -62,8 +67,8 @@ class ScorerSpec:
         if _PLUGIN.match(spec):
             return cls("plugin", spec)
         if not is_repo_id(spec):
-            raise ConfigError(f"{option} '{spec}': no such folder, and not a hub id (owner/name) or "
-                              "package.module:Name")
+            raise ConfigError(f"{option} '{spec}': no such folder, and not a hub id (owner/name), "
+                              "package.module:Name or http://host:port")
         return cls("hub", spec)
 
     @classmethod
@@ -75,8 +80,8 @@ class ScorerSpec:
 
     @property
     def label(self) -> str:
-        """What score records name this scorer by: the hub id, the absolute folder, the plug-in spec, or
-        ``tiny-v<version>`` (so a rebuilt tiny model is never mixed with an older one)."""
+        """What score records name this scorer by: the hub id, the absolute folder, the plug-in spec, the
+        server's normalised URL, or ``tiny-v<version>`` (so a rebuilt tiny model is never mixed with an older one)."""
         return f"tiny-v{TINY_MODEL_VERSION}" if self.kind == "tiny" else self.location
 
     @property
@@ -88,10 +93,15 @@ class ScorerSpec:
         """The scorer's axes when they are known without loading it, else None.
 
         CMI-RM's are `AXES`; a plug-in's are its ``axes`` attribute when the class (or instance)
-        declares them as a plain tuple, which imports its module (a bad spec fails here, early).
+        declares them as a plain tuple, which imports its module (a bad spec fails here, early); a
+        reward server's come from its ``GET /info`` (an unreachable server fails here, early).
         """
         if self.is_cmi_rm:
             return AXES
+        if self.kind == "http":
+            from cmirm_plugin.scoring.http_client import HttpClient, fetch_info
+
+            return fetch_info(HttpClient(self.location, retry_for_s=5.0)).axes
         axes = getattr(import_object(self.location, "scorer", ConfigError), "axes", None)
         if isinstance(axes, (tuple, list)) and axes and all(isinstance(a, str) for a in axes):
             return tuple(axes)
@@ -99,3 +109,26 @@ class ScorerSpec:
 
     def __str__(self) -> str:
         return self.location
+
+
+def normalise_url(url: str, option: str = "--reward") -> str:
+    """``scheme://host[:port][/prefix]`` of a reward server, lower-cased scheme and host, no trailing slash.
+
+    Credentials, queries and fragments are refused (a token goes in ``$CMIRM_SERVE_TOKEN``, never in a
+    label that records carry).
+    """
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{option} '{url}': not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{option} '{url}': expected http://host:port of a reward server (cmirm serve)")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{option} '{url}': put the token in $CMIRM_SERVE_TOKEN, not in the URL")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{option} '{url}': a reward server URL takes no query or fragment")
+    host = parts.hostname.lower()
+    host = f"[{host}]" if ":" in host else host
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"

@@ -1,7 +1,8 @@
 """Best-of-N as a search method: N independent candidates in one step, each from its own seed.
 
-Every candidate is final; the policy then picks the best. This is what `rerank.best_of_n.best_of_n`
-runs (one implementation), and the baseline the other methods are compared with at equal budget.
+Every candidate is final; the policy then picks the best. Its seeds are every job's
+(`rerank.stream.job_seeds`), so it makes the candidates `rerank.best_of_n.best_of_n` and ``cmirm
+generate`` make; it is the baseline the other methods are compared with at equal budget.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cmirm_plugin.records import Lineage
 from rerank.policies import Policy
 from rerank.search.method import SearchMethod
 from rerank.search.state import Request, SearchState
+from rerank.stream import job_seeds
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class BestOfNSearch(SearchMethod):
     def ask(self, state: SearchState) -> list[Request]:
         if state.done:
             return []
-        seeds = list(self.seeds) if self.seeds is not None else self._seeds(state, self.resolved().n)
+        seeds = job_seeds(self.resolved().n, state.seed_base, self.seeds)
         return [Request("sample", seed, state.duration, Lineage(self.name)) for seed in seeds]
 
     def _advance(self, state: SearchState, new_ids: list[str], policy: Policy,

@@ -12,33 +12,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Sequence
 
 import numpy as np
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.records import Candidate, Compute, Instruction, Scores
 from generators import CandidateFailure, Generator
-from generators.python_fn import CallableGenerator
-from rerank.policies import Policy, default_policy, parse_policy
+from rerank.best_of_n import GeneratorOrFn, RankedCandidate, as_generator, as_policy
+from rerank.policies import Policy, rank_per_instruction
 from rerank.search.execute import CandidateStore, MemoryStore, generate_requests
 from rerank.search.method import SearchMethod
 from rerank.search.scoring import ScoringStep, scoring_step
 from rerank.search.spec import parse_search
 from rerank.search.state import Evaluation, SearchState
-
-GeneratorOrFn = Union[Generator, Callable[..., Any]]
-
-
-@dataclass(frozen=True)
-class RankedCandidate:
-    """A selected candidate: the clip and its recipe, its scores, its rank (1 = best) and the policy's composite."""
-
-    candidate: Candidate
-    scores: Scores
-    rank: int
-    composite: float
-
 
 @dataclass
 class SearchResult:
@@ -63,29 +50,17 @@ class SearchResult:
         return self.ranked[:k]
 
 
-def as_generator(generator_or_fn: GeneratorOrFn, sample_rate: int | None = None) -> Generator:
-    """A `Generator` as it is; a plain ``fn(instruction, seed, duration, **params)`` wrapped in `CallableGenerator`."""
-    if isinstance(generator_or_fn, Generator):
-        return generator_or_fn
-    return CallableGenerator(generator_or_fn, sample_rate=sample_rate)
-
-
-def as_policy(policy: str | Policy | None, axes: Sequence[str]) -> Policy:
-    """``policy`` (a spec, a `Policy`, or None for `default_policy` of ``axes``), checked against ``axes``."""
-    chosen = parse_policy(policy or default_policy(axes)) if not isinstance(policy, Policy) else policy
-    chosen.check_axes(axes)
-    return chosen
-
-
 def rank_candidates(candidates: Sequence[Candidate], scores: Sequence[Scores], policy: Policy,
                     axes: Sequence[str]) -> list[RankedCandidate]:
-    """The eligible ``candidates`` best first under ``policy`` (ties to the earlier one), with ranks."""
+    """The eligible ``candidates`` best first under ``policy`` (ties to the earlier one), with ranks: the
+    selection of every job (`rank_per_instruction`, as in ``cmirm generate`` and `best_of_n`)."""
     if not candidates:
         return []
     matrix = np.array([[s[axis] for axis in axes] for s in scores])
-    selection = policy.select(matrix, len(candidates), axes=axes, allow_fewer=True)
-    return [RankedCandidate(candidates[i], scores[i], rank, float(value))
-            for rank, (i, value) in enumerate(zip(selection.indices, selection.composite), start=1)]
+    ranking = rank_per_instruction([""] * len(candidates), matrix, policy, len(candidates), axes=axes)
+    chosen = sorted((int(r), i) for i, (r, picked) in enumerate(zip(ranking.rank, ranking.selected)) if picked)
+    return [RankedCandidate(candidates[i], scores[i], place, float(ranking.composite[i]))
+            for place, (_, i) in enumerate(chosen, start=1)]
 
 
 def _check_resumed(state: SearchState, instruction: Instruction, generator: Generator, duration: float) -> None:

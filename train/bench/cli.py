@@ -1,23 +1,24 @@
-"""``cmirm bench`` and ``cmirm bench-metrics`` (registered through the ``cmirm.commands`` entry points)."""
+"""``cmirm bench`` and ``cmirm bench-metrics`` (registered through the ``cmirm.commands`` entry points).
+
+The benchmark machinery (scipy, torch) is imported inside the commands, so ``cmirm --help`` stays fast.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
-from cmirm_plugin.errors import ConfigError
-from cmirm_plugin.manifest import read_records
-from train.bench.metrics import MetricsConfig, compute_metrics
-from train.bench.outputs import write_metrics
-from train.bench.report import print_summary
-from train.bench.results import METADATA_FILE, result_rows
-from train.bench.runner import BenchConfig, run_benchmark
 from cmirm_plugin.cli_options import ScoringOptions, with_options
+from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from train.bench.metrics import MetricsConfig
 
 SplitOption = Annotated[str, typer.Option(help="Keep only rows whose 'split' field equals this.")]
 ByDurationOption = Annotated[bool, typer.Option(
@@ -35,7 +36,9 @@ def _json_object(text: str, option: str) -> dict[str, Any]:
     return value
 
 
-def _metrics_config(split: str, by_duration: bool, duration_bins: str) -> MetricsConfig:
+def _metrics_config(split: str, by_duration: bool, duration_bins: str) -> "MetricsConfig":
+    from train.bench.metrics import MetricsConfig
+
     try:
         bins = tuple(float(edge) for edge in duration_bins.split(","))
     except ValueError as exc:
@@ -43,7 +46,9 @@ def _metrics_config(split: str, by_duration: bool, duration_bins: str) -> Metric
     return MetricsConfig(split=split, by_duration=by_duration, duration_bins=bins)
 
 
-def _report(console: Console, metrics: dict[str, Any], label: str, files: dict[str, str]) -> None:
+def _report(console: "Console", metrics: dict[str, Any], label: str, files: dict[str, str]) -> None:
+    from train.bench.report import print_summary
+
     print_summary(metrics, label, console)
     for name, path in files.items():
         console.print(f"{name}: {path}")
@@ -75,6 +80,11 @@ def bench(
     scoring: ScoringOptions,
 ) -> None:
     """Evaluate a scorer on CMI-RewardBench (PAM, MusicEval, Music Arena, CMI-Pref); resumable."""
+    from rich.console import Console
+
+    from cmirm_plugin.models_needed import check_available
+    from train.bench.runner import BenchConfig, run_benchmark
+
     config = BenchConfig(
         dataset_jsonl=dataset_jsonl, dataset_root=dataset_root, out_dir=out, model=model,
         init_kwargs=_json_object(model_init_json, "--model-init-json"),
@@ -82,6 +92,7 @@ def bench(
         split=split, subset=subset, batch_size=batch_size, scoring=scoring.settings(), device=device,
         skip_invalid=skip_invalid, retry_errors=retry_errors,
         metrics=_metrics_config(split, by_duration, duration_bins))
+    check_available(scorers=[(config.spec, "--model")])
     console = Console()
     result = run_benchmark(config, console=console)
     for problem in result.skipped:
@@ -98,6 +109,13 @@ def bench_metrics(
     duration_bins: BinsOption = "10,30,60,120,500",
 ) -> None:
     """Recompute the CMI-RewardBench metrics of a results.jsonl, without scoring anything."""
+    from rich.console import Console
+
+    from cmirm_plugin.manifest import read_records
+    from train.bench.metrics import compute_metrics
+    from train.bench.outputs import write_metrics
+    from train.bench.results import METADATA_FILE, result_rows
+
     if not results.is_file():
         raise ConfigError(f"'{results}': results file not found")
     metrics = compute_metrics(result_rows(read_records(results)), _metrics_config(split, by_duration, duration_bins))

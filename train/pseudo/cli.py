@@ -16,10 +16,12 @@ from cmirm_plugin.errors import ConfigError
 
 def _reward_judge(model: Optional[str], tiny: bool, margin: float, max_dur: Optional[float],
                   device: Optional[str]):
+    from cmirm_plugin.models_needed import check_available
     from cmirm_plugin.scoring import ScorerSpec, ScoringSettings, load_scorer
     from train.pseudo.judges.reward import RewardJudge
 
     spec = ScorerSpec.from_options(model, tiny, "--judge-model")
+    check_available(scorers=[(spec, "--judge-model")])
     settings = ScoringSettings().with_options(max_dur=max_dur)
     return RewardJudge(load_scorer(spec, settings, device), spec.label, margin)
 
