@@ -296,6 +296,8 @@ class Lineage:
       once per later seed by ``radius`` times that seed's noise and renormalised to the Gaussian norm.
     - ``sampler_seed`` (noise): seeds the sampler's other randomness (the root pivot's seed, so every
       move from one root shares it and the reward is a function of the latent alone).
+    - ``partial`` (beam): the clip so far, shorter than the run's duration; the search continues it,
+      but it is not one of the run's candidates (never ranked nor selected).
     """
 
     method: str
@@ -306,6 +308,7 @@ class Lineage:
     noise_seeds: tuple[int, ...] = ()
     radius: float | None = None
     sampler_seed: int | None = None
+    partial: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.method, str) or not self.method:

@@ -173,6 +173,13 @@ CAPABILITY_HELP = {
 }
 
 
+def require_capability(capabilities: Capabilities, capability: str, name: str) -> None:
+    """Raise `ConfigError` naming generator ``name`` unless ``capabilities`` have ``capability``."""
+    if not getattr(capabilities, capability):
+        use, able = CAPABILITY_HELP[capability]
+        raise ConfigError(f"generator '{name}' cannot {use}; generators that can: {able}")
+
+
 @dataclass(frozen=True)
 class WorkUnits:
     """A backend's work for one candidate (the `Compute` fields ``work_unit``, ``work_units``, ``model_evals``)."""
@@ -345,9 +352,7 @@ class Generator(ABC):
 
     def require_capability(self, capability: str) -> None:
         """Raise `ConfigError` naming this generator unless it has ``capability`` (a `Capabilities` field)."""
-        if not getattr(self.capabilities, capability):
-            use, able = CAPABILITY_HELP[capability]
-            raise ConfigError(f"generator '{self.name}' cannot {use}; generators that can: {able}")
+        require_capability(self.capabilities, capability, self.name)
 
     # ------------------------------------------------------------------ sampling
     def max_duration(self, params: GenerationParams) -> float | None:

@@ -258,7 +258,7 @@ class DiskSink:
 
     def scored(self, results: Sequence[ScoreResult]) -> None:
         for result in results:
-            self.log.append(score_record(result.key, self.scorer, result.scores, result.error))
+            self.log.append(score_record(result.key, self.scorer, result.scores, result.error, result.seconds))
             if result.scores is None:
                 self.counts.score_failed += 1
             else:

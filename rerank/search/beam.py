@@ -41,6 +41,7 @@ class BeamSearch(SearchMethod):
     """``beam:width=B,expand=K,segment=S`` (seconds); ``expand`` may be left to a budget (budget / width)."""
 
     name: ClassVar[str] = "beam"
+    capability: ClassVar[str | None] = "can_continue"
     width: int = 4
     expand: int | None = None
     segment: float = 5.0
@@ -75,25 +76,29 @@ class BeamSearch(SearchMethod):
                               f"{self.segment:g} s; choose a segment that divides it")
         return round(steps)
 
-    def check(self, generator: "Generator", duration: float, params: dict[str, Any]) -> None:
+    def check_settings(self, duration: float) -> None:
         self.steps(duration)
-        generator.require_capability("can_continue")
+
+    def check(self, generator: "Generator", duration: float, params: dict[str, Any]) -> None:
+        super().check(generator, duration, params)
         generator.check_segment(self.segment, generator.params_type.from_kwargs(generator.name, params))
 
     def ask(self, state: SearchState) -> list[Request]:
         if state.done:
             return []
         method = self.resolved()
+        partial = state.step + 1 < self.steps(state.duration)
         if state.step == 0:
             seeds = self._seeds(state, method.width * method.expand)
-            return [Request("sample", seed, self.segment, Lineage(self.name, 0, None, self.segment, (seed,)))
-                    for seed in seeds]
+            return [Request("sample", seed, self.segment,
+                            Lineage(self.name, 0, None, self.segment, (seed,), partial=partial)) for seed in seeds]
         seeds = iter(self._seeds(state, len(state.frontier) * method.expand))
         requests = []
         for beam in state.frontier:
             parent = state.nodes[beam].lineage
             for seed in (next(seeds) for _ in range(method.expand)):
-                lineage = Lineage(self.name, state.step, beam, self.segment, parent.segment_seeds + (seed,))
+                lineage = Lineage(self.name, state.step, beam, self.segment, parent.segment_seeds + (seed,),
+                                  partial=partial)
                 requests.append(Request("extend", seed, self.segment, lineage))
         return requests
 

@@ -49,6 +49,8 @@ class SearchMethod(ABC):
     """
 
     name: ClassVar[str]
+    #: The `generators.base.Capabilities` field a generator needs to run this method (None: any can).
+    capability: ClassVar[str | None] = None
 
     # ------------------------------------------------------------------ settings
     def settings(self) -> dict[str, Any]:
@@ -76,8 +78,25 @@ class SearchMethod(ABC):
                               f"(e.g. search(..., budget=8)) or set every setting")
         return self
 
+    def check_settings(self, duration: float) -> None:
+        """Raise `ConfigError` if these settings cannot make ``duration``-second clips (default: they can)."""
+
+    def check_named(self, generator: str, duration: float) -> None:
+        """`check_settings`, and the capability of generator ``generator`` (a registry name) where its name
+        tells (`generators.registry.known_capabilities`): what a job checks before any model loads."""
+        from generators.base import require_capability
+        from generators.registry import known_capabilities
+
+        self.check_settings(duration)
+        capabilities = known_capabilities(generator)
+        if self.capability is not None and capabilities is not None:
+            require_capability(capabilities, self.capability, generator)
+
     def check(self, generator: "Generator", duration: float, params: dict[str, Any]) -> None:
-        """Raise `ConfigError` before any work if ``generator`` cannot run this method (default: any can)."""
+        """Raise `ConfigError` before any work if ``generator`` (built) cannot run this method."""
+        self.check_settings(duration)
+        if self.capability is not None:
+            generator.require_capability(self.capability)
 
     # ------------------------------------------------------------------ steps
     def start(self, instruction_id: str, generator: str, duration: float, seed_base: int = 0) -> SearchState:

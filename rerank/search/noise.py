@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import torch
 
@@ -50,6 +50,7 @@ class NoiseSearch(SearchMethod):
     """``noise:rounds=R,neighbors=M,radius=r``; ``rounds`` may be left to a budget (budget / M - 1)."""
 
     name: ClassVar[str] = "noise"
+    capability: ClassVar[str | None] = "accepts_latents"
     rounds: int | None = None
     neighbors: int = 4
     radius: float = 0.3
@@ -77,9 +78,6 @@ class NoiseSearch(SearchMethod):
             raise ConfigError(f"search 'noise': a budget of {budget} is not a positive multiple of "
                               f"neighbors={self.neighbors} (rounds = budget / neighbors - 1)")
         return dataclasses.replace(self, rounds=budget // self.neighbors - 1)
-
-    def check(self, generator: "Generator", duration: float, params: dict[str, Any]) -> None:
-        generator.require_capability("accepts_latents")
 
     def ask(self, state: SearchState) -> list[Request]:
         if state.done:
