@@ -5,6 +5,8 @@ A run directory (what ``cmirm generate --out DIR`` writes)::
     DIR/run.json            how candidates were made and scored (see `rerank.run_config`)
     DIR/manifest.jsonl      append-only event log (below)
     DIR/candidates/<id>.wav every generated candidate
+    DIR/candidates/<id>.codes.safetensors  a beam prefix's codec tokens (what a resumed search continues)
+    DIR/search_state.json   each instruction's search state (``--search`` other than best-of-n)
     DIR/ranking.jsonl       one complete record per candidate: rewritten atomically by each ranking
     DIR/top/<instruction id>_rank<r>.wav   the selected candidates of the last ranking
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.jsonl"
 RUN_CONFIG = "run.json"
 RANKING = "ranking.jsonl"
+SEARCH_STATE = "search_state.json"
 CANDIDATES = "candidates"
 TOP = "top"
 
@@ -82,8 +85,15 @@ class RunPaths:
     def top(self) -> Path:
         return self.root / TOP
 
+    @property
+    def search_state(self) -> Path:
+        return self.root / SEARCH_STATE
+
     def candidate_wav(self, candidate_id: str) -> Path:
         return self.candidates / f"{candidate_id}.wav"
+
+    def candidate_codes(self, candidate_id: str) -> Path:
+        return self.candidates / f"{candidate_id}.codes.safetensors"
 
 
 def instruction_record(instruction: Instruction) -> dict[str, Any]:
