@@ -81,7 +81,8 @@ GeneratorName = Annotated[Optional[str], typer.Option(
          f"\\[default: none, give one; --tiny: {TINY_GENERATOR}].")]
 RewardOpt = Annotated[Optional[str], typer.Option(
     "--reward", "-m", show_default=False,
-    help=f"Scorer: tiny, a CMI-RM folder or hub id, or package.module:Name \\[default: {DEFAULT_MODEL}; "
+    help=f"Scorer: tiny, a CMI-RM folder or hub id, package.module:Name, or http://host:port (a `cmirm serve` "
+         f"reward server) \\[default: {DEFAULT_MODEL}; "
          f"--tiny: {TINY}].")]
 Policy = Annotated[Optional[str], typer.Option(
     "--policy", rich_help_panel=_SEL, show_default=False,
@@ -266,12 +267,13 @@ class GenOptions:
         return CandidatesConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring))
 
     def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int,
-               seeds: Sequence[int] | None = None, retry_errors: bool = False) -> GenerateConfig:
+               seeds: Sequence[int] | None = None, retry_errors: bool = False,
+               search: str = "best-of-n") -> GenerateConfig:
         """The ``generate`` job these options describe."""
         from rerank.generate import GenerateConfig
 
         return GenerateConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring), k=k,
-                              policy=self.policy, minimums=self.minimums or ())
+                              policy=self.policy, minimums=self.minimums or (), search=search)
 
 
 #: `GenOptions` fields that only shape how candidates are made and scored (refused by ``scaling --from``).
@@ -291,6 +293,11 @@ def generate(
         = _default("GenerateConfig.k"),
     seeds: Seeds = None,
     retry_errors: RetryErrors = False,
+    search: Annotated[str, typer.Option(
+        "--search", rich_help_panel=_SEL,
+        help="best-of-n | beam:width=4,expand=2,segment=5 (generators that continue clips) | "
+             "noise:rounds=4,neighbors=4,radius=0.3 (diffusion generators taking latents); a setting left out "
+             "(expand, rounds) is filled so the search spends -n clips' worth of audio.")] = "best-of-n",
     report: Annotated[bool, typer.Option(
         "--report", help="Also write the HTML report (OUT/report/index.html, as `cmirm report OUT`).")] = False,
     *,
@@ -300,8 +307,8 @@ def generate(
     """Sample N candidates per instruction, score them with CMI-RM (or any --reward scorer), keep the top k.
 
     Writes OUT/candidates/*.wav, OUT/manifest.jsonl (append-only), OUT/run.json, OUT/ranking.jsonl
-    and OUT/top/<instruction>_rank<r>.wav. Rerunning into OUT resumes: finished candidates are
-    neither regenerated nor rescored.
+    and OUT/top/<instruction>_rank<r>.wav (a search also OUT/search_state.json). Rerunning into OUT
+    resumes: finished candidates are neither regenerated nor rescored, a search resumes at its step.
     """
     from rich.console import Console
 
@@ -313,7 +320,7 @@ def generate(
     instructions = load_prompts(prompts) if prompts is not None else [cli_instruction(text, lyrics, ref_audio)]
     config = opts.config(out, instructions, scoring, n=n, k=k,
                          seeds=_int_list(seeds, "--seeds", 0) if seeds is not None else None,
-                         retry_errors=retry_errors)
+                         retry_errors=retry_errors, search=search)
     check_available([config.generator], [(config.reward, "--reward")])
     console = Console()
     with interruptible():
@@ -377,8 +384,8 @@ def scaling(
         help="With --from: select by this scorer's records (default the run's reward model).")] = None,
     eval_reward: Annotated[Optional[str], typer.Option(
         "--eval-reward",
-        help="Score the same candidates with this scorer too (a --reward spec) and report its view of the "
-             "selections.")] = None,
+        help="Score the same candidates with this scorer too (a --reward spec: tiny, folder, hub id, "
+             "package.module:Name or http://host:port) and report its view of the selections.")] = None,
     eval_axis: Annotated[Optional[str], typer.Option(
         "--eval-axis", show_default=False,
         help="Axis the summary table reports: one of the evaluation scorer's axes or composite (files hold all) "

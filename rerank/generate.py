@@ -141,9 +141,13 @@ class CandidatesConfig:
 
     def result_settings(self) -> ResultSettings:
         """The settings that determine candidates' audio and scores (``run.json``'s ``result``); the search
-        method with all its settings (best-of-N: its name only, since more seeds may join a run)."""
-        return ResultSettings(self.generator, dict(self.params), float(self.duration), self.reward.label,
-                              **self.scoring.score_identity(self.pool.scorer_device()),
+        method with all its settings (best-of-N: its name only, since more seeds may join a run). A reward
+        server's scores are made with its dtype, so that is the one recorded."""
+        identity = self.scoring.score_identity(self.pool.scorer_device())
+        served = self.reward.served_settings()
+        if served is not None:
+            identity["dtype"] = served.get("dtype")
+        return ResultSettings(self.generator, dict(self.params), float(self.duration), self.reward.label, **identity,
                               search=self.search.spec() if self.searching else self.search.name)
 
     def request(self) -> dict[str, Any]:
