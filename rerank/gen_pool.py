@@ -56,6 +56,10 @@ class GeneratorWorker(Worker):
         with torch_threads(self.threads):
             return self.generator.sample(instruction, list(seeds), duration, batch_size=batch_size, **params)
 
+    def check_search(self, method: Any, duration: float, params: Mapping[str, Any]) -> None:
+        """`rerank.search.SearchMethod.check` against this worker's generator (can it continue / take latents)."""
+        method.check(self.generator, duration, dict(params))
+
     def generate_requests(self, instruction: Instruction, requests: Sequence[Any], parents: Mapping[str, Candidate],
                           batch_size: int | None, params: Mapping[str, Any]) -> GenerationResult:
         """One search item: a candidate (or a failure) per `rerank.search.Request`, continuing ``parents``."""

@@ -99,6 +99,7 @@ class SearchJob:
             return
         with generators, scorers:
             name = generators.call("name")
+            generators.call("check_search", self.method, self.config.duration, self.config.params)
             axes = scorers.axes
             policy = self.policy(axes)
             for inst in self.config.instructions:

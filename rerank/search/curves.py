@@ -9,7 +9,10 @@ compute axis (`COMPUTE_AXES`), so one row places the method's point on any of th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import csv
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -33,7 +36,8 @@ class ComputeRow:
     """One point of a method's curve: its budget, mean reward with band, and mean compute per instruction.
 
     A compute field is None when some instruction's compute lacks it (e.g. work units of an
-    external command).
+    external command). ``reward`` names the scorer, ``axis`` the value reported (one of its axes,
+    or the policy's composite).
     """
 
     method: str
@@ -48,6 +52,7 @@ class ComputeRow:
     model_evals: float | None
     generator_seconds: float | None
     total_seconds: float | None
+    axis: str = "composite"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,7 +67,7 @@ def _mean_compute(computes: Sequence[Compute]) -> dict[str, float | None]:
 
 
 def compute_curves(outcomes: Mapping[tuple[str, int], Sequence[tuple[float, Compute]]], *, reward: str,
-                   n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> list[ComputeRow]:
+                   axis: str = "composite", n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> list[ComputeRow]:
     """Rows for ``outcomes[(method, budget)] = [(selected reward, search compute) per instruction]``.
 
     Rows come out in the mapping's order; every (method, budget) resamples its instructions with
@@ -75,5 +80,29 @@ def compute_curves(outcomes: Mapping[tuple[str, int], Sequence[tuple[float, Comp
         rewards = np.array([[value] for value, _ in results], dtype=np.float64)
         mean, low, high = bootstrap_ci(rewards, n_boot=n_boot, ci=ci, rng=np.random.default_rng(seed))
         rows.append(ComputeRow(method, int(budget), reward, float(mean[0]), float(low[0]), float(high[0]),
-                               len(results), **_mean_compute([c for _, c in results])))
+                               len(results), **_mean_compute([c for _, c in results]), axis=axis))
     return rows
+
+
+#: Columns of a methods run's ``curve.csv`` (and keys of each row of its ``curve.json``).
+COMPUTE_COLUMNS = tuple(f.name for f in fields(ComputeRow))
+
+
+def write_compute_csv(rows: Sequence[ComputeRow], path: str | Path) -> Path:
+    """Write ``rows`` as CSV with the header `COMPUTE_COLUMNS`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COMPUTE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(row.to_dict() for row in rows)
+    return path
+
+
+def write_compute_json(rows: Sequence[ComputeRow], settings: Mapping[str, Any], path: str | Path) -> Path:
+    """Write ``{"settings", "columns", "rows"}`` as indented JSON (the layout of `rerank.scaling`'s curve.json)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": dict(settings), "columns": list(COMPUTE_COLUMNS),
+                                "rows": [row.to_dict() for row in rows]}, indent=2) + "\n")
+    return path

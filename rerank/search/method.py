@@ -83,13 +83,19 @@ class SearchMethod(ABC):
 
     def check_named(self, generator: str, duration: float) -> None:
         """`check_settings`, and the capability of generator ``generator`` (a registry name) where its name
-        tells (`generators.registry.known_capabilities`): what a job checks before any model loads."""
+        tells (`generators.registry.known_capabilities`): what a job checks before any model loads. The
+        built generator is checked again by `check` (``cmd:`` / ``py:`` generators are known only then)."""
         from generators.base import require_capability
         from generators.registry import known_capabilities
 
         self.check_settings(duration)
-        capabilities = known_capabilities(generator)
-        if self.capability is not None and capabilities is not None:
+        if self.capability is None:
+            return
+        try:
+            capabilities = known_capabilities(generator)
+        except ConfigError:   # not a registry name (a job given a built generator): `check` sees it
+            return
+        if capabilities is not None:
             require_capability(capabilities, self.capability, generator)
 
     def check(self, generator: "Generator", duration: float, params: dict[str, Any]) -> None:
