@@ -177,3 +177,52 @@ def test_bad_search_specs_are_refused_before_any_model_loads(tmp_path: Path, mon
         assert isinstance(result.exception, ConfigError), (extra, result.output, result.exception)
         assert expected in str(result.exception), (extra, result.exception)
     assert not out.exists()
+
+
+def test_scaling_methods_end_to_end_writes_compute_curves(tmp_path: Path, tiny_checkpoint: Path):
+    """best-of-n and beam at budgets 2 and 4 on tiny MusicGen, with a second model as evaluation: the runs, the
+    rows (each method's audio seconds = budget x duration per instruction), compute.png; --from a beam run."""
+    import csv
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"text": t.text}) + "\n" for t in TEXTS))
+    out = tmp_path / "scaling"
+    runner = CliRunner(env={"COLUMNS": "200"})
+    common = ["--generator", "tiny-musicgen", "--reward", str(tiny_checkpoint), "--device", "cpu", "--param", "top_k=32",
+              "--duration", "0.2", "--n-boot", "50"]
+    result = runner.invoke(app, ["scaling", "--prompts", str(prompts), "--out", str(out), *common,
+                                 "--methods", "best-of-n,beam:width=2,segment=0.1", "--budgets", "2,4",
+                                 "--eval-reward", "tiny"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == \
+        ["beam_width=2_segment=0.1_b2", "beam_width=2_segment=0.1_b4", "best-of-n"]
+    rows = list(csv.DictReader((out / "curve.csv").open()))
+    assert {"method", "budget", "reward", "axis", "audio_seconds", "work_units", "total_seconds"} <= set(rows[0])
+    points = {(r["method"], int(r["budget"]), r["reward"], r["axis"]) for r in rows}
+    label = str(tiny_checkpoint.resolve())
+    for method in ("best-of-n", "beam:width=2,segment=0.1"):
+        for budget in (2, 4):
+            for scorer in (label, "tiny-v2"):
+                assert (method, budget, scorer, "composite") in points
+    for row in rows:
+        assert float(row["audio_seconds"]) == pytest.approx(int(row["budget"]) * 0.2)
+        assert float(row["ci_low"]) <= float(row["mean"]) <= float(row["ci_high"])
+        assert int(row["n_instructions"]) == 2 and float(row["total_seconds"]) > float(row["generator_seconds"]) > 0
+    # a beam row is the mean over instructions of its selected final clip's evaluation composite
+    beam_run = out / "runs" / "beam_width=2_segment=0.1_b4"
+    evaluation = {r["id"]: r["scores"]["musicality"] for r in read_records(out / "runs" / f"{beam_run.name}.eval_scores.jsonl")}
+    views = load_views(beam_run)
+    chosen = []
+    for inst in TEXTS:
+        final = [v for v in views.values() if v.instruction.id == inst.id and not v.partial]
+        chosen.append(evaluation[max(final, key=lambda v: (v.scores[label]["musicality"], -v.index)).id])
+    (beam4,) = [r for r in rows if (r["method"], r["budget"], r["reward"], r["axis"])
+                == ("beam:width=2,segment=0.1", "4", "tiny-v2", "composite")]
+    assert float(beam4["mean"]) == pytest.approx(sum(chosen) / 2)
+    assert (out / "compute.png").stat().st_size > 10_000 and (out / "compute_selection.png").is_file()
+
+    again = runner.invoke(app, ["scaling", "--from", str(beam_run), "--out", str(tmp_path / "from"), "--n-boot", "50"])
+    assert again.exit_code == 0, again.output + repr(again.exception)
+    from_rows = list(csv.DictReader((tmp_path / "from" / "curve.csv").open()))
+    assert {(r["method"], r["budget"]) for r in from_rows} == {("beam:width=2,expand=2,segment=0.1", "4")}
+    assert (tmp_path / "from" / "compute.png").is_file()
