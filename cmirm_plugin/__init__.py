@@ -16,7 +16,8 @@ _EXPORTS = {
     **{name: "cmirm_plugin.errors" for name in ("AudioError", "CheckpointError", "CmirmError", "ConfigError",
                                                 "ManifestError")},
     **{name: "cmirm_plugin.manifest" for name in ("ManifestWriter", "iter_records", "read_records")},
-    **{name: "cmirm_plugin.records" for name in ("AXES", "MODALITIES", "Candidate", "Instruction", "Scores")},
+    **{name: "cmirm_plugin.records" for name in ("AXES", "MODALITIES", "Candidate", "Compute", "Instruction",
+                                                  "Lineage", "Scores")},
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,4 @@
-"""The records every package exchanges: `Instruction`, `Candidate`, `Scores`.
+"""The records every package exchanges: `Instruction`, `Candidate`, `Scores`, `Compute`, `Lineage`.
 
 They are plain dataclasses with ``to_dict`` / ``from_dict`` so they can go to JSONL manifests.
 CMI-RM's scores are ordered ``[alignment, musicality]`` (`AXES`) wherever they appear as arrays;
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -17,6 +17,7 @@ from cmirm_plugin.errors import CmirmError
 
 if TYPE_CHECKING:  # imported where used: records are read by light code (the CLI) that never needs torch
     import numpy as np
+    import torch
 
     from cmirm_plugin.audio import Audio
 
@@ -25,6 +26,7 @@ def _audio_class() -> type["Audio"]:
     from cmirm_plugin.audio import Audio
 
     return Audio
+
 
 #: The CMI-RewardBench modality categories (spec §5.2), in the benchmark's order.
 MODALITIES = ("text", "text+lyrics", "text+ref", "text+lyrics+ref")
@@ -188,12 +190,156 @@ class Scores:
         return cls(tuple(data), tuple(data.values()))
 
 
+#: What `Compute.work_units` count: decoder steps of an autoregressive model (one decoder forward
+#: pass per step) or network function evaluations (NFEs) of a diffusion sampler.
+WORK_UNITS = ("decoder_steps", "nfe")
+
+
+def _check_amount(name: str, value: Any, integer: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) or not value >= 0
+                              or value != value or value == float("inf")):
+        kind = "an integer" if integer else "a finite number"
+        raise CmirmError(f"compute field '{name}' must be {kind} >= 0 or null, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Compute:
+    """What one candidate cost to make (and, once scored, to score).
+
+    - ``generator_seconds``: wall seconds of the generator call that made it, on its worker. A call
+      that makes B candidates together (one batch, in lockstep) is split equally: each gets 1/B.
+    - ``audio_seconds``: seconds of new audio it generated (a continuation: its segment only).
+    - ``work_unit``, ``work_units``: the generator's own count for this candidate (None where the
+      generator cannot know it: external commands, Python functions): ``decoder_steps`` for an
+      autoregressive model (new frames plus the codebook delay pattern), ``nfe`` for diffusion.
+    - ``model_evals``: ``work_units`` times the rows each unit evaluates for this candidate: 2 with
+      classifier-free guidance (a conditional and an unconditional row), else 1.
+    - ``device``: where the generator ran (``cpu``, ``cuda:0``; None when unknown).
+    - ``scorer_seconds``: the scorer's share of wall seconds, filled by whoever scores (None until then).
+    """
+
+    generator_seconds: float
+    audio_seconds: float
+    device: str | None = None
+    work_unit: str | None = None
+    work_units: int | None = None
+    model_evals: int | None = None
+    scorer_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("generator_seconds", "audio_seconds", "scorer_seconds"):
+            _check_amount(name, getattr(self, name))
+        for name in ("work_units", "model_evals"):
+            _check_amount(name, getattr(self, name), integer=True)
+        if self.generator_seconds is None or self.audio_seconds is None:
+            raise CmirmError("compute needs generator_seconds and audio_seconds")
+        if self.work_unit is not None and self.work_unit not in WORK_UNITS:
+            raise CmirmError(f"compute field 'work_unit' must be one of {WORK_UNITS} or null, got {self.work_unit!r}")
+        if (self.work_unit is None) != (self.work_units is None) or (self.work_units is None) != (self.model_evals is None):
+            raise CmirmError("compute fields 'work_unit', 'work_units' and 'model_evals' go together: all set or all null")
+
+    @property
+    def total_seconds(self) -> float:
+        """Generator plus scorer seconds (the scorer's counted as 0 until it is filled)."""
+        return self.generator_seconds + (self.scorer_seconds or 0.0)
+
+    def with_scorer_seconds(self, seconds: float) -> "Compute":
+        """A copy with ``scorer_seconds`` set (what the scoring side calls)."""
+        return replace(self, scorer_seconds=float(seconds))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Compute":
+        """Inverse of `to_dict`; an unknown key is an error naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CmirmError(f"unknown compute field(s) {unknown}; expected {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def sum(cls, items: Sequence["Compute"]) -> "Compute":
+        """The total of ``items``: seconds and counts add up; a count is None if any item lacks it,
+        and ``device`` / ``work_unit`` are kept only when every item agrees."""
+        items = list(items)
+        if not items:
+            return cls(0.0, 0.0)
+
+        def common(name: str) -> Any:
+            values = {getattr(item, name) for item in items}
+            return values.pop() if len(values) == 1 else None
+
+        def total(name: str) -> Any:
+            values = [getattr(item, name) for item in items]
+            return None if any(v is None for v in values) else sum(values)
+
+        unit, units, evals = common("work_unit"), total("work_units"), total("model_evals")
+        if unit is None or units is None:  # mixed or unknown units do not add up
+            unit = units = evals = None
+        return cls(float(sum(i.generator_seconds for i in items)), float(sum(i.audio_seconds for i in items)),
+                   common("device"), unit, units, evals, total("scorer_seconds"))
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """How a search made a candidate: enough to regenerate it (`rerank.search.regenerate`).
+
+    - ``method``: the search method that made it (``best-of-n``, ``beam``, ``noise``).
+    - ``step``: the segment (beam) or round (noise) it was made in, counted from 0.
+    - ``parent``: the id of the candidate it continues (beam) or whose noise it moved from (noise).
+    - ``segment_seconds``, ``segment_seeds`` (beam): the first segment is ``sample(segment_seeds[0])``,
+      each later one ``extend``s the clip so far from its own seed.
+    - ``noise_seeds``, ``radius`` (noise): the initial latent is the first seed's own noise, moved
+      once per later seed by ``radius`` times that seed's noise and renormalised to the Gaussian norm.
+    - ``sampler_seed`` (noise): seeds the sampler's other randomness (the root pivot's seed, so every
+      move from one root shares it and the reward is a function of the latent alone).
+    - ``partial`` (beam): the clip so far, shorter than the run's duration; the search continues it,
+      but it is not one of the run's candidates (never ranked nor selected).
+    """
+
+    method: str
+    step: int = 0
+    parent: str | None = None
+    segment_seconds: float | None = None
+    segment_seeds: tuple[int, ...] = ()
+    noise_seeds: tuple[int, ...] = ()
+    radius: float | None = None
+    sampler_seed: int | None = None
+    partial: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str) or not self.method:
+            raise CmirmError(f"lineage needs a method name, got {self.method!r}")
+        object.__setattr__(self, "segment_seeds", tuple(int(s) for s in self.segment_seeds))
+        object.__setattr__(self, "noise_seeds", tuple(int(s) for s in self.noise_seeds))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["segment_seeds"], data["noise_seeds"] = list(self.segment_seeds), list(self.noise_seeds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Lineage":
+        """Inverse of `to_dict`; an unknown key is an error naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CmirmError(f"unknown lineage field(s) {unknown}; expected {sorted(known)}")
+        return cls(**data)
+
+
 @dataclass
 class Candidate:
     """One generated clip and everything needed to reproduce it.
 
     Candidate i of a job is defined by (generator, params, instruction, seed): regenerating that
-    seed alone gives the same audio.
+    seed alone gives the same audio. A candidate made by a search also carries its `lineage` (its
+    ``seed`` is then the seed of its last segment or noise move, unique within the search).
+    ``compute`` is what it cost; ``codes`` are the generator's tokens for this clip (codec LMs),
+    kept in memory so the clip can be continued without re-encoding; they are not part of the record.
     """
 
     audio: Audio
@@ -201,6 +347,9 @@ class Candidate:
     generator: str
     seed: int
     params: dict[str, Any] = field(default_factory=dict)
+    compute: Compute | None = None
+    lineage: Lineage | None = None
+    codes: "torch.Tensor | None" = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -223,6 +372,8 @@ class Candidate:
             "audio_path": audio_path if audio_path is not None else self.audio.source,
             "sample_rate": self.audio.sample_rate,
             "duration": round(self.audio.duration, 6),
+            "compute": None if self.compute is None else self.compute.to_dict(),
+            "lineage": None if self.lineage is None else self.lineage.to_dict(),
         }
 
     @classmethod
@@ -234,4 +385,7 @@ class Candidate:
         path = Path(data["audio_path"])
         if root is not None and not path.is_absolute():
             path = Path(root) / path
-        return cls(_audio_class().load(path), data["instruction_id"], data["generator"], int(data["seed"]), dict(data.get("params") or {}))
+        compute, lineage = data.get("compute"), data.get("lineage")
+        return cls(_audio_class().load(path), data["instruction_id"], data["generator"], int(data["seed"]),
+                   dict(data.get("params") or {}), None if compute is None else Compute.from_dict(compute),
+                   None if lineage is None else Lineage.from_dict(lineage))

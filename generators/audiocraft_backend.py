@@ -6,6 +6,15 @@
   clip's chroma conditions the melody.
 - MAGNeT: text only, at the checkpoint's fixed length (``duration`` must equal it).
 
+MusicGen continues clips (`Generator.extend`, beam search) through audiocraft's
+``generate_continuation``: the clip so far is the audio prompt (encoded again: audiocraft's API
+takes audio), the result is the whole clip, prompt re-decoded. MusicGen-Melody continues text
+instructions only (``generate_continuation`` takes no chroma). MAGNeT cannot continue.
+
+Compute: MusicGen runs one decoder step per new frame plus the delay pattern's largest delay,
+MAGNeT ``sum(decoding_steps)`` steps; audiocraft always evaluates a conditional and an
+unconditional row per step (classifier-free guidance), so ``model_evals`` is twice the steps.
+
 audiocraft samples from the global torch RNG, so each candidate runs alone (``batch_size`` 1)
 under ``torch.manual_seed(seed)`` inside a forked RNG state: that makes every candidate
 bit-identically reproducible from its seed and leaves the caller's RNG untouched. Batching
@@ -15,6 +24,7 @@ would let candidates share one random stream, so it is refused (``max_batch_size
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,10 +32,12 @@ from typing import Any, Sequence
 import torch
 import yaml
 
+from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, ConfigError
 from cmirm_plugin.hub import unavailable_as_error
-from cmirm_plugin.records import Instruction
-from generators.base import Generator, bounded_tokenizer, check_batch_size, require_dir_or_hub_id
+from cmirm_plugin.records import Candidate, Instruction
+from generators.base import (Capabilities, Generator, UnsupportedInputError, WorkUnits, bounded_tokenizer,
+                             check_batch_size, require_dir_or_hub_id)
 from generators.params import GenerationParams, LMParams, check, check_number
 
 INSTALL_HINT = ("the audiocraft backend needs the optional audiocraft package, which pins an old torch: "
@@ -107,6 +119,7 @@ class AudiocraftGenerator(Generator):
         self.is_melody = "self_wav" in conditioners
         self.inputs = frozenset({"text"} if self.is_magnet else {"text", "ref_audio"})
         self.params_type = MagnetParams if self.is_magnet else LMParams
+        self.capabilities = Capabilities(can_continue=not self.is_magnet)
         self.batch_size = 1
 
     @classmethod
@@ -128,6 +141,19 @@ class AudiocraftGenerator(Generator):
         with unavailable_as_error(str(id_or_path), "generator", use_as="--generator audiocraft:DIR"):
             model = model_class.get_pretrained(str(id_or_path), device=str(device))
         return cls(model, name=name)
+
+    @property
+    def device_label(self) -> str:
+        return str(self.model.device)
+
+    def work_units(self, seconds: float, params: GenerationParams) -> WorkUnits:
+        """Decoder steps as audiocraft runs them (see the module docstring); always two rows per step."""
+        if isinstance(params, MagnetParams):
+            steps = sum(params.decoding_steps)
+        else:
+            delays = getattr(self.model.lm.pattern_provider, "delays", None) or [self.model.lm.num_codebooks - 1]
+            steps = math.ceil(seconds * self.model.frame_rate - 1e-6) + max(delays)
+        return WorkUnits("decoder_steps", steps, 2 * steps)
 
     def text_token_limit(self) -> tuple[Any, int] | None:
         """A T5 text conditioner reads at most its tokenizer's ``model_max_length`` tokens (none for lookup tables)."""
@@ -159,13 +185,32 @@ class AudiocraftGenerator(Generator):
             torch.manual_seed(seed)
             return [self._generate_one(instruction, duration, params).float().cpu()]
 
+    def _continue(self, instruction: Instruction, prefix: Candidate, seeds: list[int], segment: float,
+                  params: GenerationParams) -> Sequence[torch.Tensor]:
+        if self.is_melody and instruction.has_ref:
+            raise UnsupportedInputError(f"generator '{self.name}' (MusicGen-Melody) cannot continue a clip with its "
+                                        "chroma reference (audiocraft's generate_continuation takes none); drop the "
+                                        "reference or use the transformers musicgen-melody backend")
+        (seed,) = seeds
+        devices = [self.model.device] if torch.device(self.model.device).type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            prompt = self._prompt_wave(prefix.audio)
+            self._set_params(params, prefix.audio.duration + segment)
+            out = self.model.generate_continuation(prompt[None].to(self.model.device), self.sample_rate,
+                                                   [instruction.text or ""], progress=False)[0]
+        return [out.float().cpu()]
+
+    def _prompt_wave(self, audio: Audio) -> torch.Tensor:
+        """``audio`` at the model's rate and channel count, ``[channels, T]``, as an audio prompt."""
+        return audio.resample(self.sample_rate).to_mono().waveform.repeat(self.model.audio_channels, 1)
+
     def _generate_one(self, instruction: Instruction, duration: float, params: GenerationParams) -> torch.Tensor:
         text = [instruction.text or ""]
         if not instruction.has_ref:
             self._set_params(params, duration)
             return self.model.generate(text, progress=False)[0]
-        ref = instruction.load_ref().resample(self.sample_rate).to_mono().waveform
-        ref = ref.repeat(self.model.audio_channels, 1)  # [channels, T]
+        ref = self._prompt_wave(instruction.load_ref())  # [channels, T]
         if self.is_melody:
             self._set_params(params, duration)
             return self.model.generate_with_chroma(text, ref[None], self.sample_rate, progress=False)[0]

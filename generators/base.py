@@ -9,23 +9,30 @@ A candidate that fails (an exception, a command exiting non-zero, no output file
 audio, a timeout) does not sink its siblings: `sample` returns a `GenerationResult`, which is
 the list of successful candidates plus ``.failures``, typed `CandidateFailure` records that
 serialise to the same manifests as candidates.
+
+Every candidate carries its `Compute` (generator wall seconds, generated audio seconds, the
+backend's work units, the device). Search methods (`rerank.search`) use two optional abilities a
+backend declares in `Capabilities`: `Generator.extend` continues a clip by a segment from a new
+seed (beam search), and `Generator.sample_from_latents` starts a diffusion sampler from a given
+initial noise (noise search).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence, Union
 
 import torch
 
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import CheckpointError, CmirmError, ConfigError
-from cmirm_plugin.records import Candidate, Instruction
+from cmirm_plugin.records import Candidate, Compute, Instruction
 from generators.params import GenerationParams, check_number, validate_duration
 
 logger = logging.getLogger(__name__)
@@ -145,9 +152,64 @@ class GenerationResult(list):
         return self
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a generator can do beyond `Generator.sample`, for the search methods.
+
+    ``can_continue``: `Generator.extend` continues a clip by a segment, each continuation from its
+    own seed (beam search). ``accepts_latents``: `Generator.sample_from_latents` starts from a given
+    initial noise and `Generator.initial_latents` gives a seed's own (noise search).
+    """
+
+    can_continue: bool = False
+    accepts_latents: bool = False
+
+
+#: Per capability: what it lets a caller do, and which generators have it (for refusals).
+CAPABILITY_HELP = {
+    "can_continue": ("continue a clip (extend)", "transformers MusicGen / MusicGen-Melody, audiocraft MusicGen, "
+                     "cmd: templates with a 'continuation' field, Python functions taking prefix=(waveform, sr)"),
+    "accepts_latents": ("start from given initial latents", "Stable Audio Open (diffusers)"),
+}
+
+
+def require_capability(capabilities: Capabilities, capability: str, name: str) -> None:
+    """Raise `ConfigError` naming generator ``name`` unless ``capabilities`` have ``capability``."""
+    if not getattr(capabilities, capability):
+        use, able = CAPABILITY_HELP[capability]
+        raise ConfigError(f"generator '{name}' cannot {use}; generators that can: {able}")
+
+
+@dataclass(frozen=True)
+class WorkUnits:
+    """A backend's work for one candidate (the `Compute` fields ``work_unit``, ``work_units``, ``model_evals``)."""
+
+    unit: str
+    units: int
+    model_evals: int
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A backend outcome with the generator's tokens for it (codec LMs: ``[codebooks, frames]``),
+    kept on the candidate (`Candidate.codes`) so it can be continued without re-encoding."""
+
+    audio: torch.Tensor | Audio
+    codes: torch.Tensor | None = None
+
+
 #: What a backend returns per seed: a waveform ``[channels, samples]`` at the generator's sample
-#: rate, an `Audio` (resampled to it if needed), or a `CandidateError`.
-Outcome = Union[torch.Tensor, Audio, CandidateError]
+#: rate, an `Audio` (resampled to it if needed), a `Clip`, or a `CandidateError`.
+Outcome = Union[torch.Tensor, Audio, Clip, CandidateError]
+
+
+def append_audio(prefix: Audio, new: Audio) -> Audio:
+    """``prefix`` then ``new`` (resampled to the prefix's rate, with its channel count): the whole
+    clip of a continuation whose backend returns only the new audio."""
+    new = new.resample(prefix.sample_rate)
+    wave = new.waveform if new.num_channels == prefix.num_channels else (
+        new.to_mono().waveform.repeat(prefix.num_channels, 1))
+    return Audio(torch.cat([prefix.waveform, wave], dim=1), prefix.sample_rate)
 
 
 def validate_seeds(seeds: Sequence[int]) -> list[int]:
@@ -180,12 +242,6 @@ def check_batch_size(generator: str, size: Any, limit: int | None) -> int:
     return size
 
 
-def batches(items: Sequence[int], size: int) -> Iterator[list[int]]:
-    """Consecutive chunks of ``size`` (the last may be shorter)."""
-    for start in range(0, len(items), size):
-        yield list(items[start:start + size])
-
-
 class Generator(ABC):
     """A music generator: ``sample(instruction, seeds, duration, **params) -> GenerationResult``.
 
@@ -203,6 +259,7 @@ class Generator(ABC):
             backends that sample from the global RNG, where batched seeds would share one stream.
         trims_to_duration: whether outputs are cut to exactly ``duration`` (model backends); external
             commands and functions own their output length.
+        capabilities: what the search methods may ask of it (`Capabilities`).
         max_text_chars / max_lyrics_chars: the longest text and lyrics taken (`MAX_TEXT_CHARS`,
             `MAX_LYRICS_CHARS` unless a backend says otherwise); backends whose text encoder reads a
             bounded number of tokens also give `text_token_limit`.
@@ -215,6 +272,7 @@ class Generator(ABC):
     params_type: ClassVar[type[GenerationParams]] = GenerationParams
     max_batch_size: ClassVar[int | None] = None
     trims_to_duration: ClassVar[bool] = True
+    capabilities: Capabilities = Capabilities()
     max_text_chars: ClassVar[int] = MAX_TEXT_CHARS
     max_lyrics_chars: ClassVar[int] = MAX_LYRICS_CHARS
     batch_size: int = 1
@@ -282,6 +340,20 @@ class Generator(ABC):
             self.require_supported(instruction)
         self._prepare(seeds, duration, batch_size, params)
 
+    # ------------------------------------------------------------------ capabilities and cost
+    @property
+    def device_label(self) -> str | None:
+        """Where this generator runs, as candidates record it (None when unknown, e.g. an external tool)."""
+        return None
+
+    def work_units(self, seconds: float, params: GenerationParams) -> WorkUnits | None:
+        """The work one candidate of ``seconds`` new audio costs with ``params`` (None: unknown)."""
+        return None
+
+    def require_capability(self, capability: str) -> None:
+        """Raise `ConfigError` naming this generator unless it has ``capability`` (a `Capabilities` field)."""
+        require_capability(self.capabilities, capability, self.name)
+
     # ------------------------------------------------------------------ sampling
     def max_duration(self, params: GenerationParams) -> float | None:
         """The longest clip this backend can make with ``params`` (None: no limit known)."""
@@ -294,6 +366,9 @@ class Generator(ABC):
         default checks nothing beyond `max_duration`; backends with stricter rules override it.
         """
 
+    def check_segment(self, segment: float, params: GenerationParams) -> None:
+        """Raise `ConfigError` if this backend cannot continue a clip by ``segment`` seconds (default: any length)."""
+
     def _prepare(self, seeds: Sequence[int], duration: float, batch_size: int | None,
                  params: Mapping[str, Any]) -> tuple[list[int], GenerationParams, float, int]:
         """Validated seeds, typed parameters, duration and batch size (what `sample` and `check_request` check)."""
@@ -301,9 +376,7 @@ class Generator(ABC):
         typed = self.params_type.from_kwargs(self.name, params)
         duration = validate_duration(duration, self.max_duration(typed))
         self.check_duration(duration, typed)
-        size = check_batch_size(self.name, self.batch_size if batch_size is None else batch_size,
-                                self.max_batch_size)
-        return seeds, typed, duration, size
+        return seeds, typed, duration, self._batch_size(batch_size)
 
     def sample(self, instruction: Instruction, seeds: Sequence[int], duration: float, *,
                batch_size: int | None = None, **params: Any) -> GenerationResult:
@@ -315,18 +388,99 @@ class Generator(ABC):
         """
         self.require_supported(instruction)
         seeds, typed, duration, size = self._prepare(seeds, duration, batch_size, params)
-        record = {"duration": duration, **typed.to_dict()}
+        return self._produce(instruction, seeds, size, typed, duration, duration,
+                             lambda chunk, rows: self._generate(instruction, chunk, duration, typed))
+
+    def extend(self, instruction: Instruction, prefix: Candidate, seeds: Sequence[int], segment: float, *,
+               batch_size: int | None = None, **params: Any) -> GenerationResult:
+        """Continue ``prefix`` by ``segment`` seconds, once per seed (each from its own seed).
+
+        Each candidate is the whole clip, prefix then continuation (``prefix.audio.duration +
+        segment`` seconds, recorded as its ``duration``); its `Compute` counts the segment only.
+        Raises `ConfigError` if this generator cannot continue (``capabilities.can_continue``).
+        """
+        self.require_capability("can_continue")
+        self.require_supported(instruction)
+        if prefix.instruction_id != instruction.id:
+            raise ConfigError(f"extend: candidate {prefix.id!r} belongs to instruction {prefix.instruction_id!r}, "
+                              f"not {instruction.id!r}; continue it with its own instruction")
+        seeds = self.check_seeds(seeds)
+        typed = self.params_type.from_kwargs(self.name, params)
+        segment = validate_duration(segment)
+        self.check_segment(segment, typed)
+        total = round(prefix.audio.duration + segment, 9)  # no 0.30000000000000004 in records
+        limit = self.max_duration(typed)
+        if limit is not None and total > limit + 1e-9:
+            raise ConfigError(f"generator '{self.name}' makes clips of at most {limit:g} s; a {prefix.audio.duration:g} s "
+                              f"prefix plus a {segment:g} s segment exceeds it")
+        return self._produce(instruction, seeds, self._batch_size(batch_size), typed, total, segment,
+                             lambda chunk, rows: self._continue(instruction, prefix, chunk, segment, typed))
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape of one candidate's initial latents (generators that accept latents)."""
+        self.require_capability("accepts_latents")
+        raise NotImplementedError
+
+    def initial_latents(self, seeds: Sequence[int]) -> torch.Tensor:
+        """``[len(seeds), *latent_shape]``: the initial noise `sample` draws for each seed (float32, CPU)."""
+        self.require_capability("accepts_latents")
+        raise NotImplementedError
+
+    def sample_from_latents(self, instruction: Instruction, latents: torch.Tensor, seeds: Sequence[int],
+                            duration: float, *, sampler_seeds: Sequence[int] | None = None,
+                            batch_size: int | None = None, **params: Any) -> GenerationResult:
+        """Generate one candidate per row of ``latents`` (``[len(seeds), *latent_shape]``), each
+        starting from that initial noise.
+
+        ``seeds[i]`` names candidate i (its id); ``sampler_seeds[i]`` (default ``seeds[i]``) seeds
+        the rest of its randomness (a stochastic sampler's noise, a reference's encoding). With
+        ``latents = initial_latents(seeds)`` the candidates equal `sample`'s.
+        """
+        self.require_capability("accepts_latents")
+        self.require_supported(instruction)
+        seeds, typed, duration, size = self._prepare(seeds, duration, batch_size, params)
+        sampler = list(seeds) if sampler_seeds is None else [int(s) for s in sampler_seeds]
+        for seed in sampler:
+            check_number("sampler seed", seed, low=0, high=MAX_SEED, integer=True)
+        shape = (len(seeds), *self.latent_shape)
+        if not isinstance(latents, torch.Tensor) or tuple(latents.shape) != shape or len(sampler) != len(seeds):
+            got = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise ConfigError(f"generator '{self.name}': latents must be a tensor of shape {shape} (one row per seed, "
+                              f"and one sampler seed per row), got {got} with {len(sampler)} sampler seed(s)")
+        if not torch.isfinite(latents).all():
+            raise ConfigError(f"generator '{self.name}': latents hold NaN or infinite values")
+        return self._produce(instruction, seeds, size, typed, duration, duration,
+                             lambda chunk, rows: self._generate_from_latents(instruction, latents[rows], sampler[rows],
+                                                                             duration, typed))
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        return check_batch_size(self.name, self.batch_size if batch_size is None else batch_size, self.max_batch_size)
+
+    def _produce(self, instruction: Instruction, seeds: list[int], size: int, params: GenerationParams,
+                 clip_seconds: float, new_seconds: float,
+                 generate: Callable[[list[int], slice], Sequence[Outcome]]) -> GenerationResult:
+        """Run ``generate(chunk, rows)`` per batch of seeds and collect candidates with their `Compute`.
+
+        A batch's wall time is split equally among its rows: they run in lockstep, one call.
+        """
+        record = {"duration": clip_seconds, **params.to_dict()}
+        work = self.work_units(new_seconds, params)
         result = GenerationResult()
-        for chunk in batches(seeds, size):
-            for seed, outcome in zip(chunk, self._run_batch(instruction, chunk, duration, typed), strict=True):
-                self._collect(result, instruction, seed, outcome, duration, record)
+        for start in range(0, len(seeds), size):
+            chunk = seeds[start:start + size]
+            began = time.perf_counter()
+            outcomes = self._run_batch(chunk, lambda: generate(chunk, slice(start, start + len(chunk))))
+            compute = Compute((time.perf_counter() - began) / len(chunk), new_seconds, self.device_label,
+                              *((work.unit, work.units, work.model_evals) if work else (None, None, None)))
+            for seed, outcome in zip(chunk, outcomes, strict=True):
+                self._collect(result, instruction, seed, outcome, clip_seconds, record, compute)
         return result
 
-    def _run_batch(self, instruction: Instruction, seeds: list[int], duration: float,
-                   params: GenerationParams) -> list[Outcome]:
+    def _run_batch(self, seeds: list[int], call: Callable[[], Sequence[Outcome]]) -> list[Outcome]:
         """Call the backend once; an exception fails every seed of this batch (and only them)."""
         try:
-            outcomes = self._generate(instruction, seeds, duration, params)
+            outcomes = call()
         except Exception as exc:  # a backend crash must not lose the other batches
             error = CandidateError("exception", f"{type(exc).__name__}: {exc}", tail(traceback.format_exc()))
             return [error] * len(seeds)
@@ -336,15 +490,17 @@ class Generator(ABC):
         return list(outcomes)
 
     def _collect(self, result: GenerationResult, instruction: Instruction, seed: int, outcome: Outcome,
-                 duration: float, record: dict[str, Any]) -> None:
+                 duration: float, record: dict[str, Any], compute: Compute) -> None:
         """Turn one outcome into a `Candidate` (validated, trimmed) or a `CandidateFailure`."""
         if not isinstance(outcome, CandidateError):
+            clip = outcome if isinstance(outcome, Clip) else Clip(outcome)
             try:
-                audio = self._to_audio(outcome, duration)
+                audio = self._to_audio(clip.audio, duration)
             except CmirmError as exc:  # Audio validation: empty, NaN/Inf, wrong shape
                 outcome = CandidateError("invalid_audio", str(exc))
             else:
-                result.append(Candidate(audio, instruction.id, self.name, seed, dict(record)))
+                codes = None if clip.codes is None else clip.codes.detach().cpu()
+                result.append(Candidate(audio, instruction.id, self.name, seed, dict(record), compute, codes=codes))
                 return
         failure = CandidateFailure(instruction.id, self.name, seed, outcome.kind, outcome.message, outcome.detail,
                                    dict(record))
@@ -361,6 +517,16 @@ class Generator(ABC):
     def _generate(self, instruction: Instruction, seeds: list[int], duration: float,
                   params: GenerationParams) -> Sequence[Outcome]:
         """Generate one outcome per seed, each from that seed's randomness only."""
+
+    def _continue(self, instruction: Instruction, prefix: Candidate, seeds: list[int], segment: float,
+                  params: GenerationParams) -> Sequence[Outcome]:
+        """One whole clip (prefix then ``segment`` new seconds) per seed; backends that can continue override it."""
+        raise NotImplementedError
+
+    def _generate_from_latents(self, instruction: Instruction, latents: torch.Tensor, sampler_seeds: list[int],
+                               duration: float, params: GenerationParams) -> Sequence[Outcome]:
+        """One outcome per row of ``latents``; backends that accept latents override it."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, sample_rate={self.sample_rate}, "

@@ -19,6 +19,7 @@ A small template file (YAML, JSON or TOML) says how to call the tool::
     per_batch: false                   # true: one run per batch, with {seeds} and {output_dir};
                                        # then output must contain {seed} (default '{seed}.wav')
     checks: {lyrics: {format: lrc}}    # input rules refused before any run (`generators.command_checks`)
+    continuation: --continue {prefix_audio}   # optional: arguments added when continuing a clip
 
 The command is split with `shlex` and every argument is substituted separately, then run with
 an argument list (never a shell), so instruction text cannot inject anything; write free text as
@@ -27,6 +28,11 @@ an argument list (never a shell), so instruction text cannot inject anything; wr
 {output_dir} {sample_rate} {template_dir}`` and the template's ``params``. A run that exits
 non-zero, times out, writes no file, or writes empty/NaN audio fails only its own candidates,
 with the tail of its stderr. Reproducibility is the tool's: the seed is passed, nothing more.
+
+A template with a ``continuation`` field can continue clips (`Generator.extend`, beam search):
+those arguments (which must use ``{prefix_audio}``, the clip so far as a WAV file, and may use
+no other new placeholder) are added to the command, ``{duration}`` is the segment to add, and
+the tool writes the new audio only; cmirm appends it to the clip.
 """
 
 from __future__ import annotations
@@ -48,9 +54,9 @@ import yaml
 
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, CmirmError, ConfigError
-from cmirm_plugin.records import Instruction, file_problem
-from generators.base import (INPUT_KINDS, CandidateError, Generator, Outcome, instruction_inputs,
-                             tail, validate_seeds)
+from cmirm_plugin.records import Candidate, Instruction, file_problem
+from generators.base import (INPUT_KINDS, CandidateError, Capabilities, Generator, Outcome, append_audio,
+                             instruction_inputs, tail, validate_seeds)
 from generators.command_checks import InputChecks
 from generators.params import GenerationParams, check
 
@@ -67,7 +73,9 @@ PLACEHOLDER_INPUT = {"text": "text", "text_file": "text", "lyrics": "lyrics", "l
                      "ref_audio": "ref_audio"}
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _FIELDS = {"name", "command", "inputs", "requires", "when", "sample_rate", "timeout", "cwd", "env", "output",
-           "params", "per_batch", "checks"}
+           "params", "per_batch", "checks", "continuation"}
+#: The placeholder of the clip being continued, allowed only in ``continuation``.
+PREFIX_PLACEHOLDER = "prefix_audio"
 #: How an ``env`` entry combines with the caller's value of the variable.
 ENV_MODES = ("set", "prepend", "append")
 
@@ -131,6 +139,7 @@ class CommandTemplate:
     params: dict[str, Any] = field(default_factory=dict)
     per_batch: bool = False
     checks: InputChecks = InputChecks()
+    continuation: list[str] | None = None
     source: Path | None = None
 
     @classmethod
@@ -183,7 +192,10 @@ class CommandTemplate:
             env={str(k): _env_entry(k, v, where) for k, v in env.items()},
             output=None if data.get("output") is None else str(data["output"]),
             params=dict(params), per_batch=bool(data.get("per_batch", False)),
-            checks=InputChecks.from_dict(data.get("checks"), where), source=source,
+            checks=InputChecks.from_dict(data.get("checks"), where),
+            continuation=None if data.get("continuation") is None else _args(data["continuation"],
+                                                                              f"{where}: field 'continuation'"),
+            source=source,
         )
         template._check_placeholders(where)
         return template
@@ -194,8 +206,14 @@ class CommandTemplate:
             raise ConfigError(f"{where}: field 'command' is empty")
         known = set(BUILTIN_PLACEHOLDERS) | set(self.params)
         groups = {"command": self.command, **{f"when.{k}": v for k, v in self.when.items()}}
+        if self.continuation is not None:
+            groups["continuation"] = self.continuation
+            if PREFIX_PLACEHOLDER not in {m for arg in self.continuation for m in _PLACEHOLDER.findall(arg)}:
+                raise ConfigError(f"{where}: field 'continuation' must pass the clip to continue as {{{PREFIX_PLACEHOLDER}}}")
         for group, args in groups.items():
             for name in (m for arg in args for m in _PLACEHOLDER.findall(arg)):
+                if name == PREFIX_PLACEHOLDER and group == "continuation":
+                    continue
                 if name not in known:
                     raise ConfigError(f"{where}: field '{group}' uses unknown placeholder {{{name}}}; "
                                       f"known: {', '.join(sorted(known))}")
@@ -311,6 +329,7 @@ class CommandGenerator(Generator):
         self.inputs = self.template.inputs
         self.required_inputs = self.template.requires
         self.params_type = self.template.params_type()
+        self.capabilities = Capabilities(can_continue=self.template.continuation is not None)
         self.batch_size = batch_size
 
     @property
@@ -352,6 +371,8 @@ class CommandGenerator(Generator):
         args = list(self.template.command)
         for kind in instruction_inputs(instruction):
             args += self.template.when.get(kind, [])
+        if PREFIX_PLACEHOLDER in values:
+            args += self.template.continuation or []
         return _substitute(args, values)
 
     def _run(self, argv: list[str], values: Mapping[str, str]) -> None:
@@ -360,9 +381,21 @@ class CommandGenerator(Generator):
 
     def _generate(self, instruction: Instruction, seeds: list[int], duration: float,
                   params: GenerationParams) -> Sequence[Outcome]:
+        return self._runs(instruction, seeds, duration, params, None)
+
+    def _continue(self, instruction: Instruction, prefix: Candidate, seeds: list[int], segment: float,
+                  params: GenerationParams) -> Sequence[Outcome]:
+        new = self._runs(instruction, seeds, segment, params, prefix.audio)
+        return [out if isinstance(out, CandidateError) else append_audio(prefix.audio, out) for out in new]
+
+    def _runs(self, instruction: Instruction, seeds: list[int], duration: float, params: GenerationParams,
+              prefix: Audio | None) -> Sequence[Outcome]:
+        """One run per seed (or one per batch); with ``prefix``, continuation runs that write the new audio."""
         with tempfile.TemporaryDirectory(prefix="cmirm-cmd-") as tmp:
             work = Path(tmp)
             values = self._values(instruction, work, duration, params)
+            if prefix is not None:
+                values[PREFIX_PLACEHOLDER] = str(prefix.save(work / "prefix.wav"))
             if self.template.per_batch:
                 return self._generate_batch(instruction, seeds, values, work / "out")
             return [self._generate_one(instruction, seed, values, work / f"seed-{seed}") for seed in seeds]

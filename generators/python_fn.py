@@ -12,6 +12,11 @@ need not be JSON).
 
 `generation_function` attaches the metadata (sample rate, inputs) to a function so the registry
 can build it from ``py:module:function`` alone.
+
+A function with a ``prefix`` keyword (default None) can continue clips (`Generator.extend`,
+beam search): it is then called with ``prefix=(waveform [channels, samples], sample_rate)``, the
+clip so far, and ``duration`` = the segment to add, and returns the new audio only; cmirm
+appends it to the clip. ``prefix`` is not a parameter (never recorded).
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ import torch
 from cmirm_plugin.audio import Audio
 from cmirm_plugin.errors import AudioError, ConfigError
 from cmirm_plugin.records import Instruction
-from generators.base import INPUT_KINDS, CandidateError, Generator, Outcome, tail
+from cmirm_plugin.records import Candidate
+from generators.base import INPUT_KINDS, CandidateError, Capabilities, Generator, Outcome, append_audio, tail
 from generators.params import GenerationParams
 
 GenerationFn = Callable[..., Any]
+
+#: The keyword through which a function receives the clip it continues.
+PREFIX_KEYWORD = "prefix"
 
 
 class _Unset:
@@ -102,9 +111,25 @@ def params_type_for(fn: GenerationFn, generator: str) -> type[GenerationParams]:
         raise ConfigError(f"generator '{generator}': '{getattr(fn, '__qualname__', fn)}' must accept a 'duration' "
                           "keyword (signature: fn(instruction, seed, duration, **params))")
     fields = [(p.name, Any) if p.default is inspect.Parameter.empty else (p.name, Any, dataclasses.field(default=UNSET))
-              for p in keywords if p.name != "duration"]
+              for p in keywords if p.name not in ("duration", PREFIX_KEYWORD)]
     return dataclasses.make_dataclass(f"{getattr(fn, '__name__', 'fn')}_params", fields, bases=(FunctionParams,),
                                       frozen=True, kw_only=True)
+
+
+def takes_prefix(fn: GenerationFn, generator: str) -> bool:
+    """Whether ``fn`` declares a ``prefix`` keyword (so it can continue clips); it must default to None."""
+    try:
+        parameter = inspect.signature(fn).parameters.get(PREFIX_KEYWORD)
+    except (TypeError, ValueError):
+        return False
+    if parameter is None or parameter.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                   inspect.Parameter.KEYWORD_ONLY):
+        return False
+    if parameter.default is not None:
+        raise ConfigError(f"generator '{generator}': '{getattr(fn, '__qualname__', fn)}' takes '{PREFIX_KEYWORD}', "
+                          f"so it must default to None (the function also starts clips); got "
+                          f"{'no default' if parameter.default is inspect.Parameter.empty else repr(parameter.default)}")
+    return True
 
 
 def generation_function(sample_rate: int, inputs: Iterable[str] = ("text",)) -> Callable[[GenerationFn], GenerationFn]:
@@ -155,11 +180,21 @@ class CallableGenerator(Generator):
             raise ConfigError(f"generator '{self.name}': inputs must be among {INPUT_KINDS}, got {sorted(kinds)}")
         self.inputs = kinds
         self.params_type = params_type_for(fn, self.name)
+        self.capabilities = Capabilities(can_continue=takes_prefix(fn, self.name))
 
     def _generate(self, instruction: Instruction, seeds: list[int], duration: float,
                   params: GenerationParams) -> Sequence[Outcome]:
         kwargs = {"duration": duration, **params.to_dict()}
         return [self._call(instruction, seed, kwargs) for seed in seeds]
+
+    def _continue(self, instruction: Instruction, prefix: Candidate, seeds: list[int], segment: float,
+                  params: GenerationParams) -> Sequence[Outcome]:
+        kwargs = {"duration": segment, **params.to_dict()}
+        # Each call gets its own copy of the clip, so a function editing it in place harms no sibling.
+        new = [self._call(instruction, seed, {**kwargs, PREFIX_KEYWORD: (prefix.audio.waveform.clone(),
+                                                                         prefix.audio.sample_rate)})
+               for seed in seeds]
+        return [out if isinstance(out, CandidateError) else append_audio(prefix.audio, out) for out in new]
 
     def _call(self, instruction: Instruction, seed: int, kwargs: dict[str, Any]) -> Outcome:
         try:

@@ -36,7 +36,7 @@ from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import is_repo_id
 from cmirm_plugin.importing import import_object
 from cmirm_plugin.models_needed import FileNeed, ModelFiles, ModelProvider, RepoNeed, diffusers_needs, transformers_needs
-from generators.base import Generator
+from generators.base import Capabilities, Generator
 from generators.tiny import TINY_KINDS, tiny_generator
 
 #: Short names of released checkpoints: name -> (backend, hub id).
@@ -154,6 +154,22 @@ def checkpoint_of(name: str) -> tuple[str, str] | None:
     else:
         hint = "names ending in ':' take a hub id, folder, template file or module:function"
     raise ConfigError(f"unknown generator '{name}' ({hint}); known: {', '.join(known_generators())}")
+
+
+#: What each backend that `checkpoint_of` or a tiny name names can do (audiocraft: MusicGen continues,
+#: MAGNeT does not, known only once loaded).
+BACKEND_CAPABILITIES = {"musicgen": Capabilities(can_continue=True), "musicgen-melody": Capabilities(can_continue=True),
+                        "stable-audio": Capabilities(accepts_latents=True)}
+
+
+def known_capabilities(name: str) -> Capabilities | None:
+    """The `Capabilities` of generator ``name`` found without loading anything (None: known only once it
+    is built: ``cmd:`` templates, ``py:`` functions, audiocraft). Unknown names are a `ConfigError`."""
+    checkpoint = checkpoint_of(name)
+    if checkpoint is None:
+        prefix, _, rest = name.partition(":")
+        return BACKEND_CAPABILITIES.get(name[len("tiny-"):]) if name.startswith("tiny-") and not rest else None
+    return BACKEND_CAPABILITIES.get(checkpoint[0])
 
 
 def build_generator(name: str, device: str = "cpu", **options: Any) -> Generator:

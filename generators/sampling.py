@@ -5,7 +5,8 @@ tokens would depend on its batch neighbours. `PerRowSampler` is a logits process
 sampling itself (guidance, temperature, top-k/top-p, multinomial), drawing row r's token from
 the `torch.Generator` of the candidate that row belongs to, and returns logits whose argmax is
 the drawn token. ``generate`` then runs greedily (``do_sample=False``), so it draws no random
-numbers of its own.
+numbers of its own. It keeps the tokens it drew (``steps``), from which a codec LM backend
+recovers the candidate's codes without decoding and re-encoding audio.
 """
 
 from __future__ import annotations
@@ -50,12 +51,14 @@ class PerRowSampler(LogitsProcessor):
     row per codebook). With classifier-free guidance transformers stacks the conditional rows
     over the unconditional ones; this processor applies the guidance itself, samples, and returns
     both halves identical, so the guidance processor transformers runs after it is a no-op.
+    ``steps`` holds the tokens drawn at each call, ``[rows]`` each (conditional rows only).
     """
 
     def __init__(self, generators: Sequence[torch.Generator], rows_per_candidate: int, params: LMParams) -> None:
         self.generators = list(generators)
         self.rows_per_candidate = rows_per_candidate
         self.params = params
+        self.steps: list[torch.Tensor] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         rows = len(self.generators) * self.rows_per_candidate
@@ -71,5 +74,6 @@ class PerRowSampler(LogitsProcessor):
         # draw per row would (same tokens, same generator state; tests/test_generators_base.py checks it).
         tokens = torch.cat([torch.multinomial(block, 1, generator=generator)
                             for block, generator in zip(probs.split(self.rows_per_candidate), self.generators)])
+        self.steps.append(tokens[:, 0])
         chosen = torch.full_like(scores[:rows], _FILL).scatter_(1, tokens, 0.0)
         return torch.cat([chosen, chosen]) if guided else chosen

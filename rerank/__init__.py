@@ -6,6 +6,8 @@
 - `rerank.generate`: the main job (``cmirm generate``) into a resumable run directory
   (`rerank.run_records` layout and records, `rerank.run_config` run.json, `rerank.run_dir` lock and
   whole files, `rerank.rerank_run` rankings); `rerank.best_of_n`: `best_of_n` / `@best_of` in memory.
+- `rerank.search`: search beyond best-of-N (beam over segments, zero-order noise search) as step
+  functions over a resumable state, with compute accounting and lineage; reward-vs-compute curves.
 - `rerank.policies`: top-k policies; `rerank.scaling` / `rerank.plots` / `rerank.scaling_run`: exact
   best-of-N curves (``cmirm scaling``); `rerank.synthetic`: sleeping stand-ins for benchmarks and tests.
 - `rerank.listen`: the HTML report, the A/B review app and human votes as preference pairs

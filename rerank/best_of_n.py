@@ -68,13 +68,15 @@ class BestOfN(list):
         self.score_errors: dict[str, str] = dict(score_errors or {})
 
 
-def _as_generator(generator_or_fn: GeneratorOrFn, sample_rate: int | None) -> Generator:
+def as_generator(generator_or_fn: GeneratorOrFn, sample_rate: int | None = None) -> Generator:
+    """A `Generator` as it is; a plain ``fn(instruction, seed, duration, **params)`` wrapped in `CallableGenerator`."""
     if isinstance(generator_or_fn, Generator):
         return generator_or_fn
     return CallableGenerator(generator_or_fn, sample_rate=sample_rate)
 
 
-def _as_policy(policy: str | Policy | None, axes: Sequence[str]) -> Policy:
+def as_policy(policy: str | Policy | None, axes: Sequence[str]) -> Policy:
+    """``policy`` (a spec, a `Policy`, or None for `default_policy` of ``axes``), checked against ``axes``."""
     chosen = parse_policy(policy or default_policy(axes)) if not isinstance(policy, Policy) else policy
     chosen.check_axes(axes)
     return chosen
@@ -120,10 +122,10 @@ def best_of_n(generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *,
     for a plain function not decorated with `generators.python_fn.generation_function`. Raises
     `CmirmError` only when no candidate could be generated and scored.
     """
-    generator = _as_generator(generator_or_fn, sample_rate)
+    generator = as_generator(generator_or_fn, sample_rate)
     instruction = Instruction(text=instruction) if isinstance(instruction, str) else instruction
     axes = tuple(scorer.axes)
-    selection_policy = _as_policy(policy, axes)   # a bad policy fails before anything is generated
+    selection_policy = as_policy(policy, axes)   # a bad policy fails before anything is generated
     seeds = job_seeds(n, seed_base, seeds)
     pool = scorer if isinstance(scorer, ScorerPool) else ScorerPool.of(scorer)
     plan = JobPlan.fresh([instruction], seeds, duration, params, batch_size,
@@ -153,7 +155,7 @@ def best_of(n: int = 8, k: int = 1, *, scorer: ScorerLike, policy: str | Policy 
 
     The wrapped function keeps the original as ``.generator`` (a `CallableGenerator`).
     """
-    selection_policy = _as_policy(policy, tuple(scorer.axes))
+    selection_policy = as_policy(policy, tuple(scorer.axes))
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., BestOfN]:
         generator = CallableGenerator(fn, sample_rate=sample_rate)

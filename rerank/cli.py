@@ -81,7 +81,8 @@ GeneratorName = Annotated[Optional[str], typer.Option(
          f"\\[default: none, give one; --tiny: {TINY_GENERATOR}].")]
 RewardOpt = Annotated[Optional[str], typer.Option(
     "--reward", "-m", show_default=False,
-    help=f"Scorer: tiny, a CMI-RM folder or hub id, or package.module:Name \\[default: {DEFAULT_MODEL}; "
+    help=f"Scorer: tiny, a CMI-RM folder or hub id, package.module:Name, or http://host:port (a `cmirm serve` "
+         f"reward server) \\[default: {DEFAULT_MODEL}; "
          f"--tiny: {TINY}].")]
 Policy = Annotated[Optional[str], typer.Option(
     "--policy", rich_help_panel=_SEL, show_default=False,
@@ -266,12 +267,13 @@ class GenOptions:
         return CandidatesConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring))
 
     def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int,
-               seeds: Sequence[int] | None = None, retry_errors: bool = False) -> GenerateConfig:
+               seeds: Sequence[int] | None = None, retry_errors: bool = False,
+               search: str = "best-of-n") -> GenerateConfig:
         """The ``generate`` job these options describe."""
         from rerank.generate import GenerateConfig
 
         return GenerateConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring), k=k,
-                              policy=self.policy, minimums=self.minimums or ())
+                              policy=self.policy, minimums=self.minimums or (), search=search)
 
 
 #: `GenOptions` fields that only shape how candidates are made and scored (refused by ``scaling --from``).
@@ -291,6 +293,11 @@ def generate(
         = _default("GenerateConfig.k"),
     seeds: Seeds = None,
     retry_errors: RetryErrors = False,
+    search: Annotated[str, typer.Option(
+        "--search", rich_help_panel=_SEL,
+        help="best-of-n | beam:width=4,expand=2,segment=5 (generators that continue clips) | "
+             "noise:rounds=4,neighbors=4,radius=0.3 (diffusion generators taking latents); a setting left out "
+             "(expand, rounds) is filled so the search spends -n clips' worth of audio.")] = "best-of-n",
     report: Annotated[bool, typer.Option(
         "--report", help="Also write the HTML report (OUT/report/index.html, as `cmirm report OUT`).")] = False,
     *,
@@ -300,8 +307,8 @@ def generate(
     """Sample N candidates per instruction, score them with CMI-RM (or any --reward scorer), keep the top k.
 
     Writes OUT/candidates/*.wav, OUT/manifest.jsonl (append-only), OUT/run.json, OUT/ranking.jsonl
-    and OUT/top/<instruction>_rank<r>.wav. Rerunning into OUT resumes: finished candidates are
-    neither regenerated nor rescored.
+    and OUT/top/<instruction>_rank<r>.wav (a search also OUT/search_state.json). Rerunning into OUT
+    resumes: finished candidates are neither regenerated nor rescored, a search resumes at its step.
     """
     from rich.console import Console
 
@@ -313,7 +320,7 @@ def generate(
     instructions = load_prompts(prompts) if prompts is not None else [cli_instruction(text, lyrics, ref_audio)]
     config = opts.config(out, instructions, scoring, n=n, k=k,
                          seeds=_int_list(seeds, "--seeds", 0) if seeds is not None else None,
-                         retry_errors=retry_errors)
+                         retry_errors=retry_errors, search=search)
     check_available([config.generator], [(config.reward, "--reward")])
     console = Console()
     with interruptible():
@@ -377,8 +384,8 @@ def scaling(
         help="With --from: select by this scorer's records (default the run's reward model).")] = None,
     eval_reward: Annotated[Optional[str], typer.Option(
         "--eval-reward",
-        help="Score the same candidates with this scorer too (a --reward spec) and report its view of the "
-             "selections.")] = None,
+        help="Score the same candidates with this scorer too (a --reward spec: tiny, folder, hub id, "
+             "package.module:Name or http://host:port) and report its view of the selections.")] = None,
     eval_axis: Annotated[Optional[str], typer.Option(
         "--eval-axis", show_default=False,
         help="Axis the summary table reports: one of the evaluation scorer's axes or composite (files hold all) "
@@ -389,15 +396,23 @@ def scaling(
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = _default("ScalingConfig.seed"),
     ks: Annotated[str, typer.Option("--ks", help="Comma-separated k of the top-k-of-N curves (1 = best-of-N).")]
         = ",".join(map(str, _default("ScalingConfig.ks"))),
+    methods: Annotated[Optional[str], typer.Option(
+        "--methods", help="Search methods to compare at equal compute, e.g. best-of-n,beam:width=2,segment=5,"
+                          "noise:neighbors=4,radius=0.3 (leave expand / rounds open for the budgets to fill).")] = None,
+    budgets: Annotated[Optional[str], typer.Option(
+        "--budgets", help="With --methods: budgets in clips' worth of generated audio, e.g. 4,8,16,32.")] = None,
     *,
     opts: GenOptions,
     scoring: ScoringOptions,
 ) -> None:
-    """Best-of-N / top-k-of-N curves (N = 1, 2, 4, ..., M) from one pool of M candidates per instruction.
+    """Best-of-N / top-k-of-N curves (N = 1, 2, 4, ..., M) from one pool of M candidates per instruction,
+    or, with --methods and --budgets, reward against compute per search method.
 
     Writes OUT/curve.csv, OUT/curve.json, OUT/curve.png (+ curve_k<k>.png), and with --eval-reward
     OUT/curve_selection.* (the selection model's own view). Without --from, OUT is also a run
-    directory like `cmirm generate`'s, and rerunning resumes.
+    directory like `cmirm generate`'s, and rerunning resumes. With --methods (or --from a search
+    run) curve.csv/json hold each method's rows with compute columns and OUT/compute.png overlays
+    the methods; the runs are under OUT/runs/.
     """
     from rich.console import Console
 
@@ -407,6 +422,16 @@ def scaling(
     k_values = _int_list(ks, "--ks", 1)
     if n_max is not None:
         check_count("--n-max", n_max)
+    method_list, budget_list = [], []
+    if methods is not None or budgets is not None:
+        from rerank.search_scaling import parse_methods
+
+        if methods is None or budgets is None:
+            raise ConfigError("--methods and --budgets go together (e.g. --methods best-of-n,beam:width=2,segment=5 "
+                              "--budgets 4,8,16)")
+        method_list, budget_list = parse_methods(methods), _int_list(budgets, "--budgets", 1)
+        if from_dir is not None:
+            raise ConfigError("--methods runs each method: drop --from (--from reads one finished run of any method)")
     generate_config = None
     if from_dir is not None:
         given = (["--prompts"] if prompts is not None else []) + changed_options(opts, GENERATION_ONLY) \
@@ -415,14 +440,14 @@ def scaling(
             raise ConfigError(f"--from reuses a run's candidates, scores and settings (reward model, --max-dur), so "
                               f"generation options do not apply: drop {', '.join(given)}")
     else:
-        if prompts is None or n_max is None:
+        if prompts is None or (n_max is None and not method_list):
             raise ConfigError("give --prompts FILE.jsonl and --n-max M (or --from DIR to reuse a generate run)")
-        generate_config = opts.candidates(out, load_prompts(prompts), scoring, n=n_max)
+        generate_config = opts.candidates(out, load_prompts(prompts), scoring, n=n_max or max(budget_list))
     config = ScalingConfig(
         out=out, policy=opts.policy, minimums=opts.minimums or (), ks=k_values, n_boot=n_boot, ci=ci, seed=seed,
         n_max=n_max, generate=generate_config, source=from_dir, scorer=scorer,
         eval_reward=ScorerSpec.parse(eval_reward, "--eval-reward") if eval_reward else None,
-        eval_axis=eval_axis, pool=opts.pool())
+        eval_axis=eval_axis, pool=opts.pool(), methods=method_list, budgets=budget_list)
     check_available([generate_config and generate_config.generator],
                     [(generate_config and generate_config.reward, "--reward"), (config.eval_reward, "--eval-reward")])
     console = Console()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
 from cmirm_plugin.errors import ConfigError
-from cmirm_plugin.records import Instruction
+from cmirm_plugin.records import Candidate, Instruction
 from generators import Generator, GenerationResult, build_generator
 from rerank.actor_pool import ActorPool, Placement, Worker
 from rerank.pool import torch_threads
@@ -55,6 +55,21 @@ class GeneratorWorker(Worker):
         """One item: a candidate (or a failure) per seed."""
         with torch_threads(self.threads):
             return self.generator.sample(instruction, list(seeds), duration, batch_size=batch_size, **params)
+
+    def check_search(self, method: Any, duration: float, params: Mapping[str, Any]) -> None:
+        """`rerank.search.SearchMethod.check` against this worker's generator (can it continue / take latents)."""
+        method.check(self.generator, duration, dict(params))
+
+    def generate_requests(self, instruction: Instruction, requests: Sequence[Any], parents: Mapping[str, Candidate],
+                          batch_size: int | None, params: Mapping[str, Any]) -> GenerationResult:
+        """One search item: a candidate (or a failure) per `rerank.search.Request`, continuing ``parents``."""
+        from rerank.search.execute import MemoryStore, generate_requests
+
+        with torch_threads(self.threads):
+            made = generate_requests(self.generator, instruction, requests, MemoryStore(parents.values()),
+                                     batch_size=batch_size, params=dict(params))
+        return GenerationResult([m for m in made if isinstance(m, Candidate)],
+                                [m for m in made if not isinstance(m, Candidate)])
 
 
 @dataclass
@@ -96,6 +111,11 @@ class GeneratorPool(ActorPool):
                     batch_size: int | None, params: Mapping[str, Any]) -> None:
         """Queue one work item: ``instruction`` with ``seeds``."""
         self.submit(key, "generate", instruction, list(seeds), duration, batch_size, dict(params))
+
+    def submit_requests(self, key: Any, instruction: Instruction, requests: Sequence[Any],
+                        parents: Mapping[str, Candidate], batch_size: int | None, params: Mapping[str, Any]) -> None:
+        """Queue one search item: ``instruction``'s `rerank.search.Request`s (see `GeneratorWorker.generate_requests`)."""
+        self.submit(key, "generate_requests", instruction, list(requests), dict(parents), batch_size, dict(params))
 
     def close(self) -> None:
         """Release the generators (and their memory: the scorers may need it next)."""

@@ -50,7 +50,7 @@ from rerank.pool_options import PoolOptions, check_count
 from rerank.progress import job_progress
 from rerank.rerank_run import Ranking, RankingWriter
 from rerank.run_config import ResultSettings, RunConfig, save_run_config
-from rerank.run_dir import RunDirLock, disk_errors, remove_stale_temps, save_wav, wav_problem
+from rerank.run_dir import RunDirLock, disk_errors, remove_stale_temps, save_codes, save_wav, wav_problem
 from rerank.run_records import (
     CandidateView,
     RunPaths,
@@ -83,6 +83,9 @@ class CandidatesConfig:
         scoring: how the scorers score (`ScoringSettings`; what changes scores is recorded in ``run.json``).
         pool: where and how much in parallel to generate and score (`PoolOptions`, schedule included).
         retry_errors: regenerate failed generations and rescore failed scorings of earlier runs.
+        search: the search method (`rerank.search.parse_search` spec or `SearchMethod`; default best-of-n).
+            A size it leaves open is filled from ``n`` (`SearchMethod.for_budget`); methods other than
+            best-of-n run step by step (`rerank.search_run`) and take no explicit ``seeds``.
     """
 
     out: Path
@@ -99,11 +102,24 @@ class CandidatesConfig:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     pool: PoolOptions = field(default_factory=PoolOptions)
     retry_errors: bool = False
+    search: Any = "best-of-n"
 
     def __post_init__(self) -> None:
+        from rerank.search import BestOfNSearch, parse_search
+
         self.out = Path(self.out)
         check_count("n", self.n)
         check_count("gen_batch_size", self.gen_batch_size)
+        method = parse_search(self.search)
+        if method.budget() is None:
+            method = method.for_budget(self.n)
+        if isinstance(method, BestOfNSearch):
+            self.n = method.n if method.seeds is None else len(method.seeds)
+        elif self.seeds is not None:
+            raise ConfigError(f"--seeds gives best-of-N's candidates; search {method.spec()!r} allocates its own "
+                              "seeds from --seed-base")
+        method.check_named(self.generator, self.duration)   # before any model loads
+        self.search = method
         seeds = job_seeds(self.n, self.seed_base, self.seeds)   # validated up front
         if self.seeds is not None:
             self.seeds = seeds
@@ -118,16 +134,27 @@ class CandidatesConfig:
         """The seed of candidate i, for every i (`rerank.stream.job_seeds`)."""
         return job_seeds(self.n, self.seed_base, self.seeds)
 
+    @property
+    def searching(self) -> bool:
+        """Whether the job runs a search other than best-of-N (step by step, `rerank.search_run`)."""
+        return self.search.name != "best-of-n"
+
     def result_settings(self) -> ResultSettings:
-        """The settings that determine candidates' audio and scores (``run.json``'s ``result``)."""
-        return ResultSettings(self.generator, dict(self.params), float(self.duration), self.reward.label,
-                              **self.scoring.score_identity(self.pool.scorer_device()))
+        """The settings that determine candidates' audio and scores (``run.json``'s ``result``); the search
+        method with all its settings (best-of-N: its name only, since more seeds may join a run). A reward
+        server's scores are made with its dtype, so that is the one recorded."""
+        identity = self.scoring.score_identity(self.pool.scorer_device())
+        served = self.reward.served_settings()
+        if served is not None:
+            identity["dtype"] = served.get("dtype")
+        return ResultSettings(self.generator, dict(self.params), float(self.duration), self.reward.label, **identity,
+                              search=self.search.spec() if self.searching else self.search.name)
 
     def request(self) -> dict[str, Any]:
         """What this job asks for (``run.json``'s ``request``)."""
         return {"n": len(self.candidate_seeds()), "seed_base": self.seed_base,
                 "seeds": list(self.seeds) if self.seeds is not None else None,
-                "instructions": [i.id for i in self.instructions]}
+                "instructions": [i.id for i in self.instructions], "search": self.search.spec()}
 
     def run_config(self) -> RunConfig:
         """What ``run.json`` records for this job."""
@@ -230,6 +257,8 @@ class DiskSink:
         keys: dict[int, str | None] = {}
         for candidate in result:
             wav = save_wav(candidate.audio, self.paths.candidate_wav(candidate.id))
+            if candidate.codes is not None and candidate.lineage is not None and candidate.lineage.partial:
+                save_codes(candidate.codes, self.paths.candidate_codes(candidate.id))   # what a resumed beam continues
             self._add(candidate.id, instruction.id)
             self.log.append(candidate_record(candidate, instruction, indices[candidate.seed],
                                              wav.relative_to(self.paths.root).as_posix()))
@@ -258,7 +287,7 @@ class DiskSink:
 
     def scored(self, results: Sequence[ScoreResult]) -> None:
         for result in results:
-            self.log.append(score_record(result.key, self.scorer, result.scores, result.error))
+            self.log.append(score_record(result.key, self.scorer, result.scores, result.error, result.seconds))
             if result.scores is None:
                 self.counts.score_failed += 1
             else:
@@ -284,6 +313,29 @@ def _needs_scores(view: CandidateView, scorer: str, retry_errors: bool) -> bool:
     return view.generated and scorer not in view.scores and (retry_errors or scorer not in view.score_errors)
 
 
+def seed_ticket(view: CandidateView | None, index: int, seed: int, root: Path, label: str, retry_errors: bool,
+                counts: JobCounts, console: Console) -> Ticket | None:
+    """What candidate ``seed`` (at ``index``) of a job still needs, given its ``view`` (None: not made yet).
+
+    A new ticket to generate it (missing, failed with ``retry_errors``, or its wav broken: counted in
+    ``counts.repaired``), a ticket with its id to score it, or None when it is finished (``counts.reused``).
+    """
+    if view is None:
+        return Ticket(index, seed)
+    if not view.generated:
+        if retry_errors:
+            return Ticket(index, seed)
+        counts.reused += 1
+        return None
+    problem = wav_problem(root / view.audio_path, view.sample_rate, view.duration)
+    if problem is not None:
+        console.print(f"[yellow]{view.audio_path}: {problem}; regenerating it", highlight=False)
+        counts.repaired += 1
+        return Ticket(index, seed)
+    counts.reused += 1
+    return Ticket(view.index, seed, view.id) if _needs_scores(view, label, retry_errors) else None
+
+
 def plan_job(config: CandidatesConfig, root: Path, views: Sequence[CandidateView], counts: JobCounts,
              console: Console) -> JobPlan:
     """What this job must do in a directory holding ``views`` (see the module docstring's resume rules).
@@ -300,22 +352,10 @@ def plan_job(config: CandidatesConfig, root: Path, views: Sequence[CandidateView
     for inst in config.instructions:
         for index, seed in enumerate(config.candidate_seeds()):
             wanted.add((inst.id, seed))
-            view = existing.get((inst.id, seed))
-            if view is None:
-                tickets[inst.id].append(Ticket(index, seed))
-            elif not view.generated:
-                if config.retry_errors:
-                    tickets[inst.id].append(Ticket(index, seed))
-                else:
-                    counts.reused += 1
-            elif (problem := wav_problem(root / view.audio_path, view.sample_rate, view.duration)) is not None:
-                console.print(f"[yellow]{view.audio_path}: {problem}; regenerating it", highlight=False)
-                counts.repaired += 1
-                tickets[inst.id].append(Ticket(index, seed))
-            else:
-                counts.reused += 1
-                if _needs_scores(view, label, config.retry_errors):
-                    tickets[inst.id].append(Ticket(view.index, seed, view.id))
+            ticket = seed_ticket(existing.get((inst.id, seed)), index, seed, root, label, config.retry_errors,
+                                 counts, console)
+            if ticket is not None:
+                tickets[inst.id].append(ticket)
     for view in views:   # the directory's other candidates still lacking scores
         if (view.instruction.id, view.seed) not in wanted and _needs_scores(view, label, config.retry_errors) \
                 and wav_problem(root / view.audio_path, view.sample_rate, view.duration) is None:
@@ -333,18 +373,18 @@ def _generator_name(config: CandidatesConfig, generator: Generator | None) -> st
 
 
 @contextlib.contextmanager
-def _cluster(config: CandidatesConfig, plan: JobPlan) -> Iterator[None]:
+def _cluster(config: CandidatesConfig, instructions: Sequence[Instruction], has_work: bool) -> Iterator[None]:
     """Ray for the job's pools when it runs on Ray and has work (a finished rerun never starts Ray).
 
     Reference clips are loaded here once and travel with the instructions, so workers on other
     machines need no access to the files.
     """
-    if config.pool.resolved_backend != "ray" or not plan.has_work():
+    if config.pool.resolved_backend != "ray" or not has_work:
         yield
         return
     from rerank.ray_session import ray_session
 
-    for inst in plan.instructions:
+    for inst in instructions:
         inst.load_ref()
     with ray_session(config.pool.ray_address, num_cpus=config.pool.reserved_cpus()):
         yield
@@ -356,9 +396,10 @@ def _reports(*pools: Any) -> dict[str, PoolReport]:
 
 
 def _run(config: CandidatesConfig, generator: Generator | None, console: Console | None,
-         on_record: RecordCallback | None, rank: bool) -> tuple[JobCounts, dict[str, CandidateView], Ranking | None,
-                                                               dict[str, PoolReport]]:
-    """The job under the directory's lock (see the module docstring)."""
+         on_record: RecordCallback | None, rank: bool, policy: Callable[[Sequence[str]], Policy] | None = None
+         ) -> tuple[JobCounts, dict[str, CandidateView], Ranking | None, dict[str, PoolReport]]:
+    """The job under the directory's lock (see the module docstring); ``policy`` (the scorer's axes -> the
+    selection policy) is what a search prunes by when the job does not rank."""
     console = console or Console()
     paths = RunPaths(config.out)
     if generator is not None:
@@ -371,19 +412,31 @@ def _run(config: CandidatesConfig, generator: Generator | None, console: Console
         name = _generator_name(config, generator) if ordered and not paths.run_config.exists() else None
         save_run_config(paths.root, config.run_config(), ordered, name)
         counts = JobCounts()
-        plan = plan_job(config, paths.root, ordered, counts, console)
         label = config.reward.label
         writer = None
         if rank:
             assert isinstance(config, GenerateConfig)
             writer = RankingWriter(paths.root, label, config.selection_policy, config.k)
-        generators = GeneratorPool(config.pool.generator_config(generator or config.generator, config.device)) \
-            if plan.to_generate() else None
+            policy = config.selection_policy
         scorers = ScorerPool(config.pool.pool_config(config.reward, config.scoring))
-        with RunLog(paths.manifest, views, on_record) as log, _cluster(config, plan), \
-                job_progress(console) as progress:
-            run_pipeline(plan, DiskSink(paths.root, log, counts, label, writer), generators=generators,
-                         scorers=scorers, schedule=config.pool.resolved_schedule, progress=progress)
+        if config.searching:
+            from rerank.search_run import SearchJob
+
+            assert policy is not None, "a search prunes by a policy"
+            job = SearchJob(config, paths.root, policy, counts, console)
+            generators = GeneratorPool(config.pool.generator_config(generator or config.generator, config.device)) \
+                if job.has_work() else None
+            with RunLog(paths.manifest, views, on_record) as log, \
+                    _cluster(config, config.instructions, job.has_work()), job_progress(console) as progress:
+                job.run(log, generators, scorers, progress)
+        else:
+            plan = plan_job(config, paths.root, ordered, counts, console)
+            generators = GeneratorPool(config.pool.generator_config(generator or config.generator, config.device)) \
+                if plan.to_generate() else None
+            with RunLog(paths.manifest, views, on_record) as log, \
+                    _cluster(config, plan.instructions, plan.has_work()), job_progress(console) as progress:
+                run_pipeline(plan, DiskSink(paths.root, log, counts, label, writer), generators=generators,
+                             scorers=scorers, schedule=config.pool.resolved_schedule, progress=progress)
         ranking = writer.finish(in_run_order(views.values())) if writer is not None else None
         return counts, views, ranking, _reports(generators, scorers)
 
@@ -421,9 +474,12 @@ class PreparedRun:
 
 
 def prepare_candidates(config: CandidatesConfig, *, generator: Generator | None = None,
-                       console: Console | None = None, on_record: RecordCallback | None = None) -> PreparedRun:
-    """Generate and score: after it returns, every requested candidate is generated (or failed) and scored."""
-    counts, views, _, _ = _run(config, generator, console, on_record, rank=False)
+                       console: Console | None = None, on_record: RecordCallback | None = None,
+                       policy: Callable[[Sequence[str]], Policy] | None = None) -> PreparedRun:
+    """Generate and score: after it returns, every requested candidate is generated (or failed) and scored.
+
+    ``policy`` (the scorer's axes -> a `Policy`) is what a search (``config.search``) prunes by."""
+    counts, views, _, _ = _run(config, generator, console, on_record, rank=False, policy=policy)
     return PreparedRun(counts, views)
 
 

@@ -1,14 +1,20 @@
-"""Paper-ready PNG plots of scaling curves (`rerank.scaling.ScalingCurves`).
+"""Paper-ready PNG plots of scaling curves.
 
-One panel per reported axis (e.g. alignment, musicality, composite), N on a log2 x axis, one line per
-modality ("all" in black) with its bootstrap band shaded. The figure has a fixed size and dpi, so
-every PNG is exactly `PNG_SIZE` pixels. Rendering uses the Agg canvas directly and never touches
-pyplot's global state, so it is safe in servers and tests.
+- `plot_curves` (`rerank.scaling.ScalingCurves`): one panel per reported axis (e.g. alignment,
+  musicality, composite), N on a log2 x axis, one line per modality ("all" in black) with its
+  bootstrap band shaded.
+- `plot_compute_curves` (`rerank.search.curves.ComputeRow`s, ``compute.png``): reward against
+  compute, one panel per compute axis (generated audio seconds, work units, ...), one line per
+  search method with its bootstrap band over instructions, each point labelled with its budget.
+
+The figures have a fixed size and dpi, so every PNG is exactly `PNG_SIZE` pixels. Rendering uses
+the Agg canvas directly and never touches pyplot's global state, so it is safe in servers and tests.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -17,6 +23,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import MODALITIES
 from rerank.scaling import ALL, COMPOSITE, ScalingCurves
+from rerank.search.curves import COMPUTE_AXES, ComputeRow
 
 #: Figure size in inches and resolution; the PNG is FIGSIZE * DPI pixels.
 FIGSIZE = (12.0, 4.0)
@@ -58,6 +65,51 @@ def plot_curves(curves: ScalingCurves, path: str | Path, *, k: int = 1) -> Path:
     panels[0].legend(title="modality", fontsize="small")
     figure.suptitle(f"policy {curves.policy}: select by {curves.selection_scorer}, "
                     f"evaluate with {curves.evaluation_scorer} ({curves.ci:.0%} bootstrap CI)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+#: Colours of the search methods, in order of first appearance (best-of-N first when present).
+METHOD_COLORS = ("black", "tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def plot_compute_curves(rows: Sequence[ComputeRow], path: str | Path, *,
+                        compute_axes: Sequence[str] = ("audio_seconds", "work_units", "total_seconds"),
+                        title: str | None = None) -> Path:
+    """Draw reward against compute, one panel per compute axis and one line per method, and save a PNG.
+
+    Compute axes that some row lacks (e.g. work units of external commands) are left out; x is
+    log2-scaled. Raises `CmirmError` for an unknown axis or when no axis has values.
+    """
+    unknown = [axis for axis in compute_axes if axis not in COMPUTE_AXES]
+    if unknown:
+        raise CmirmError(f"unknown compute axis {unknown}; known: {', '.join(COMPUTE_AXES)}")
+    axes = [axis for axis in compute_axes if rows and all(getattr(row, axis) is not None for row in rows)]
+    if not axes:
+        raise CmirmError(f"no compute axis among {list(compute_axes)} has values in every row")
+    methods = list(dict.fromkeys(row.method for row in rows))
+    figure = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = figure.subplots(1, len(axes), squeeze=False)[0]
+    for panel, axis in zip(panels, axes):
+        for color, method in zip(METHOD_COLORS * len(methods), methods):
+            points = sorted((row for row in rows if row.method == method), key=lambda row: getattr(row, axis))
+            xs = [getattr(row, axis) for row in points]
+            panel.plot(xs, [row.mean for row in points], marker="o", markersize=3, color=color, linewidth=1.5,
+                       label=f"{method} (n={points[0].n_instructions})")
+            panel.fill_between(xs, [row.ci_low for row in points], [row.ci_high for row in points], color=color,
+                               alpha=0.15, linewidth=0)
+            for x, row in zip(xs, points):
+                panel.annotate(str(row.budget), (x, row.mean), textcoords="offset points", xytext=(3, -9),
+                               fontsize="x-small", color=color)
+        panel.set_xscale("log", base=2)
+        panel.set_xlabel(COMPUTE_AXES[axis] + " (log2 scale)")
+        panel.set_ylabel(f"{rows[0].reward} of the selected candidate")
+        panel.grid(True, alpha=0.3)
+    panels[0].legend(title="method (budget at each point)", fontsize="small")
+    figure.suptitle(title or f"reward against compute per search method ({rows[0].reward}, bootstrap band)")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI, format="png")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterator, Literal, Mapping, Sequence
@@ -70,11 +71,13 @@ class ScoreItem:
 
 @dataclass
 class ScoreResult:
-    """Scores of one candidate, or the error that prevented them."""
+    """Scores of one candidate, or the error that prevented them, and its share of the batch's wall
+    seconds on the worker (``seconds``: the batch's scoring time split equally over its candidates)."""
 
     key: str
     scores: Scores | None
     error: str | None = None
+    seconds: float | None = None
 
 
 @contextlib.contextmanager
@@ -116,14 +119,18 @@ class ScorerWorker(Worker):
         """`Worker.ready` plus the scorer's axes (the columns of every score row)."""
         return {**super().ready(), "axes": tuple(self.scorer.axes)}
 
-    def score(self, batch: list[tuple[Audio | str, Instruction]]) -> list[tuple[list[float] | None, str | None]]:
-        """Score ``[(audio or path, instruction)]``; an item that cannot be scored gets an error string."""
+    def score(self, batch: list[tuple[Audio | str, Instruction]]
+              ) -> list[tuple[list[float] | None, str | None, float]]:
+        """Score ``[(audio or path, instruction)]``: per item its values (or an error string) and its share
+        of the batch's wall seconds here (the compute records' ``scorer_seconds``)."""
         from cmirm_plugin.scoring.contract import score_isolated
 
+        began = time.perf_counter()
         with torch_threads(self.threads):
             outcomes = score_isolated(self.scorer, [audio for audio, _ in batch], [inst for _, inst in batch],
                                       name=self.label)
-        return [(list(o.scores.values) if o.scores else None, o.error) for o in outcomes]
+        share = (time.perf_counter() - began) / max(len(batch), 1)
+        return [(list(o.scores.values) if o.scores else None, o.error, share) for o in outcomes]
 
 
 def make_batches(items: Sequence[ScoreItem], batch_size: int) -> list[list[int]]:
@@ -177,8 +184,8 @@ class ScorerPool(ActorPool):
         if isinstance(raw, TaskFailed):
             return [ScoreResult(key, None, raw.message) for key in keys]
         axes = self.axes
-        return [ScoreResult(key, Scores(axes, tuple(r)) if r is not None else None, error)
-                for key, (r, error) in zip(keys, raw, strict=True)]
+        return [ScoreResult(key, Scores(axes, tuple(r)) if r is not None else None, error, seconds)
+                for key, (r, error, seconds) in zip(keys, raw, strict=True)]
 
     # ------------------------------------------------------------------ standalone use
     def score(self, items: Sequence[ScoreItem], on_batch: Callable[[list[tuple[int, ScoreResult]]], None] | None = None

@@ -64,8 +64,9 @@ def _top_name(record: dict[str, Any]) -> str:
 
 
 def rank_records(views: Sequence[CandidateView], scorer: str, policy: Policy, k: int) -> list[dict[str, Any]]:
-    """One ranking record per candidate (paths still relative to the run directory)."""
-    scored = [v for v in views if v.generated and scorer in v.scores]
+    """One ranking record per candidate (paths still relative to the run directory); a search's partial
+    clips (beam prefixes, `CandidateView.partial`) get no rank."""
+    scored = [v for v in views if v.generated and scorer in v.scores and not v.partial]
     ranks: dict[str, tuple[int, bool, bool, float]] = {}
     axes = score_axes(scored, scorer)
     if axes is not None:

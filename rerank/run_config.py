@@ -42,7 +42,9 @@ FORMAT_VERSION = 1
 class ResultSettings:
     """The settings a rerun must repeat (see the module docstring).
 
-    ``dtype`` is None in ``run.json`` files of versions that did not record it; it is then not compared.
+    ``dtype`` and ``search`` (the search method: ``best-of-n``, or a search's full spec such as
+    ``beam:width=2,expand=2,segment=5``) are None in ``run.json`` files of versions that did not
+    record them; they are then not compared.
     """
 
     generator: str
@@ -52,6 +54,7 @@ class ResultSettings:
     max_dur: float
     missing: str
     dtype: str | None = None
+    search: str | None = None
 
     def scoring(self) -> ScoringSettings:
         """The run's scoring settings (every scorer of the run, evaluation models too, scores alike)."""
@@ -87,7 +90,7 @@ class RunConfig:
             raise ConfigError(f"{source}: field 'result' is missing or not an object; {_REBUILD}")
         for key, kinds in _RESULT_FIELDS.items():
             value = result.get(key)
-            if key not in result and key != "dtype" or not isinstance(value, kinds) or isinstance(value, bool):
+            if key not in result and key not in ("dtype", "search") or not isinstance(value, kinds) or isinstance(value, bool):
                 raise ConfigError(f"{source}: field 'result.{key}' is missing or malformed ({value!r}); {_REBUILD}")
         unknown = sorted(set(result) - set(_RESULT_FIELDS))
         if unknown:
@@ -103,7 +106,7 @@ _REBUILD = "delete it and rerun: it is rebuilt from the manifest's records"
 #: The types of ``result``'s fields.
 _RESULT_FIELDS: dict[str, tuple[type, ...]] = {
     "generator": (str,), "params": (dict,), "duration": (int, float), "reward": (str,), "max_dur": (int, float),
-    "missing": (str,), "dtype": (str, type(None)),
+    "missing": (str,), "dtype": (str, type(None)), "search": (str, type(None)),
 }
 
 

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Iterator
 from cmirm_plugin.errors import CmirmError
 
 if TYPE_CHECKING:   # run.json writing reaches this module from the CLI: keep soundfile/torch off that path
+    import torch
+
     from cmirm_plugin.audio import Audio
 
 LOCK = ".lock"
@@ -123,6 +125,23 @@ def save_wav(audio: Audio, path: Path) -> Path:
 
     sf.write(buffer, audio.waveform.numpy().T, audio.sample_rate, format="WAV", subtype="FLOAT")
     return write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_codes(codes: "torch.Tensor", path: Path) -> Path:
+    """Write a candidate's codec tokens (``[codebooks, frames]``) as safetensors at ``path``, whole or not at all."""
+    from safetensors.torch import save
+
+    return write_bytes_atomic(path, save({"codes": codes.detach().cpu().contiguous()}))
+
+
+def load_codes(path: Path) -> "torch.Tensor | None":
+    """The codes `save_codes` wrote at ``path`` (None when there is no such file)."""
+    if not path.is_file():
+        return None
+    from safetensors.torch import load
+
+    with disk_errors(path):
+        return load(path.read_bytes())["codes"]
 
 
 def wav_problem(path: Path, sample_rate: int | None = None, duration: float | None = None) -> str | None:

@@ -5,6 +5,8 @@ A run directory (what ``cmirm generate --out DIR`` writes)::
     DIR/run.json            how candidates were made and scored (see `rerank.run_config`)
     DIR/manifest.jsonl      append-only event log (below)
     DIR/candidates/<id>.wav every generated candidate
+    DIR/candidates/<id>.codes.safetensors  a beam prefix's codec tokens (what a resumed search continues)
+    DIR/search_state.json   each instruction's search state (``--search`` other than best-of-n)
     DIR/ranking.jsonl       one complete record per candidate: rewritten atomically by each ranking
     DIR/top/<instruction id>_rank<r>.wav   the selected candidates of the last ranking
 
@@ -16,9 +18,11 @@ finished. Every record names its candidate by ``id`` (`Candidate.id`) and says w
   instruction's dict with its ``modality``).
 * ``"record": "generation_failed"``: the same identity fields plus `CandidateFailure` fields
   (``kind``, ``message``, ``detail``).
-* ``"record": "scores"``: ``scorer`` (the scorer's label, `ScorerSpec.label`) and ``scores``
-  (``{axis: value}`` in the scorer's axis order). Records of earlier versions carry ``alignment``
-  and ``musicality`` at the top level instead; they are read the same way.
+* ``"record": "scores"``: ``scorer`` (the scorer's label, `ScorerSpec.label`), ``scores``
+  (``{axis: value}`` in the scorer's axis order) and ``seconds`` (the candidate's share of its
+  scoring batch's wall seconds on the scorer worker; absent in records of earlier versions).
+  Records of earlier versions carry ``alignment`` and ``musicality`` at the top level instead;
+  they are read the same way.
 * ``"record": "score_failed"``: ``scorer`` and ``error`` (e.g. unreadable audio).
 
 `fold_records` replays the log into one `CandidateView` per candidate: a later generation record
@@ -37,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from cmirm_plugin.errors import ConfigError, ManifestError
+from cmirm_plugin.errors import CmirmError, ConfigError, ManifestError
 from cmirm_plugin.manifest import iter_records
-from cmirm_plugin.records import Candidate, Instruction, Scores
+from cmirm_plugin.records import Candidate, Compute, Instruction, Lineage, Scores
 
 if TYPE_CHECKING:
     from generators.base import CandidateFailure
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.jsonl"
 RUN_CONFIG = "run.json"
 RANKING = "ranking.jsonl"
+SEARCH_STATE = "search_state.json"
 CANDIDATES = "candidates"
 TOP = "top"
 
@@ -80,8 +85,15 @@ class RunPaths:
     def top(self) -> Path:
         return self.root / TOP
 
+    @property
+    def search_state(self) -> Path:
+        return self.root / SEARCH_STATE
+
     def candidate_wav(self, candidate_id: str) -> Path:
         return self.candidates / f"{candidate_id}.wav"
+
+    def candidate_codes(self, candidate_id: str) -> Path:
+        return self.candidates / f"{candidate_id}.codes.safetensors"
 
 
 def instruction_record(instruction: Instruction) -> dict[str, Any]:
@@ -106,11 +118,16 @@ def failure_record(failure: CandidateFailure, instruction: Instruction, index: i
             **failure.to_dict(), "index": index, "instruction": instruction_record(instruction)}
 
 
-def score_record(candidate: str, scorer: str, scores: Scores | None, error: str | None) -> dict[str, Any]:
-    """The manifest record of one candidate's scores by ``scorer`` (or of the error that stopped them)."""
+def score_record(candidate: str, scorer: str, scores: Scores | None, error: str | None,
+                 seconds: float | None = None) -> dict[str, Any]:
+    """The manifest record of one candidate's scores by ``scorer`` (or of the error that stopped them);
+    ``seconds``: the candidate's share of the scoring wall time (kept when known)."""
     if scores is None:
         return {"record": "score_failed", "id": candidate, "scorer": scorer, "error": error or "no scores"}
-    return {"record": "scores", "id": candidate, "scorer": scorer, "scores": scores.to_dict()}
+    record = {"record": "scores", "id": candidate, "scorer": scorer, "scores": scores.to_dict()}
+    if seconds is not None:
+        record["seconds"] = float(seconds)
+    return record
 
 
 def _record_scores(record: Mapping[str, Any]) -> Scores:
@@ -139,11 +156,25 @@ class CandidateView:
     generation_error: dict[str, str] | None = None
     scores: dict[str, Scores] = field(default_factory=dict)
     score_errors: dict[str, str] = field(default_factory=dict)
+    compute: Compute | None = None
+    lineage: Lineage | None = None
+    score_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def generated(self) -> bool:
         """Whether the candidate has audio (its generation did not fail)."""
         return self.audio_path is not None
+
+    @property
+    def partial(self) -> bool:
+        """Whether it is a search's intermediate clip (a beam prefix): never ranked nor selected."""
+        return self.lineage is not None and self.lineage.partial
+
+    def compute_with(self, scorer: str) -> Compute | None:
+        """Its generation compute with ``scorer``'s seconds as ``scorer_seconds`` (when recorded)."""
+        if self.compute is None or scorer not in self.score_seconds:
+            return self.compute
+        return self.compute.with_scorer_seconds(self.score_seconds[scorer])
 
     def errors(self) -> list[str]:
         """Human-readable errors: the generation failure and every scorer's error."""
@@ -161,9 +192,13 @@ def _generation_view(record: Mapping[str, Any], instructions: dict[str, Instruct
         instruction = instructions.setdefault(inst_data["id"], instruction_from_record(inst_data))
     view = CandidateView(record["id"], instruction, int(record["index"]), int(record["seed"]), record["generator"],
                          dict(record.get("params") or {}))
+    if record.get("lineage") is not None:
+        view.lineage = Lineage.from_dict(record["lineage"])
     if record["record"] == "candidate":
         view.audio_path = record["audio_path"]
         view.sample_rate, view.duration = record["sample_rate"], record["duration"]
+        if record.get("compute") is not None:
+            view.compute = Compute.from_dict(record["compute"])
     else:
         view.generation_error = {key: record.get(key) or "" for key in ("kind", "message", "detail")}
     return view
@@ -192,13 +227,16 @@ def fold_records(records: Iterable[Mapping[str, Any]], source: str = "manifest",
             scorer = record["scorer"]
             view.scores.pop(scorer, None)
             view.score_errors.pop(scorer, None)
+            view.score_seconds.pop(scorer, None)
             if kind == "scores":
                 view.scores[scorer] = _record_scores(record)
+                if record.get("seconds") is not None:
+                    view.score_seconds[scorer] = float(record["seconds"])
             else:
                 view.score_errors[scorer] = str(record.get("error"))
         except ManifestError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, CmirmError) as exc:
             raise ManifestError(f"{source}: record {number} ({kind} of {key!r}) is malformed: {exc!r}") from exc
     return views
 

@@ -16,10 +16,19 @@ written. Outputs in ``OUT``:
   selected candidates' scores under the evaluation model (the selection model's when there is none);
 * with an evaluation model, ``curve_selection.*``: the same selections scored by the selection
   model, so the gap between the two (reward over-optimisation) is visible.
+
+With ``--methods`` (and ``--budgets``) every search method runs at every budget
+(`rerank.search_scaling`, run directories under ``OUT/runs/``), and so does ``--from`` a run of a
+search other than best-of-N: ``curve.csv`` / ``curve.json`` then hold `ComputeRow`s (``method``,
+``budget``, scorer, axis, mean and band, and the mean compute per instruction: generated audio
+seconds, work units, model evaluations, generator and total seconds), and ``compute.png`` overlays
+the methods' reward against each compute axis (the evaluation model's when there is one; then
+``compute_selection.png`` is the selection model's).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -34,12 +43,24 @@ from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
 from rerank.generate import CandidatesConfig, RunLog, prepare_candidates, score_missing
-from rerank.plots import plot_curves
+from rerank.plots import plot_compute_curves, plot_curves
 from rerank.policies import Policy, default_policy, parse_policy, positive_int
 from rerank.pool_options import PoolOptions
 from rerank.run_config import load_run_config, selection_scorer
 from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes
 from rerank.stream import JobCounts
+from rerank.search import SearchMethod, parse_search
+from rerank.search.curves import ComputeRow, write_compute_csv, write_compute_json
+from rerank.search_scaling import (
+    MethodRun,
+    Reported,
+    best_of_n_rows,
+    finished_run,
+    plan_runs,
+    reported_scorers,
+    rows_for_plot,
+    search_rows,
+)
 from rerank.scaling import (
     ALL,
     COMPOSITE,
@@ -142,9 +163,23 @@ class ScalingConfig:
     eval_reward: ScorerSpec | None = None
     eval_axis: str | None = None
     pool: PoolOptions = field(default_factory=PoolOptions)
+    methods: Sequence[SearchMethod] = ()
+    budgets: Sequence[int] = ()
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        if bool(self.methods) != bool(self.budgets):
+            raise ConfigError("--methods and --budgets go together: give both (e.g. --methods best-of-n,beam:width=2,"
+                              "segment=5 --budgets 4,8,16)")
+        if self.methods:
+            if self.generate is None:
+                raise ConfigError("--methods runs each method: give --prompts (--from reads one finished run of any "
+                                  "method without --methods)")
+            for budget in self.budgets:
+                positive_int(budget, "--budgets")
+            plan_runs(self.methods, self.budgets, self.out)   # a budget a method cannot spend fails now
+            for method in self.methods:
+                method.for_budget(max(self.budgets)).check_named(self.generate.generator, self.generate.duration)
         if (self.generate is None) == (self.source is None):
             raise ConfigError("give either a pool to generate (--prompts) or an existing run (--from DIR), not both")
         if self.source is not None:
@@ -173,12 +208,13 @@ class ScalingConfig:
 
 @dataclass(frozen=True)
 class ScalingResult:
-    """The curves computed and the files written."""
+    """The curves computed and the files written (``compute_rows``: a methods run's rows, else empty)."""
 
-    curves: ScalingCurves
+    curves: ScalingCurves | None
     selection_curves: ScalingCurves | None
     files: list[Path]
     skipped: list[str]
+    compute_rows: list[ComputeRow] = field(default_factory=list)
 
 
 def _write(curves: ScalingCurves, out: Path, stem: str) -> list[Path]:
@@ -215,16 +251,17 @@ def _fold_eval_scores(path: Path, source: str, views: dict[str, CandidateView]) 
 
 
 def _score_evaluation(config: ScalingConfig, run_dir: Path, views: dict[str, CandidateView], scorer: str,
-                      scoring: ScoringSettings, console: Console) -> None:
+                      scoring: ScoringSettings, console: Console, path: Path | None = None) -> None:
     """Score with ``config.eval_reward`` every candidate the curves use that it has not scored yet.
 
     Those are the first ``n_max`` candidates of each instruction with scores from ``scorer``; the
     records go to ``OUT/eval_scores.jsonl``, each naming the source run, and into ``views``.
     """
     assert config.eval_reward is not None
-    path, source = config.out / EVAL_SCORES, str(run_dir.resolve())
+    path, source = path or config.out / EVAL_SCORES, str(run_dir.resolve())
     _fold_eval_scores(path, source, views)
-    used = [v for v in in_run_order(views.values()) if _within(v, config.n_max) and scorer in v.scores]
+    used = [v for v in in_run_order(views.values())
+            if _within(v, config.n_max) and scorer in v.scores and not v.partial]
     config.out.mkdir(parents=True, exist_ok=True)
     with RunLog(path, views, fields={"run": source}) as log:
         score_missing(used, run_dir, config.eval_reward, config.pool, scoring, log, console, JobCounts())
@@ -247,10 +284,95 @@ def _summary_axis(asked: str | None, curves: ScalingCurves) -> str:
     return asked
 
 
+def _write_compute(config: ScalingConfig, rows: list[ComputeRow], reported: list[Reported], policy: Policy,
+                   console: Console) -> list[Path]:
+    """curve.csv / curve.json of ``rows``, compute.png (+ compute_selection.png), and the terminal table."""
+    settings = {"policy": policy.spec(), "scorers": [r.label for r in reported], "ci": config.ci,
+                "n_boot": config.n_boot, "seed": config.seed, "budgets": sorted({r.budget for r in rows})}
+    files = [write_compute_csv(rows, config.out / "curve.csv"), write_compute_json(rows, settings,
+                                                                                   config.out / "curve.json")]
+    shown = rows_for_plot(rows, reported[-1].label)
+    files.append(plot_compute_curves(shown, config.out / "compute.png"))
+    if len(reported) > 1:
+        files.append(plot_compute_curves(rows_for_plot(rows, reported[0].label), config.out / "compute_selection.png"))
+    table = Table(title=f"{shown[0].axis} of the selected candidate by {shown[0].reward} ({policy.spec()})")
+    for name in ("method", "budget", "audio s / instruction", "mean [band]"):
+        table.add_column(name, justify="left" if name == "method" else "right")
+    for row in shown:
+        table.add_row(row.method, str(row.budget), f"{row.audio_seconds:g}" if row.audio_seconds is not None else "-",
+                      f"{row.mean:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}]")
+    console.print(table)
+    return files
+
+
+def _method_rows(config: ScalingConfig, run: MethodRun, views: dict[str, CandidateView], scorer: str,
+                 scoring: ScoringSettings, policy: Policy, console: Console, eval_path: Path | None
+                 ) -> tuple[list[ComputeRow], list[Reported]]:
+    """One run's rows (scored by the evaluation model first, when there is one)."""
+    axes = score_axes(views.values(), scorer)
+    if axes is None:
+        raise ConfigError(f"{run.out}: no candidate has scores from {scorer}")
+    evaluation = None
+    if config.eval_reward is not None:
+        _score_evaluation(config, run.out, views, scorer, scoring, console, eval_path)
+        eval_axes = score_axes(views.values(), config.eval_reward.label)
+        evaluation = (config.eval_reward.label, eval_axes) if eval_axes is not None else None
+    reported = reported_scorers(policy, (scorer, axes), evaluation)
+    common = dict(n_boot=config.n_boot, ci=config.ci, seed=config.seed)
+    if run.method.name == "best-of-n":
+        rows = best_of_n_rows(list(views.values()), scorer, axes, policy, reported, run.budgets, **common)
+    else:
+        rows = search_rows(run, list(views.values()), scorer, axes, policy, reported, **common)
+    return rows, reported
+
+
+def _run_methods(config: ScalingConfig, generator: Generator | None, console: Console) -> ScalingResult:
+    """Every method at every budget (`rerank.search_scaling`), then the compute curves."""
+    assert config.generate is not None
+    base = config.generate
+    scorer = base.reward.label
+    policies: dict[str, Policy] = {}
+
+    def policy_for(axes: Sequence[str]) -> Policy:
+        if "policy" not in policies:
+            policies["policy"] = _policy(config, None, tuple(axes))
+        return policies["policy"]
+
+    rows: list[ComputeRow] = []
+    reported: list[Reported] = []
+    for run in plan_runs(config.methods, config.budgets, config.out):
+        console.print(f"[bold]{run.label}[/] at budget(s) {', '.join(map(str, run.budgets))}: {run.out}")
+        job = dataclasses.replace(base, out=run.out, search=run.method, seeds=None)
+        views = prepare_candidates(job, generator=generator, console=console, policy=policy_for).views
+        axes = score_axes(views.values(), scorer)
+        if axes is None:
+            raise ConfigError(f"{run.out}: no candidate has scores from {scorer}")
+        more, reported = _method_rows(config, run, views, scorer, base.scoring, policy_for(axes), console,
+                                      run.out.parent / f"{run.out.name}.{EVAL_SCORES}")
+        rows += more
+    files = _write_compute(config, rows, reported, policies["policy"], console)
+    return ScalingResult(None, None, files, [], rows)
+
+
+def _run_from_search(config: ScalingConfig, run_dir: Path, method: SearchMethod, views: dict[str, CandidateView],
+                     scorer: str, scoring: ScoringSettings, saved_policy: str | None,
+                     console: Console) -> ScalingResult:
+    """``--from`` a finished search run: its compute curve (noise: every whole round's budget)."""
+    axes = score_axes(views.values(), scorer)
+    if axes is None:
+        raise ConfigError(f"{run_dir}: no candidate has scores from {scorer}")
+    policy = _policy(config, saved_policy, axes)
+    rows, reported = _method_rows(config, finished_run(method, run_dir), views, scorer, scoring, policy, console,
+                                  None)
+    return ScalingResult(None, None, _write_compute(config, rows, reported, policy, console), [], rows)
+
+
 def run_scaling(config: ScalingConfig, *, generator: Generator | None = None,
                 console: Console | None = None) -> ScalingResult:
     """Make or reuse the pool, score it with the evaluation model if any, and write the curves."""
     console = console or Console()
+    if config.methods:
+        return _run_methods(config, generator, console)
     saved_policy = None
     if config.generate is not None:
         run_dir = config.generate.out
@@ -264,6 +386,9 @@ def run_scaling(config: ScalingConfig, *, generator: Generator | None = None,
         scoring = saved.result.scoring() if saved is not None else ScoringSettings()
         scorer = config.scorer or selection_scorer(run_dir, views.values(), saved)
         saved_policy = saved.request.get("policy") if saved is not None else None
+        if saved is not None and saved.result.search not in (None, "best-of-n"):
+            return _run_from_search(config, run_dir, parse_search(saved.result.search), views, scorer, scoring,
+                                    saved_policy, console)
     eval_label = config.eval_reward.label if config.eval_reward else None
     if config.eval_reward is not None:
         if eval_label == scorer:

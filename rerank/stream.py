@@ -74,7 +74,9 @@ class JobPlan:
     """What a job does: per instruction (in run order) the candidates it must finish, in index order.
 
     Instructions without tickets are complete already. ``score_batch_size`` None scores each
-    instruction's candidates in one batch.
+    instruction's candidates in one batch. A search step (`rerank.search_run`) sets ``requests``:
+    per instruction, each seed's `rerank.search.Request` (sample, extend or latents), and
+    ``parents``: the candidates (audio and codes) its extend requests continue, by id.
     """
 
     instructions: list[Instruction]
@@ -83,6 +85,8 @@ class JobPlan:
     params: dict[str, Any] = field(default_factory=dict)
     gen_batch_size: int | None = None
     score_batch_size: int | None = None
+    requests: Mapping[str, Mapping[int, Any]] | None = None
+    parents: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, instructions: Sequence[Instruction], seeds: Sequence[int], duration: float,
@@ -235,8 +239,14 @@ class _Run:
             inst_id, positions = self.items[self.next_item]
             track = self.tracks[inst_id]
             seeds = [track.tickets[p].seed for p in positions]
-            self.generators.submit_item(self.next_item, track.instruction, seeds, self.plan.duration,
-                                        self.plan.gen_batch_size, self.plan.params)
+            if self.plan.requests is None:
+                self.generators.submit_item(self.next_item, track.instruction, seeds, self.plan.duration,
+                                            self.plan.gen_batch_size, self.plan.params)
+            else:
+                requests = [self.plan.requests[inst_id][seed] for seed in seeds]
+                parents = {r.lineage.parent: self.plan.parents[r.lineage.parent] for r in requests if r.kind == "extend"}
+                self.generators.submit_requests(self.next_item, track.instruction, requests, parents,
+                                                self.plan.gen_batch_size, self.plan.params)
             self.next_item += 1
             self.items_out += 1
 

@@ -63,7 +63,8 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
 
     run = json.loads((out / "run.json").read_text())
     assert run["result"] == {"generator": "tiny-musicgen", "params": {"temperature": 0.9}, "duration": 0.5,
-                             "reward": "tiny-v2", "max_dur": 120.0, "missing": "mask", "dtype": "fp32"}
+                             "reward": "tiny-v2", "max_dur": 120.0, "missing": "mask", "dtype": "fp32",
+                             "search": "best-of-n"}
     assert run["request"]["k"] == 2 and run["request"]["policy"] == "axis:musicality"
     assert "top-2 by axis:musicality" in result.output and inst.id in result.output
     assert "generated 3 new candidate(s)" in result.output

@@ -191,7 +191,8 @@ def test_generate_with_a_remote_reward_ranks_like_the_local_scorer(server, env, 
     runner = CliRunner(env={"COLUMNS": "200", **env})
     common = ["generate", "soft piano", "-n", "4", "-k", "2", "--tiny", "--duration", "0.4"]
     rankings = {}
-    for name, extra in (("local", []), ("remote", ["--reward", server.url])):
+    # the client asks for bf16, but the server's scores are fp32: run.json records what made the scores
+    for name, extra in (("local", []), ("remote", ["--reward", server.url, "--dtype", "bf16"])):
         result = runner.invoke(app, [*common, *extra, "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output + repr(result.exception)
         rankings[name] = sorted(read_records(tmp_path / name / "ranking.jsonl"), key=lambda r: r["id"])
@@ -201,7 +202,7 @@ def test_generate_with_a_remote_reward_ranks_like_the_local_scorer(server, env, 
         assert b["scores"] == pytest.approx(a["scores"], abs=1e-5)
     assert {r["scorer"] for r in remote} == {server.url}
     run = json.loads((tmp_path / "remote" / "run.json").read_text())
-    assert run["result"]["reward"] == server.url
+    assert run["result"]["reward"] == server.url and run["result"]["dtype"] == "fp32"
 
 
 def test_clients_survive_a_server_restart_and_fail_clearly_once_it_is_gone(server, env, local, tmp_path):

@@ -183,9 +183,9 @@ def test_scaling_generation_options_reach_run_json(tmp_path: Path, env):
              "--max-in-flight", "1", "--policy", "zsum", "--n-boot", "20", "--out", str(out)], env)
     run = json.loads((out / "run.json").read_text())
     assert run["result"] == {"generator": "tiny-musicgen", "duration": 0.3, "reward": "tiny-v2", "max_dur": 10.0,
-                             "missing": "mask", "dtype": "fp32",
+                             "missing": "mask", "dtype": "fp32", "search": "best-of-n",
                              "params": {"temperature": 0.7, "top_k": 5, "guidance_scale": 1.5}}
-    assert run["request"] == {"n": 2, "seed_base": 3, "seeds": None, "instructions": ["calm"]}
+    assert run["request"] == {"n": 2, "seed_base": 3, "seeds": None, "instructions": ["calm"], "search": "best-of-n:n=2"}
     assert (run["pool"]["backend"], run["pool"]["score_batch_size"], run["pool"]["max_in_flight"],
             run["pool"]["gen_batch_size"]) == ("local", 3, 1, 2)
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]

@@ -21,7 +21,7 @@ import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cmirm_plugin.cache import TINY_MODEL_VERSION
 from cmirm_plugin.errors import ConfigError
@@ -106,6 +106,15 @@ class ScorerSpec:
         if isinstance(axes, (tuple, list)) and axes and all(isinstance(a, str) for a in axes):
             return tuple(axes)
         return None
+
+    def served_settings(self) -> dict[str, Any] | None:
+        """A reward server's score-changing settings from its ``GET /info`` (``max_dur``, ``missing``,
+        ``dtype``: what its scores are made with); None for scorers loaded here (their settings are ours)."""
+        if self.kind != "http":
+            return None
+        from cmirm_plugin.scoring.http_client import HttpClient, fetch_info
+
+        return dict(fetch_info(HttpClient(self.location, retry_for_s=5.0)).settings or {})
 
     def __str__(self) -> str:
         return self.location
