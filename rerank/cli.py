@@ -300,11 +300,12 @@ def generate(
     """Sample N candidates per instruction, score them with CMI-RM (or any --reward scorer), keep the top k.
 
     Writes OUT/candidates/*.wav, OUT/manifest.jsonl (append-only), OUT/run.json, OUT/ranking.jsonl
-    and OUT/top/<instruction>_rank<r>.wav. Rerunning into OUT resumes: finished candidates are
-    neither regenerated nor rescored.
+    and .csv (kept under OUT/rankings/) and OUT/top/<instruction>_rank<r>_s<seed>_<prompt>.wav.
+    Rerunning into OUT resumes: finished candidates are neither regenerated nor rescored.
     """
     from rich.console import Console
 
+    from generators.registry import require_inputs
     from rerank.generate import run_generate
     from rerank.report import print_ranking_summary
 
@@ -314,6 +315,7 @@ def generate(
     config = opts.config(out, instructions, scoring, n=n, k=k,
                          seeds=_int_list(seeds, "--seeds", 0) if seeds is not None else None,
                          retry_errors=retry_errors)
+    require_inputs(config.generator, config.instructions)   # cheap checks before the models are looked for
     check_available([config.generator], [(config.reward, "--reward")])
     console = Console()
     with interruptible():
@@ -340,10 +342,13 @@ def rerank(
     scorer: Annotated[Optional[str], typer.Option(
         "--scorer", help="Rank by this scorer's records (default the run's reward model).")] = None,
 ) -> None:
-    """Rerank the candidates of a run without generating or scoring: rewrites ranking.jsonl and top/."""
+    """Rerank the candidates of a run without generating or scoring: rewrites ranking.jsonl/.csv and top/ (each
+    ranking is also kept under rankings/<policy>_k<k>_<scorer>/)."""
+    from collections import Counter
+
     from rich.console import Console
 
-    from rerank.policies import default_policy, parse_policy
+    from rerank.policies import check_k_of_n, default_policy, parse_policy
     from rerank.report import print_ranking_summary
     from rerank.rerank_run import rank_run
     from rerank.run_config import load_run_config
@@ -358,6 +363,8 @@ def rerank(
         known = sorted({s for v in views for s in v.scores})
         raise ConfigError(f"{run_dir / MANIFEST}: no candidate has scores from {scorer!r} (scorers with scores: "
                           f"{', '.join(known) or 'none'}); rerun `cmirm generate` into it to score them")
+    check_k_of_n(k, max(Counter(v.instruction.id for v in views).values()), "-k",
+                 f"the most any instruction has in {run_dir}")
     ranking = rank_run(run_dir, views, scorer, parse_policy(policy or default_policy(axes), minimums or ()), k, out)
     print_ranking_summary(Console(), ranking)
 
@@ -401,6 +408,7 @@ def scaling(
     """
     from rich.console import Console
 
+    from generators.registry import require_inputs
     from rerank.pool_options import check_count
     from rerank.scaling_run import ScalingConfig, run_scaling
 
@@ -418,6 +426,7 @@ def scaling(
         if prompts is None or n_max is None:
             raise ConfigError("give --prompts FILE.jsonl and --n-max M (or --from DIR to reuse a generate run)")
         generate_config = opts.candidates(out, load_prompts(prompts), scoring, n=n_max)
+        require_inputs(generate_config.generator, generate_config.instructions)
     config = ScalingConfig(
         out=out, policy=opts.policy, minimums=opts.minimums or (), ks=k_values, n_boot=n_boot, ci=ci, seed=seed,
         n_max=n_max, generate=generate_config, source=from_dir, scorer=scorer,

@@ -10,7 +10,9 @@
   appended at once, by this process only (on a Ray cluster the audio comes back through the object
   store). Failed generations are records too, and are not retried unless ``retry_errors``. The
   generator is built only if something is missing, and the whole request (every instruction and
-  seed) is checked by it before anything is generated.
+  seed) is checked by it before anything is generated. Instructions it cannot honour (lyrics for
+  a generator that cannot sing) are refused before that, from the inputs its backend declares
+  (`generators.registry.require_inputs`), so a refused start loads nothing and writes nothing.
 - **score**: every candidate without scores from the reward model is scored on the scorer pool
   as soon as its batch is complete; bad audio gets a ``score_failed`` record (retried only with
   ``retry_errors``).
@@ -42,15 +44,16 @@ from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import GenerationResult, Generator, recorded_name
+from generators.registry import require_inputs
 from rerank.actor_pool import PoolReport
 from rerank.gen_pool import GeneratorPool, require_generator_name
-from rerank.policies import Policy, default_policy, parse_policy
+from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy
 from rerank.pool import ScoreItem, ScoreResult, ScorerPool
 from rerank.pool_options import PoolOptions, check_count
 from rerank.progress import job_progress
 from rerank.rerank_run import Ranking, RankingWriter
 from rerank.run_config import ResultSettings, RunConfig, save_run_config
-from rerank.run_dir import RunDirLock, disk_errors, remove_stale_temps, save_wav, wav_problem
+from rerank.run_dir import RunDirLock, check_out_dir, disk_errors, remove_stale_temps, save_wav, wav_problem
 from rerank.run_records import (
     CandidateView,
     RunPaths,
@@ -101,7 +104,7 @@ class CandidatesConfig:
     retry_errors: bool = False
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
+        self.out = check_out_dir(self.out)
         check_count("n", self.n)
         check_count("gen_batch_size", self.gen_batch_size)
         seeds = job_seeds(self.n, self.seed_base, self.seeds)   # validated up front
@@ -151,6 +154,7 @@ class GenerateConfig(CandidatesConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_count("k", self.k)
+        check_k_of_n(self.k, len(self.candidate_seeds()), "-k", "--seeds" if self.seeds is not None else "-n")
         axes = self.reward.known_axes()
         if axes is not None:  # a bad policy, or one naming an axis the scorer lacks, fails before any work
             self.selection_policy(axes).check_axes(axes)
@@ -363,6 +367,7 @@ def _run(config: CandidatesConfig, generator: Generator | None, console: Console
     paths = RunPaths(config.out)
     if generator is not None:
         require_generator_name(generator, config.generator)
+    require_inputs(generator or config.generator, config.instructions)   # before any file or model
     with RunDirLock(paths.root):
         remove_stale_temps(paths.root, paths.candidates, paths.top)
         views = load_views(paths.root)

@@ -114,6 +114,18 @@ def check_k(k: int, n: int, *, allow_fewer: bool = False) -> int:
     return k
 
 
+def check_k_of_n(k: int, n: int, k_option: str, n_source: str) -> int:
+    """The one rule of the commands that keep k of N candidates per instruction (``generate``,
+    ``rerank``, ``scaling``): ``k <= N``, refused before any work with a line naming both options.
+
+    ``k_option`` is k's option (``-k``, ``--ks``), ``n_source`` where N comes from (``-n``, ``--n-max``, a run).
+    """
+    if k > n:
+        raise ConfigError(f"{k_option} {k} exceeds the {n} candidate(s) per instruction ({n_source}): nothing can "
+                          f"keep more than it has; give {k_option} <= {n} or more candidates")
+    return k
+
+
 def order_desc(*keys: np.ndarray) -> np.ndarray:
     """Indices sorted by ``keys[0]`` descending, then ``keys[1]`` descending, ..., then index ascending.
 

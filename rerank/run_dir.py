@@ -13,6 +13,8 @@
 - `wav_problem`: why a candidate wav found on disk cannot be reused (missing, empty, unreadable,
   another length or rate than its record says); the caller regenerates it.
 - `disk_errors`: turns ``OSError`` into a one-line `RunDirError` naming the path and the problem.
+- `check_out_dir` / `make_dir`: an output directory that is a file (or lies under one) is refused
+  in one line before any work; `make_dir` creates it, any ``OSError`` one line too.
 - `remove_stale_temps`: temporary files left by a killed job (only called under the lock).
 """
 
@@ -68,6 +70,31 @@ def disk_errors(path: Path | str | None = None) -> Iterator[None]:
         yield
     except OSError as exc:
         raise RunDirError(_describe(exc, path)) from exc
+
+
+def check_out_dir(path: Path | str, option: str = "--out") -> Path:
+    """``path`` as an output directory: refused (one line, naming it) when it or a parent is a file.
+
+    Nothing is created, so a config can check its ``--out`` before any work.
+    """
+    path = Path(path)
+    with disk_errors(path):   # a folder on the way that cannot be looked into
+        for where in (path, *path.parents):
+            if where.exists():
+                if not where.is_dir():
+                    inside = "" if where == path else f" (under '{where}', which is a file)"
+                    raise RunDirError(f"{option} '{path}' is not a directory{inside}: give a new directory or "
+                                      "one cmirm wrote")
+                break
+    return path
+
+
+def make_dir(path: Path | str, option: str = "--out") -> Path:
+    """Create the output directory ``path`` (`check_out_dir` first); an ``OSError`` is one line naming it."""
+    path = check_out_dir(path, option)
+    with disk_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _temp_path(path: Path) -> Path:
@@ -188,8 +215,7 @@ class RunDirLock:
         self._fh: io.TextIOWrapper | None = None
 
     def acquire(self) -> "RunDirLock":
-        with disk_errors(self.root):
-            self.root.mkdir(parents=True, exist_ok=True)
+        make_dir(self.root)
         try:
             fh = self.path.open("a+", encoding="utf-8")
         except OSError as exc:

@@ -50,7 +50,7 @@ def no_scoring(monkeypatch):
 
 
 def _top(paths: RunPaths) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in paths.top.iterdir()}
+    return {p.name: p.read_bytes() for p in paths.top.glob("*.wav")}
 
 
 def test_rerank_with_another_policy_rewrites_ranking_and_top_without_scoring(tmp_path: Path, no_scoring):
@@ -61,16 +61,17 @@ def test_rerank_with_another_policy_rewrites_ranking_and_top_without_scoring(tmp
     assert first.exit_code == 0, first.output + repr(first.exception)
     ranking = {r["seed"]: r for r in read_records(paths.ranking)}
     assert {s for s, r in ranking.items() if r["selected"]} == {2, 0}
-    assert ranking[2]["rank"] == 1 and ranking[2]["top_path"] == "top/calm_rank1.wav"
+    assert ranking[2]["rank"] == 1 and ranking[2]["top_path"] == "top/calm_rank1_s2_calm-piano.wav"
     assert ranking[4]["rank"] is None and ranking[4]["errors"] == ["generation exception: boom"]
     wav = {seed: paths.candidate_wav(Candidate.make_id("calm", "synth", seed)).read_bytes() for seed in SCORES}
-    assert _top(paths) == {"calm_rank1.wav": wav[2], "calm_rank2.wav": wav[0]}
+    assert _top(paths) == {"calm_rank1_s2_calm-piano.wav": wav[2], "calm_rank2_s0_calm-piano.wav": wav[0]}
     assert "top-2 by axis:alignment (scorer rm)" in first.output
 
     second = runner.invoke(app, ["rerank", str(paths.manifest), "-k", "3", "--policy", "axis:musicality",
                                  "--min", "alignment=0.15"])
     assert second.exit_code == 0, second.output + repr(second.exception)
-    assert _top(paths) == {"calm_rank1.wav": wav[3], "calm_rank2.wav": wav[2], "calm_rank3.wav": wav[0]}
+    assert _top(paths) == {"calm_rank1_s3_calm-piano.wav": wav[3], "calm_rank2_s2_calm-piano.wav": wav[2],
+                           "calm_rank3_s0_calm-piano.wav": wav[0]}
     records = read_records(paths.ranking)
     assert {r["policy"] for r in records} == {"axis:musicality;min:alignment=0.15"}
     assert next(r for r in records if r["seed"] == 1)["eligible"] is False
@@ -82,7 +83,7 @@ def test_rerank_into_another_directory(tmp_path: Path, no_scoring):
     out = RunPaths(tmp_path / "elsewhere")
     result = CliRunner().invoke(app, ["rerank", str(paths.root), "-k", "1", "--out", str(out.root)])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert not paths.ranking.exists() and [p.name for p in out.top.iterdir()] == ["calm_rank1.wav"]
+    assert not paths.ranking.exists() and sorted(p.name for p in out.top.iterdir()) == ["README.txt", "calm_rank1_s1_calm-piano.wav"]
     best = next(r for r in read_records(out.ranking) if r["selected"])
     assert best["seed"] == 1 and (out.root / best["audio_path"]).resolve() == paths.candidate_wav(best["id"]).resolve()
 

@@ -161,7 +161,8 @@ def test_scaling_option_errors(tiny_run: Path, tmp_path: Path, env):
         (["--prompts", str(prompts), "--from", str(tiny_run)], "drop --prompts"),
         (["--from", str(tmp_path)], "not a `cmirm generate` output directory"),
         (["--from", str(tiny_run), "--eval-axis", "loudness"], "--eval-axis"),
-        (["--from", str(tiny_run), "--ks", "8"], "k=8 exceeds the largest N=4"),
+        (["--from", str(tiny_run), "--ks", "8"],
+         "--ks 8 exceeds the 4 candidate(s) per instruction (the fewest scored for an instruction in "),
     ]
     for args, expected in cases:
         result = runner.invoke(app, ["scaling", *args, *out])
@@ -216,7 +217,7 @@ def test_option_errors_name_the_option(tiny_run: Path, tmp_path: Path, env):
         (["--from", str(tiny_run), "--ks", "1,x"], "--ks expects comma-separated integers"),
         (["--from", str(tiny_run), "--ks", "0"], "--ks values must be >= 1, got 0"),
         (["--from", str(tiny_run), "--n-max", "0"], "--n-max must be an integer >= 1, got 0"),
-        (["--from", str(tiny_run), "--n-max", "2", "--ks", "3"], "--ks: k=3 exceeds the 2 candidates"),
+        (["--from", str(tiny_run), "--n-max", "2", "--ks", "3"], "--ks 3 exceeds the 2 candidate(s) per instruction (--n-max)"),
         (["--from", str(tiny_run), "--ci", "95"], "ci must be a level strictly between 0 and 1"),
         (["--from", str(tiny_run), "--n-boot", "0"], "n_boot must be >= 1"),
         (["--from", str(tiny_run), "--num-actors", "0"], "--num-actors must be an integer >= 1, got 0"),
@@ -239,8 +240,8 @@ def test_scaling_config_is_validated_up_front(tiny_run: Path, tmp_path: Path):
         (dict(source=tiny_run, n_boot=0), "n_boot must be >= 1"),
         (dict(source=tiny_run, ks=(0,)), "k must be >= 1"),
         (dict(source=tiny_run, seed=-1), "seed must be a non-negative integer"),
-        (dict(source=tiny_run, ks=(1, 5), n_max=4), "--ks: k=5 exceeds the 4 candidates"),
-        (dict(generate=pool, ks=(5,)), "--ks: k=5 exceeds the 4 candidates"),
+        (dict(source=tiny_run, ks=(1, 5), n_max=4), "--ks 5 exceeds the 4 candidate(s) per instruction (--n-max)"),
+        (dict(generate=pool, ks=(5,)), "--ks 5 exceeds the 4 candidate(s) per instruction (--n-max)"),
         (dict(generate=pool, eval_reward=ScorerSpec("hub", "rm")), "--eval-reward is the selection model (rm)"),
         (dict(generate=pool, scorer="rm"), "drop --scorer"),
         (dict(source=tmp_path), "--from"),
