@@ -1,8 +1,10 @@
 """Reward-server throughput and latency: batched vs unbatched serving, C concurrent clients, loopback.
 
-Workload: the tiny random CMI-RM (built offline) served by `cmirm serve` on Ray Serve (one
-replica). C client threads each send R requests of one clip of S seconds (float32 PCM, a prompt of
-their own, as RL trainers score rollouts), back to back on a keep-alive connection, each body
+Workload: a scorer served by `cmirm serve` on Ray Serve (one replica): the tiny random CMI-RM (built
+offline; ``--reward tiny``, the default) or ``--reward rerank.synthetic:BatchedSleepScorer``, a stand-in
+with a GPU's cost shape (50 ms per call plus 1 ms per clip, sleeping, so no CPU). C client threads
+each send R requests of one clip of S seconds (float32 PCM, a prompt of their own, as RL trainers
+score rollouts), back to back on a keep-alive connection, each body
 encoded once beforehand so that the measurement is the server's.
 Two servers run in turn:
 
@@ -12,9 +14,12 @@ Two servers run in turn:
 Each server is started and warmed up (one round of every client) before timing; the table shows
 requests/s, the median and 99th-percentile latency, the mean batch the server formed and the share
 of the wall time its model was busy (from its ``GET /info`` stats: a low share means the HTTP path,
-not the model, limits throughput). Target: (b) >= 3x (a) in requests/s at 16 concurrent clients.
+not the model, limits throughput). Before the servers, the scorer alone (in this process, the
+replica's threads) scores one clip per call and then B clips per call: their per-clip time ratio is
+the most batching can buy for this model on this device (the "model alone" line).
+Target: (b) >= 3x (a) in requests/s at 16 concurrent clients.
 
-Usage: python benchmarks/reward_server.py [--clients 16] [--requests 20] [--seconds 1.0] [--max-batch-size 16]
+Usage: python benchmarks/reward_server.py [--reward tiny] [--clients 16] [--requests 20] [--seconds 1.0] [--max-batch-size 16]
        [--batch-wait-ms 10] [--device cpu] [--cpus-per-replica 1] [--port 8765]
 """
 
@@ -71,6 +76,34 @@ def _run_clients(url: str, clients: int, requests: int, seconds: float) -> tuple
     return time.perf_counter() - began, [t for per_client in latencies for t in per_client]
 
 
+def _model_ceiling(config, batch: int, seconds: float, repeats: int = 5) -> tuple[float, float]:
+    """Median seconds per clip of the scorer alone, scoring one clip per call and ``batch`` clips per call.
+
+    The two are interleaved over ``repeats`` rounds, so load from other jobs hits both alike.
+    """
+    import torch
+
+    from cmirm_plugin import Instruction
+    from cmirm_plugin.scoring.loader import load_scorer
+    from cmirm_plugin.testing import noise
+
+    torch.set_num_threads(config.threads)
+    scorer = load_scorer(config.reward, config.settings, config.device)
+    clips = [noise(seconds, 24000, seed=i) for i in range(batch)]
+    prompts = [Instruction(text=f"prompt {i}: upbeat pop with bright piano") for i in range(batch)]
+    scorer.score_batch(clips[:2], prompts[:2])                                            # warm-up
+    alone, together = [], []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        for clip, prompt in zip(clips, prompts):
+            scorer.score_batch([clip], [prompt])
+        alone.append((time.perf_counter() - began) / batch)
+        began = time.perf_counter()
+        scorer.score_batch(clips, prompts)
+        together.append((time.perf_counter() - began) / batch)
+    return statistics.median(alone), statistics.median(together)
+
+
 def _mean_batch(before: dict, after: dict) -> float:
     counts = {int(size): count - before.get(size, 0) for size, count in after.items()}
     batches = sum(counts.values())
@@ -79,6 +112,7 @@ def _mean_batch(before: dict, after: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reward", default="tiny", help="scorer spec (tiny, or rerank.synthetic:BatchedSleepScorer)")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=20, help="requests per client (timed)")
     parser.add_argument("--seconds", type=float, default=1.0, help="clip length")
@@ -98,11 +132,15 @@ def main() -> None:
     from rerank.serve.config import ServeConfig
     from rerank.serve.server import start_server
 
+    def config_of(batch: int) -> ServeConfig:
+        return ServeConfig(args.reward, device=args.device, port=args.port, max_batch_size=batch,
+                           batch_wait_ms=args.batch_wait_ms, cpus_per_replica=args.cpus_per_replica,
+                           gpus_per_replica=args.gpus_per_replica)
+
+    alone, together = _model_ceiling(config_of(args.max_batch_size), args.max_batch_size, args.seconds)
     rows = []
     for name, batch in (("(a) unbatched", 1), ("(b) batched", args.max_batch_size)):
-        config = ServeConfig("tiny", device=args.device, port=args.port, max_batch_size=batch,
-                             batch_wait_ms=args.batch_wait_ms, cpus_per_replica=args.cpus_per_replica,
-                             gpus_per_replica=args.gpus_per_replica)
+        config = config_of(batch)
         began = time.perf_counter()
         server = start_server(config, quiet=True)
         startup = time.perf_counter() - began
@@ -119,7 +157,7 @@ def main() -> None:
                      _mean_batch(stats["batches"], after["batches"]), (after["scoring_s"] - stats["scoring_s"]) / wall,
                      startup))
 
-    table = Table(title=f"reward server, tiny CMI-RM on {args.device}, {args.clients} clients x {args.requests} "
+    table = Table(title=f"reward server, {args.reward} on {args.device}, {args.clients} clients x {args.requests} "
                         f"requests of one {args.seconds:g} s clip (batch wait {args.batch_wait_ms:g} ms)")
     for column in ("mode", "max batch", "requests/s", "p50 ms", "p99 ms", "mean batch", "model busy", "start-up s"):
         table.add_column(column, justify="left" if column == "mode" else "right")
@@ -128,6 +166,8 @@ def main() -> None:
                       f"{busy:.0%}", f"{startup:.1f}")
     console = Console()
     console.print(table)
+    console.print(f"model alone: {alone * 1000:.1f} ms per clip one at a time, {together * 1000:.1f} ms in batches of "
+                  f"{args.max_batch_size}: batching can buy at most {alone / together:.2f}x here")
     console.print(f"(b)/(a) throughput: {rows[1][2] / rows[0][2]:.2f}x (target >= 3x at 16 clients)")
 
 

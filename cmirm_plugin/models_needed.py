@@ -404,14 +404,17 @@ def diffusers_needs(source: str, role: str, files: ModelFiles) -> RepoNeed:
 
 # -- a job's needs, checked and fetched --------------------------------------------------------
 
-def model_needs(files: ModelFiles, generators: Sequence[str] = (), scorers: Sequence[tuple[object, str]] = ()
-                ) -> list[RepoNeed]:
-    """Every repo the job reads, once each: ``generators`` by name, ``scorers`` as (spec, option) pairs."""
+def model_needs(files: ModelFiles, generators: Sequence[str] = (), scorers: Sequence[tuple[object, str]] = (),
+                towers: Sequence[str] = ()) -> list[RepoNeed]:
+    """Every repo the job reads, once each: ``generators`` by name, ``scorers`` as (spec, option) pairs,
+    ``towers`` as MuQ-MuLan checkpoints (a fresh CMI-RM's ``model_name``)."""
     needs: list[RepoNeed] = []
     for name in generators:
         needs += generator_needs(name, files)
     for spec, option in scorers:
         needs += scorer_needs(spec, files, option)
+    for model_name in towers:
+        needs += tower_needs(model_name, files)
     return _unique(needs)
 
 
@@ -441,24 +444,25 @@ class ModelsUnavailableError(CheckpointError):
     """Models a job needs are neither here nor fetchable; the message lists them and how to get them."""
 
 
-def check_available(generators: Sequence[str | None] = (), scorers: Sequence[tuple[object, str]] = ()
-                    ) -> list[RepoStatus]:
+def check_available(generators: Sequence[str | None] = (), scorers: Sequence[tuple[object, str]] = (),
+                    towers: Sequence[str] = ()) -> list[RepoStatus]:
     """Resolve every model a job will use before it does any work; raise `ModelsUnavailableError` once,
     listing everything missing, if any is neither local nor on a reachable hub.
 
     ``generators``: generator names (None entries are skipped); ``scorers``: (spec, option) pairs,
-    e.g. ``[(config.reward, "--reward")]``. Tiny models and plug-ins need nothing. Files on the hub
+    e.g. ``[(config.reward, "--reward")]``; ``towers``: MuQ-MuLan checkpoints of a fresh model (training).
+    Tiny models and plug-ins need nothing. Files on the hub
     are not downloaded here: the loaders fetch them (with progress) when they run.
     """
     files = ModelFiles()
     gens = [g for g in generators if g]
-    needs = model_needs(files, gens, [s for s in scorers if s[0] is not None])
+    needs = model_needs(files, gens, [s for s in scorers if s[0] is not None], towers)
     if any(not need.is_folder for need in needs):
         files.online  # probe once now: an unreachable hub sends every later lookup (the loaders') to the cache
     statuses = [files.status(need) for need in needs]
     unavailable = [s for s in statuses if s.missing or s.reason]
     if unavailable:
-        names = [*gens, *(str(spec) for spec, _ in scorers if spec is not None)]
+        names = [*gens, *(str(spec) for spec, _ in scorers if spec is not None), *towers]
         raise ModelsUnavailableError(missing_message(unavailable, files, names))
     if files.offline_reason and needs:
         log.warning("cmirm: %s; every model is in the local cache, so the job runs offline (HF_HUB_OFFLINE=1)",

@@ -136,7 +136,8 @@ class AudiocraftGenerator(Generator):
 
     def text_token_limit(self) -> tuple[Any, int] | None:
         """A T5 text conditioner reads at most its tokenizer's ``model_max_length`` tokens (none for lookup tables)."""
-        conditioner = self.model.lm.condition_provider.conditioners.get("description")
+        conditioners = self.model.lm.condition_provider.conditioners     # a ModuleDict: no .get
+        conditioner = conditioners["description"] if "description" in conditioners else None
         tokenizer = getattr(conditioner, "t5_tokenizer", None)
         return bounded_tokenizer(tokenizer) if tokenizer is not None else None
 

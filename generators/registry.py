@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import is_repo_id
 from cmirm_plugin.importing import import_object
-from cmirm_plugin.models_needed import ModelFiles, ModelProvider, RepoNeed, diffusers_needs, transformers_needs
+from cmirm_plugin.models_needed import FileNeed, ModelFiles, ModelProvider, RepoNeed, diffusers_needs, transformers_needs
 from cmirm_plugin.records import Instruction
 from generators.base import DeclaredInputs, Generator
 from generators.tiny import TINY_KINDS, tiny_generator
@@ -220,8 +220,8 @@ def generator_needs(name: str, files: ModelFiles) -> list[RepoNeed]:
     role = f"generator {name}"
     if backend == "stable-audio":
         return [diffusers_needs(source, role, files)]
-    if backend == "audiocraft":
-        return []   # audiocraft resolves its own files (and its T5 conditioner) when it loads
+    if backend == "audiocraft":   # the two checkpoints; the T5 conditioner they name is resolved when it loads
+        return [RepoNeed(source, role, tuple(FileNeed((f,)) for f in AUDIOCRAFT_FILES))]
     return [transformers_needs(source, role, files)]
 
 

@@ -335,9 +335,9 @@ class _Run:
             if not generating and not scoring:
                 return
             pools = [p for p in ((self.scorers if score else None), self.generators) if p is not None and p.started]
-            results = next_results(pools, timeout=TICK_S)
-            if not results and not any(pool.busy() for pool in pools):
+            if not any(pool.busy() for pool in pools):   # nothing queued, running or starting: no result can come
                 raise RuntimeError("the pipeline stalled: work is left but nothing is running (a bug)")
+            results = next_results(pools, timeout=TICK_S)   # empty when only actors started (more can be submitted)
             for pool, key, value in results:
                 if pool is self.generators:
                     self._on_generated(key, value)

@@ -6,7 +6,9 @@ exactly comparable (their output depends only on the seed, the instruction and t
 the tests, so Ray workers on every node can import them:
 
 - ``--generator py:rerank.synthetic:sleepy_tone`` (parameter ``seconds``: time per candidate);
-- ``--reward rerank.synthetic:SleepScorer`` (``init_kwargs={"seconds": ...}``: time per clip).
+- ``--reward rerank.synthetic:SleepScorer`` (``init_kwargs={"seconds": ...}``: time per clip);
+- ``--reward rerank.synthetic:BatchedSleepScorer``: a GPU's cost shape, where a batched call costs
+  about what one clip does (`benchmarks/reward_server.py`).
 """
 
 from __future__ import annotations
@@ -60,3 +62,18 @@ class SleepScorer:
             peak = float(spectrum.argmax()) * self.sr / len(wave)
             rows.append([-abs(math.log2(max(peak, 1.0) / target)), float(wave.pow(2).mean().sqrt())])
         return np.array(rows, dtype=np.float64)
+
+
+class BatchedSleepScorer(SleepScorer):
+    """`SleepScorer` with a GPU's cost shape: each call sleeps ``call_seconds`` once plus ``seconds`` per
+    clip, so a batch of 16 costs little more than one clip. It shows what dynamic batching buys where
+    the model, not the CPU, is the limit (a reward server on a GPU)."""
+
+    def __init__(self, seconds: float = 0.001, call_seconds: float = 0.05) -> None:
+        super().__init__(seconds)
+        self.call_seconds = float(call_seconds)
+
+    def score_batch(self, audios: Sequence[Any], instructions: Instruction | Sequence[Instruction],
+                    sample_rate: int | None = None) -> np.ndarray:
+        time.sleep(self.call_seconds)
+        return super().score_batch(audios, instructions, sample_rate)

@@ -339,6 +339,7 @@ def test_doctor_lists_the_models_in_the_cache_without_network(cache, monkeypatch
     ("scaling --prompts {prompts} --n-max 2 --tiny --eval-reward HaiwenXia/CMI-RM --out {out}", "--eval-reward"),
     ("bench --out {out} --dataset-jsonl {rows} --model HaiwenXia/CMI-RM", "--model"),
     ("pseudo-label --pairs {rows} --out {out}/p.jsonl --judge reward --judge-model HaiwenXia/CMI-RM", "--judge-model"),
+    ("train --pairs {rows} --out {out} --init HaiwenXia/CMI-RM", "--init"),
 ])
 def test_every_command_that_loads_a_model_checks_it_before_any_work(cache, tmp_path, monkeypatch, capsys, command,
                                                                     option):
@@ -358,3 +359,29 @@ def test_every_command_that_loads_a_model_checks_it_before_any_work(cache, tmp_p
         "searched):",
         f"  - HaiwenXia/CMI-RM (CMI-RM reward model, {option}): missing config.yaml, model.safetensors"]
     assert not out.exists() and not (tmp_path / "rows.scores.jsonl").exists()   # nothing generated or written
+
+
+@pytest.mark.parametrize("extra, towers", [((), "OpenMuQ/MuQ-MuLan-large"), (("--towers", "me/my-mulan"), "me/my-mulan")])
+def test_training_a_fresh_model_checks_its_towers_before_any_work(cache, tmp_path, monkeypatch, capsys, extra, towers):
+    import train.trainer
+
+    monkeypatch.setattr(train.trainer, "train_reward_model", lambda *a, **k: pytest.fail("training started"))
+    (tmp_path / "pairs.jsonl").write_text("{}\n")
+    code, _, err = run_main(monkeypatch, capsys, "train", "--pairs", str(tmp_path / "pairs.jsonl"),
+                            "--out", str(tmp_path / "out"), *extra)
+    assert code == 2, err
+    assert err.splitlines()[1] == f"  - {towers} (MuQ-MuLan towers): missing config.json, model.safetensors or " \
+                                  "pytorch_model.bin"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_audiocraft_generator_is_checked_for_its_two_checkpoints(cache):
+    put(cache, "facebook/magnet-small-10secs", {"state_dict.bin": b"x"})
+    with pytest.raises(mn.ModelsUnavailableError) as err:
+        mn.check_available(["audiocraft:facebook/magnet-small-10secs"])
+    assert str(err.value).splitlines()[1:3] == [
+        "  - facebook/magnet-small-10secs (generator audiocraft:facebook/magnet-small-10secs): missing "
+        "compression_state_dict.bin",
+        "      hf download facebook/magnet-small-10secs compression_state_dict.bin"]
+    put(cache, "facebook/magnet-small-10secs", {"compression_state_dict.bin": b"y"})
+    assert [s.complete for s in mn.check_available(["audiocraft:facebook/magnet-small-10secs"])] == [True]

@@ -277,3 +277,33 @@ def test_a_batch_that_raises_in_its_worker_gives_an_error_per_candidate():
     assert {r.error for r in results} == {"worker error: RuntimeError: index out of range in the reward head"}
     with pytest.raises(CmirmError, match="pool is not started"):
         ScorerPool(PoolConfig(spec=SLEEP_SCORER)).score([])
+
+
+def test_a_tick_in_which_only_an_actor_starts_does_not_stall_the_pipeline(tmp_path: Path, ray_cluster, monkeypatch):
+    """The scorer actor can answer `ready` after generation is over, in a wait that returns no result and
+    leaves nothing in flight (nothing could be submitted to it before: capacity counts started actors):
+    the run goes on and scores everything."""
+    import rerank.stream as stream
+
+    real, ticks = stream.next_results, Counter()
+
+    def scorer_starts_after_generation(pools, timeout=None):
+        generators = [p for p in pools if p.name == "generator" and p.busy()]
+        if generators:
+            return real(generators, timeout=timeout)        # the scorer's `ready` stays unread meanwhile
+        if not ticks["alone"]:
+            ticks["alone"] += 1
+            for pool in pools:
+                pool.wait_ready(every=True)                 # the scorer starts; no batch was handed to it yet
+            assert [p.name for p in pools] == ["scorer"] and not pools[0].busy()
+            return []
+        return real(pools, timeout=timeout)
+
+    monkeypatch.setattr(stream, "next_results", scorer_starts_after_generation)
+    config = GenerateConfig(out=tmp_path / "run", instructions=[Instruction(text="x", id="x")], generator=SLEEPY,
+                            reward=SLEEP_SCORER, n=2, k=1, duration=0.2, policy="zsum",
+                            pool=PoolOptions(backend="ray", schedule="stream", num_actors=1, gen_actors=1,
+                                             gen_cpus_per_actor=1, threads_per_actor=1, device="cpu"))
+    run_generate(config, console=_quiet())
+    candidates, scores = _once_each(tmp_path / "run")
+    assert ticks["alone"] == 1 and sorted(candidates.values()) == [1, 1] and sorted(scores.values()) == [1, 1]

@@ -266,3 +266,15 @@ def _wait(condition, seconds: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {seconds} s")
         time.sleep(0.2)
+
+
+def test_the_gpu_shaped_stand_in_scores_like_the_sleeping_scorer_and_loads_by_spec():
+    """`benchmarks/reward_server.py` serves it by spec; it must score exactly like `SleepScorer`, whose cost it only reshapes."""
+    from cmirm_plugin.scoring import ScorerSpec
+    from rerank.synthetic import BatchedSleepScorer, SleepScorer
+
+    stand_in = load_scorer(ScorerSpec.parse("rerank.synthetic:BatchedSleepScorer"), ScoringSettings(), "cpu")
+    assert isinstance(stand_in, BatchedSleepScorer) and (stand_in.call_seconds, stand_in.seconds) == (0.05, 0.001)
+    clips = [sine(220 * (i + 1), 0.2, 24000) for i in range(3)]
+    prompts = [Instruction(text=f"p{i}") for i in range(3)]
+    assert np.array_equal(stand_in.score_batch(clips, prompts, 24000), SleepScorer().score_batch(clips, prompts, 24000))

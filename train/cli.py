@@ -69,11 +69,27 @@ def _print_result(console: Console, result: "TrainResult") -> None:
                       f"{result.state.best_metric:.4f})")
 
 
+def check_models(config: TrainConfig) -> None:
+    """Resolve the models training reads before any data or feature work: the ``--init`` checkpoint and
+    its towers, or a fresh model's towers (``--towers``, ``--model-config``'s or the released default);
+    nothing for ``--tiny``."""
+    from cmirm_plugin.models_needed import check_available
+
+    if config.init:
+        check_available(scorers=[(config.init, "--init")])
+    elif not config.tiny:
+        from train.model_setup import fresh_model_config
+
+        check_available(towers=[fresh_model_config(config).model_name])
+
+
 def train(**options: Any) -> None:
     from train.trainer import train_reward_model
 
     console = Console()
-    result = train_reward_model(TrainConfig(**options), console=console)
+    config = TrainConfig(**options)
+    check_models(config)
+    result = train_reward_model(config, console=console)
     _print_result(console, result)
 
 
