@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from rich.console import Console
 
 from cmirm_plugin.audio import Audio
-from cmirm_plugin.errors import CmirmError, ConfigError
+from cmirm_plugin.errors import CmirmError, ConfigError, check_output_path
 from cmirm_plugin.manifest import ManifestWriter
 from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.settings import ScoringSettings
@@ -53,7 +53,7 @@ from rerank.pool_options import PoolOptions, check_count
 from rerank.progress import job_progress
 from rerank.rerank_run import Ranking, RankingWriter
 from rerank.run_config import ResultSettings, RunConfig, save_run_config
-from rerank.run_dir import RunDirLock, check_out_dir, disk_errors, remove_stale_temps, save_wav, wav_problem
+from rerank.run_dir import RunDirLock, remove_stale_temps, save_wav, wav_problem
 from rerank.run_records import (
     CandidateView,
     RunPaths,
@@ -104,7 +104,7 @@ class CandidatesConfig:
     retry_errors: bool = False
 
     def __post_init__(self) -> None:
-        self.out = check_out_dir(self.out)
+        self.out = check_output_path(self.out, "--out", directory=True)
         check_count("n", self.n)
         check_count("gen_batch_size", self.gen_batch_size)
         seeds = job_seeds(self.n, self.seed_base, self.seeds)   # validated up front
@@ -191,7 +191,7 @@ class RunLog:
 
     So a job reads its log once and its views stay current. ``fields`` are added to every record;
     ``on_record`` sees each record once it is written and folded. A write that fails is a one-line
-    `rerank.run_dir.RunDirError`.
+    `cmirm_plugin.errors.OutputError` (`ManifestWriter`).
     """
 
     def __init__(self, path: Path, views: dict[str, CandidateView], on_record: RecordCallback | None = None,
@@ -204,8 +204,7 @@ class RunLog:
 
     def append(self, record: dict[str, Any]) -> None:
         record = {**record, **self._fields}
-        with disk_errors(self._path):
-            self._writer.append(record)
+        self._writer.append(record)
         fold_records([record], str(self._path), self.views)
         if self._on_record is not None:
             self._on_record(record)

@@ -42,11 +42,10 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import ConfigError, check_output_path
 from cmirm_plugin.manifest import ManifestWriter
 from rerank.policies import Policy, rank_per_instruction
-from rerank.run_dir import (check_out_dir, copy_if_changed, disk_errors, make_dir, write_if_changed,
-                            write_text_atomic)
+from rerank.run_dir import copy_if_changed, disk_errors, make_dir, write_if_changed, write_text_atomic
 from rerank.run_records import RANKING, RANKING_CSV, CandidateView, RunPaths, instruction_record, score_axes
 
 #: A policy, or how to choose one once the scorer's axes are known (the default policy depends on them).
@@ -190,7 +189,8 @@ class RankingWriter:
     def __init__(self, run_dir: str | Path, scorer: str, policy: PolicyChoice, k: int,
                  out: str | Path | None = None) -> None:
         self.run = RunPaths(Path(run_dir))
-        self.target = RunPaths(check_out_dir(out) if out is not None else self.run.root)
+        target = check_output_path(out, "--out", directory=True) if out is not None else self.run.root
+        self.target = RunPaths(target)
         self.scorer, self.k = scorer, k
         self._choice = policy
         self.policy: Policy | None = policy if isinstance(policy, Policy) else None

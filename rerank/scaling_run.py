@@ -29,7 +29,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import ConfigError, check_output_path
 from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
@@ -40,7 +40,7 @@ from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy, 
 from rerank.pool_options import PoolOptions
 from rerank.report import format_score
 from rerank.run_config import load_run_config, selection_scorer
-from rerank.run_dir import check_out_dir, disk_errors, make_dir
+from rerank.run_dir import disk_errors, make_dir
 from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes
 from rerank.stream import JobCounts
 from rerank.scaling import (
@@ -147,7 +147,7 @@ class ScalingConfig:
     pool: PoolOptions = field(default_factory=PoolOptions)
 
     def __post_init__(self) -> None:
-        self.out = check_out_dir(self.out)
+        self.out = check_output_path(self.out, "--out", directory=True)
         if (self.generate is None) == (self.source is None):
             raise ConfigError("give either a pool to generate (--prompts) or an existing run (--from DIR), not both")
         if self.source is not None:
