@@ -9,18 +9,13 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from cmirm_plugin.records import format_score
 from rerank.rerank_run import Ranking
 
 #: How many instructions the summary lists (a long run's others are counted, and all are in ranking.csv).
 SHOWN_INSTRUCTIONS = 10
 #: How many kept candidates the summary lists per instruction.
 SHOWN_PER_INSTRUCTION = 3
-
-
-def format_score(value: float, digits: int = 4) -> str:
-    """``value`` with ``digits`` decimals, never ``-0.0000`` (a tiny negative rounds to a plain zero)."""
-    text = f"{value:.{digits}f}"
-    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def _short(text: str | None, width: int = 30) -> str:

@@ -31,6 +31,7 @@ from rich.table import Table
 
 from cmirm_plugin.errors import ConfigError, check_output_path
 from cmirm_plugin.manifest import iter_records
+from cmirm_plugin.records import format_score
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
@@ -38,7 +39,6 @@ from rerank.generate import CandidatesConfig, RunLog, prepare_candidates, score_
 from rerank.plots import plot_curves
 from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy, positive_int
 from rerank.pool_options import PoolOptions
-from rerank.report import format_score
 from rerank.run_config import load_run_config, selection_scorer
 from rerank.run_dir import disk_errors, make_dir
 from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes

@@ -194,6 +194,22 @@ def test_scaling_generation_options_reach_run_json(tmp_path: Path, env):
     assert {r["policy"] for r in _rows(out / "curve.csv")} == {"zsum"}
 
 
+def test_scaling_from_a_run_uses_its_policy_and_warns_of_a_zero_width_band(tmp_path: Path, env):
+    run, out = tmp_path / "run", tmp_path / "curves"
+    _invoke(["generate", "calm piano", "-n", "2", "-k", "1", "--tiny", "--duration", "0.3", "--policy",
+             "axis:alignment", "--out", str(run)], env)
+    result = _invoke(["scaling", "--from", str(run), "--n-boot", "20", "--out", str(out)], env)   # no --policy
+    document = json.loads((out / "curve.json").read_text())
+    assert document["settings"]["policy"] == "axis:alignment"
+    assert {r["policy"] for r in _rows(out / "curve.csv")} == {"axis:alignment"}
+    warning = ("bootstrap bands need >= 2 instructions; zero-width band for all (1 instruction), text (1 instruction): "
+               "add instructions for a real interval")
+    assert document["settings"]["warnings"] == [warning]
+    assert [line for line in result.output.splitlines() if "warning" in line] == [f"warning: {warning}"]
+    assert all(r["ci_low"] == r["mean"] == r["ci_high"] for r in _rows(out / "curve.csv"))
+    assert "-0.0000" not in result.output
+
+
 def _refusal(args: list[str], env) -> str:
     result = CliRunner(env=env).invoke(app, ["scaling", *args])
     assert result.exit_code != 0, args
