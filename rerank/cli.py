@@ -42,7 +42,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "CandidatesConfig.duration": 10.0,
     "CandidatesConfig.seed_base": 0,
     "CandidatesConfig.gen_batch_size": 1,
-    "GenerateConfig.k": 2,
+    "GenerateConfig.k": None,
     "GenerateConfig.policy": None,
     "PoolOptions.backend": "auto",
     "PoolOptions.schedule": "auto",
@@ -61,6 +61,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "ScalingConfig.seed": 0,
     "ScalingConfig.ks": (1,),
     "DEFAULT_POLICY": "axis:musicality",
+    "DEFAULT_K": 2,
 }
 
 _GEN = "Generation"
@@ -87,6 +88,8 @@ Policy = Annotated[Optional[str], typer.Option(
     "--policy", rich_help_panel=_SEL, show_default=False,
     help="axis:musicality | weighted:alignment=0.5,musicality=0.5 | zsum | lex:alignment,tol=0.1 | pareto "
          f"\\[default: {CONFIG_DEFAULTS['DEFAULT_POLICY']}, or the one axis of a single-axis scorer].")]
+K_HELP = (f"Candidates kept per instruction, at most the candidates it has \\[default: {CONFIG_DEFAULTS['DEFAULT_K']}, "
+          "or all when fewer].")
 Minimums = Annotated[Optional[list[str]], typer.Option(
     "--min", rich_help_panel=_SEL, help="Threshold axis=value (repeatable): candidates below it are never selected.")]
 Duration = Annotated[float, typer.Option("--duration", rich_help_panel=_GEN, help="Seconds per candidate.")]
@@ -265,7 +268,7 @@ class GenOptions:
 
         return CandidatesConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring))
 
-    def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int,
+    def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int | None,
                seeds: Sequence[int] | None = None, retry_errors: bool = False) -> GenerateConfig:
         """The ``generate`` job these options describe."""
         from rerank.generate import GenerateConfig
@@ -287,7 +290,7 @@ def generate(
     ref_audio: RefAudio = None,
     prompts: Prompts = None,
     n: Annotated[int, typer.Option("-n", "--n", help="Candidates per instruction.")] = _default("CandidatesConfig.n"),
-    k: Annotated[int, typer.Option("-k", "--k", rich_help_panel=_SEL, help="Candidates kept per instruction.")]
+    k: Annotated[Optional[int], typer.Option("-k", "--k", rich_help_panel=_SEL, show_default=False, help=K_HELP)]
         = _default("GenerateConfig.k"),
     seeds: Seeds = None,
     retry_errors: RetryErrors = False,
@@ -333,7 +336,7 @@ def generate(
 
 def rerank(
     run: Annotated[Path, typer.Argument(help="A run directory, or its manifest.jsonl.")],
-    k: Annotated[int, typer.Option("-k", "--k", help="Candidates kept per instruction.")]
+    k: Annotated[Optional[int], typer.Option("-k", "--k", show_default=False, help=K_HELP)]
         = _default("GenerateConfig.k"),
     policy: Policy = _default("GenerateConfig.policy"),
     minimums: Minimums = None,
@@ -363,8 +366,8 @@ def rerank(
         known = sorted({s for v in views for s in v.scores})
         raise ConfigError(f"{run_dir / MANIFEST}: no candidate has scores from {scorer!r} (scorers with scores: "
                           f"{', '.join(known) or 'none'}); rerun `cmirm generate` into it to score them")
-    check_k_of_n(k, max(Counter(v.instruction.id for v in views).values()), "-k",
-                 f"the most any instruction has in {run_dir}")
+    k = check_k_of_n(k, max(Counter(v.instruction.id for v in views).values()), "-k",
+                     f"the most any instruction has in {run_dir}")
     ranking = rank_run(run_dir, views, scorer, parse_policy(policy or default_policy(axes), minimums or ()), k, out)
     print_ranking_summary(Console(), ranking)
 

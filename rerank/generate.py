@@ -143,18 +143,19 @@ class GenerateConfig(CandidatesConfig):
     """One ``cmirm generate`` job (the CLI options, typed): a `CandidatesConfig` plus the selection.
 
     Attributes (besides `CandidatesConfig`'s):
-        k: candidates kept per instruction.
+        k: candidates kept per instruction (default `rerank.policies.DEFAULT_K`, or all when fewer are asked for).
         policy / minimums: the selection policy and ``--min`` thresholds (`rerank.policies.parse_policy`).
     """
 
-    k: int = 2
+    k: int | None = None
     policy: str | None = None
     minimums: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_count("k", self.k)
-        check_k_of_n(self.k, len(self.candidate_seeds()), "-k", "--seeds" if self.seeds is not None else "-n")
+        if self.k is not None:
+            check_count("k", self.k)
+        self.k = check_k_of_n(self.k, len(self.candidate_seeds()), "-k", "--seeds" if self.seeds is not None else "-n")
         axes = self.reward.known_axes()
         if axes is not None:  # a bad policy, or one naming an axis the scorer lacks, fails before any work
             self.selection_policy(axes).check_axes(axes)

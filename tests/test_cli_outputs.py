@@ -142,6 +142,18 @@ def test_k_above_n_is_refused_up_front_by_every_command(tmp_path, cmirm):
     assert _files(tmp_path) == before
 
 
+def test_without_k_a_job_keeps_two_or_all_when_fewer(tmp_path):
+    from cmirm_plugin import Instruction
+    from cmirm_plugin.scoring.spec import ScorerSpec
+    from rerank.generate import GenerateConfig
+
+    def k(**options) -> int:
+        return GenerateConfig(out=tmp_path / "g", instructions=[Instruction(text="x")], generator="g",
+                              reward=ScorerSpec("hub", "rm"), **options).k
+
+    assert (k(n=1), k(n=3), k(seeds=[7]), k(n=3, k=3)) == (1, 2, 1, 3)
+
+
 def test_inputs_the_generator_cannot_honour_are_refused_before_it_loads(tmp_path, cmirm):
     ref = sine(330, 0.5, 16000).save(tmp_path / "ref.wav")
     prompts = _prompts(tmp_path, lyrics="la la la", id="sung")
