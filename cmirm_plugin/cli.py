@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from cmirm_plugin.cli_options import ScoringOptions, with_options
-from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.errors import CmirmError, check_output_path
 from cmirm_plugin.hub import DEFAULT_MODEL
 
 
@@ -153,7 +153,7 @@ def score(
         if audio or any(v is not None for v in (text, lyrics, ref_audio, sort)):
             raise CmirmError("--jsonl rows carry their own audio and instruction: drop the files, --text, --lyrics, "
                              "--ref-audio and --sort")
-        target = out or jsonl.with_name(f"{jsonl.stem}.scores.jsonl")
+        target = check_output_path(out or jsonl.with_name(f"{jsonl.stem}.scores.jsonl"), "--out", directory=False)
         check_available(scorers=[(spec, "--reward")])
         done, failed, reused = score_jsonl(load_scorer(spec, settings, device), spec, jsonl, target,
                                            settings.batch_size, retry_errors)
@@ -191,7 +191,8 @@ _register_plugins()
 
 
 def main() -> None:
-    """Console-script entry point; turns cmirm input errors into one readable line."""
+    """Console-script entry point; turns cmirm input errors, and a file the system refuses that no boundary
+    named, into one readable line (exit 2)."""
     from cmirm_plugin.log_filters import quiet_ray_token_auth_notice
 
     quiet_ray_token_auth_notice()
@@ -199,4 +200,9 @@ def main() -> None:
         app()
     except CmirmError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.filename is None:   # not about a file: a bug or a network failure, shown in full
+            raise
+        typer.secho(f"error: '{exc.filename}': {exc.strerror or exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)

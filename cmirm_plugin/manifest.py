@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from cmirm_plugin.errors import ManifestError
+from cmirm_plugin.errors import ManifestError, output_errors
 
 
 def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -156,15 +156,17 @@ class ManifestWriter:
         self._fh: Any = None
 
     def append(self, record: dict[str, Any]) -> None:
+        """Write ``record`` as one line; an ``OSError`` (disk full, read-only) is a one-line `OutputError`."""
         line = json.dumps(record, ensure_ascii=False, allow_nan=False, default=_json_default)
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _end_last_line(self.path)
-            self._fh = self.path.open("a", encoding="utf-8")
-        self._fh.write(line + "\n")
-        self._fh.flush()
-        if self.fsync:
-            os.fsync(self._fh.fileno())
+        with output_errors(self.path):
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                _end_last_line(self.path)
+                self._fh = self.path.open("a", encoding="utf-8")
+            self._fh.write(line + "\n")
+            self._fh.flush()
+            if self.fsync:
+                os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if self._fh is not None:

@@ -138,6 +138,13 @@ class Instruction:
         return cls(text=data.get("text"), lyrics=data.get("lyrics"), ref_audio=data.get("ref_audio"), id=data.get("id"))
 
 
+def format_score(value: float, digits: int = 4) -> str:
+    """A score as printed everywhere (tables, summaries, reports): ``digits`` decimals, and never ``-0.0000``
+    (a tiny negative that rounds to zero prints as a plain zero)."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 @dataclass(frozen=True)
 class Scores:
     """One clip's raw (unbounded) scores, one value per axis, named by the scorer that made them.

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from cmirm_plugin.errors import CmirmError, ConfigError
 from cmirm_plugin.manifest import ManifestWriter, iter_records, read_json_lines
-from cmirm_plugin.records import Instruction, file_problem
+from cmirm_plugin.records import Instruction, file_problem, format_score
 from cmirm_plugin.scoring.contract import Scorer, score_isolated
 from cmirm_plugin.scoring.spec import ScorerSpec
 
@@ -54,7 +54,7 @@ def score_files(scorer: Scorer, spec: ScorerSpec, audio: Sequence[Path], instruc
         if outcome.scores is None:
             table.add_row(str(path), *([f"[red]{outcome.error}[/red]"] + [""] * (len(scorer.axes) - 1)))
         else:
-            table.add_row(str(path), *(f"{value:.4f}" for value in outcome.scores.values))
+            table.add_row(str(path), *(format_score(value) for value in outcome.scores.values))
     console.print(table)
 
 

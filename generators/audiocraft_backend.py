@@ -117,10 +117,15 @@ class AudiocraftGenerator(Generator):
         self.is_magnet = type(model).__name__ == "MAGNeT"
         conditioners = model.lm.condition_provider.conditioners
         self.is_melody = "self_wav" in conditioners
-        self.inputs = frozenset({"text"} if self.is_magnet else {"text", "ref_audio"})
+        self.inputs = self.inputs_of(self.is_magnet)
         self.params_type = MagnetParams if self.is_magnet else LMParams
         self.capabilities = Capabilities(can_continue=not self.is_magnet)
         self.batch_size = 1
+
+    @staticmethod
+    def inputs_of(is_magnet: bool) -> frozenset[str]:
+        """What a MAGNeT (text only) or a MusicGen (text, and a reference clip) checkpoint honours."""
+        return frozenset({"text"} if is_magnet else {"text", "ref_audio"})
 
     @classmethod
     def from_pretrained(cls, id_or_path: str = "facebook/musicgen-small", *, device: str | torch.device = "cpu",

@@ -89,6 +89,40 @@ class UnsupportedInputError(CmirmError):
     """The instruction carries an input the generator cannot honour (or lacks one it needs)."""
 
 
+@dataclass(frozen=True)
+class DeclaredInputs:
+    """The instruction inputs a generator honours and those it cannot run without.
+
+    A backend declares them as class attributes (``inputs``, ``required_inputs``), so they are
+    known before any model loads (`generators.registry.declared_inputs`): a job refuses an
+    instruction its generator cannot honour before it loads anything or writes a file.
+    """
+
+    inputs: frozenset[str]
+    required: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, generator: "Generator | type[Generator]") -> "DeclaredInputs":
+        """What a generator (or a backend class) declares."""
+        return cls(frozenset(generator.inputs), frozenset(generator.required_inputs))
+
+    def problems(self, instruction: Instruction) -> list[str]:
+        """Why these inputs do not fit ``instruction`` (empty when they do)."""
+        present = set(instruction_inputs(instruction))
+        found = [f"cannot honour {kind}" for kind in INPUT_KINDS if kind in present and kind not in self.inputs]
+        return found + [f"needs {kind}" for kind in INPUT_KINDS if kind in self.required and kind not in present]
+
+    def require(self, generator: str, instruction: Instruction) -> None:
+        """Raise `UnsupportedInputError` naming the input and ``generator`` when ``instruction`` does not fit."""
+        problems = self.problems(instruction)
+        if problems:
+            honoured = ", ".join(k for k in INPUT_KINDS if k in self.inputs) or "nothing"
+            raise UnsupportedInputError(
+                f"generator '{generator}' {' and '.join(problems)} (instruction {instruction.id}); "
+                f"it honours: {honoured}. Choose a generator that does, or drop that input."
+            )
+
+
 class InstructionTooLongError(ConfigError):
     """The instruction's text or lyrics exceed what the generator reads (the limit is in the message)."""
 
@@ -280,10 +314,7 @@ class Generator(ABC):
     # ------------------------------------------------------------------ inputs
     def unsupported_inputs(self, instruction: Instruction) -> list[str]:
         """Problems that stop this generator honouring ``instruction`` (empty when it can)."""
-        present = set(instruction_inputs(instruction))
-        problems = [f"cannot honour {kind}" for kind in INPUT_KINDS if kind in present and kind not in self.inputs]
-        problems += [f"needs {kind}" for kind in INPUT_KINDS if kind in self.required_inputs and kind not in present]
-        return problems
+        return DeclaredInputs.of(self).problems(instruction)
 
     def supports(self, instruction: Instruction) -> bool:
         """Whether every input of ``instruction`` (text, lyrics, reference audio) is honoured."""
@@ -292,13 +323,7 @@ class Generator(ABC):
     def require_supported(self, instruction: Instruction) -> None:
         """Raise `UnsupportedInputError` naming the input and this generator, instead of ignoring it, and
         `InstructionTooLongError` (with the limit) for a text or lyrics longer than it reads."""
-        problems = self.unsupported_inputs(instruction)
-        if problems:
-            honoured = ", ".join(k for k in INPUT_KINDS if k in self.inputs) or "nothing"
-            raise UnsupportedInputError(
-                f"generator '{self.name}' {' and '.join(problems)} (instruction {instruction.id}); "
-                f"it honours: {honoured}. Choose a generator that does, or drop that input."
-            )
+        DeclaredInputs.of(self).require(self.name, instruction)
         too_long = self.length_problems(instruction)
         if too_long:
             raise InstructionTooLongError(f"generator '{self.name}' refuses instruction {instruction.id}: "

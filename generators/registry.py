@@ -22,7 +22,9 @@ A ``py:`` name that points at an already-built `Generator` takes no options.
 
 `generator_needs` says which hub repos and files a name reads (for `cmirm_plugin.models_needed`,
 which finds it through the ``cmirm.models`` entry point `MODELS`).
-`recorded_name(name)` is the name its candidates record, found without loading any model.
+`recorded_name(name)` is the name its candidates record, and `declared_inputs(name)` the
+instruction inputs it honours (`require_inputs` refuses an instruction it cannot), both found
+without loading any model.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.hub import is_repo_id
 from cmirm_plugin.importing import import_object
 from cmirm_plugin.models_needed import FileNeed, ModelFiles, ModelProvider, RepoNeed, diffusers_needs, transformers_needs
-from generators.base import Capabilities, Generator
+from cmirm_plugin.records import Instruction
+from generators.base import Capabilities, DeclaredInputs, Generator
 from generators.tiny import TINY_KINDS, tiny_generator
 
 #: Short names of released checkpoints: name -> (backend, hub id).
@@ -66,19 +69,24 @@ def known_generators() -> list[str]:
     return [*CHECKPOINTS, *(f"tiny-{kind}" for kind in TINY_KINDS), *PREFIXES]
 
 
-def _pretrained(backend: str) -> Callable[..., Generator]:
-    """The ``from_pretrained`` of a backend, imported only when used (diffusers is optional)."""
+def _backend_class(backend: str) -> type[Generator]:
+    """The `Generator` class of a backend, imported only when used (its model libraries load later still)."""
     if backend == "stable-audio":
         from generators.stable_audio import StableAudioGenerator
 
-        return StableAudioGenerator.from_pretrained
+        return StableAudioGenerator
     if backend == "audiocraft":
         from generators.audiocraft_backend import AudiocraftGenerator
 
-        return AudiocraftGenerator.from_pretrained
+        return AudiocraftGenerator
     from generators.musicgen import MusicGenGenerator, MusicGenMelodyGenerator
 
-    return (MusicGenMelodyGenerator if backend == "musicgen-melody" else MusicGenGenerator).from_pretrained
+    return MusicGenMelodyGenerator if backend == "musicgen-melody" else MusicGenGenerator
+
+
+def _pretrained(backend: str) -> Callable[..., Generator]:
+    """The ``from_pretrained`` of a backend."""
+    return _backend_class(backend).from_pretrained  # type: ignore[attr-defined]
 
 
 def _call(factory: Callable[..., Generator], generator: str, /, *args: Any, **options: Any) -> Generator:
@@ -189,6 +197,33 @@ def build_generator(name: str, device: str = "cpu", **options: Any) -> Generator
 
         return _call(CommandGenerator, name, rest, **options)
     return _python(rest, name, **options)
+
+
+def declared_inputs(name: str) -> DeclaredInputs:
+    """The instruction inputs generator ``name`` honours and requires, known without loading a model.
+
+    Model backends declare them as class attributes (`DeclaredInputs.of` the backend class; an
+    audiocraft checkpoint's by whether it is a MAGNeT, `checkpoint_is_magnet`); ``cmd:`` and ``py:``
+    generators load no model, so they are built and asked. An unknown name is a `ConfigError`.
+    """
+    checkpoint = checkpoint_of(name)
+    if checkpoint is None and not name.startswith("tiny-"):
+        return DeclaredInputs.of(build_generator(name))
+    backend, source = checkpoint if checkpoint is not None else (name[len("tiny-"):], "")
+    if backend == "audiocraft":
+        from generators.audiocraft_backend import AudiocraftGenerator, checkpoint_is_magnet
+
+        return DeclaredInputs(AudiocraftGenerator.inputs_of(checkpoint_is_magnet(source)))
+    return DeclaredInputs.of(_backend_class(backend))
+
+
+def require_inputs(generator: str | Generator, instructions: Sequence[Instruction]) -> None:
+    """Refuse (`UnsupportedInputError`) the first of ``instructions`` that ``generator`` (a name, or a
+    built one) cannot honour, before any model loads (see `declared_inputs`)."""
+    declared, name = (DeclaredInputs.of(generator), generator.name) if isinstance(generator, Generator) \
+        else (declared_inputs(generator), generator)
+    for instruction in instructions:
+        declared.require(name, instruction)
 
 
 def generator_needs(name: str, files: ModelFiles) -> list[RepoNeed]:

@@ -42,7 +42,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "CandidatesConfig.duration": 10.0,
     "CandidatesConfig.seed_base": 0,
     "CandidatesConfig.gen_batch_size": 1,
-    "GenerateConfig.k": 2,
+    "GenerateConfig.k": None,
     "GenerateConfig.policy": None,
     "PoolOptions.backend": "auto",
     "PoolOptions.schedule": "auto",
@@ -61,6 +61,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "ScalingConfig.seed": 0,
     "ScalingConfig.ks": (1,),
     "DEFAULT_POLICY": "axis:musicality",
+    "DEFAULT_K": 2,
 }
 
 _GEN = "Generation"
@@ -88,6 +89,8 @@ Policy = Annotated[Optional[str], typer.Option(
     "--policy", rich_help_panel=_SEL, show_default=False,
     help="axis:musicality | weighted:alignment=0.5,musicality=0.5 | zsum | lex:alignment,tol=0.1 | pareto "
          f"\\[default: {CONFIG_DEFAULTS['DEFAULT_POLICY']}, or the one axis of a single-axis scorer].")]
+K_HELP = (f"Candidates kept per instruction, at most the candidates it has \\[default: {CONFIG_DEFAULTS['DEFAULT_K']}, "
+          "or all when fewer].")
 Minimums = Annotated[Optional[list[str]], typer.Option(
     "--min", rich_help_panel=_SEL, help="Threshold axis=value (repeatable): candidates below it are never selected.")]
 Duration = Annotated[float, typer.Option("--duration", rich_help_panel=_GEN, help="Seconds per candidate.")]
@@ -266,7 +269,7 @@ class GenOptions:
 
         return CandidatesConfig(**self._job(out, instructions, n, seeds, retry_errors, scoring))
 
-    def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int,
+    def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int | None,
                seeds: Sequence[int] | None = None, retry_errors: bool = False,
                search: str = "best-of-n") -> GenerateConfig:
         """The ``generate`` job these options describe."""
@@ -289,7 +292,7 @@ def generate(
     ref_audio: RefAudio = None,
     prompts: Prompts = None,
     n: Annotated[int, typer.Option("-n", "--n", help="Candidates per instruction.")] = _default("CandidatesConfig.n"),
-    k: Annotated[int, typer.Option("-k", "--k", rich_help_panel=_SEL, help="Candidates kept per instruction.")]
+    k: Annotated[Optional[int], typer.Option("-k", "--k", rich_help_panel=_SEL, show_default=False, help=K_HELP)]
         = _default("GenerateConfig.k"),
     seeds: Seeds = None,
     retry_errors: RetryErrors = False,
@@ -307,11 +310,13 @@ def generate(
     """Sample N candidates per instruction, score them with CMI-RM (or any --reward scorer), keep the top k.
 
     Writes OUT/candidates/*.wav, OUT/manifest.jsonl (append-only), OUT/run.json, OUT/ranking.jsonl
-    and OUT/top/<instruction>_rank<r>.wav (a search also OUT/search_state.json). Rerunning into OUT
-    resumes: finished candidates are neither regenerated nor rescored, a search resumes at its step.
+    and .csv (kept under OUT/rankings/) and OUT/top/<instruction>_rank<r>_s<seed>_<prompt>.wav (a search also
+    OUT/search_state.json). Rerunning into OUT resumes: finished candidates are neither regenerated nor
+    rescored, a search resumes at its step.
     """
     from rich.console import Console
 
+    from generators.registry import require_inputs
     from rerank.generate import run_generate
     from rerank.report import print_ranking_summary
 
@@ -321,6 +326,7 @@ def generate(
     config = opts.config(out, instructions, scoring, n=n, k=k,
                          seeds=_int_list(seeds, "--seeds", 0) if seeds is not None else None,
                          retry_errors=retry_errors, search=search)
+    require_inputs(config.generator, config.instructions)   # cheap checks before the models are looked for
     check_available([config.generator], [(config.reward, "--reward")])
     console = Console()
     with interruptible():
@@ -338,7 +344,7 @@ def generate(
 
 def rerank(
     run: Annotated[Path, typer.Argument(help="A run directory, or its manifest.jsonl.")],
-    k: Annotated[int, typer.Option("-k", "--k", help="Candidates kept per instruction.")]
+    k: Annotated[Optional[int], typer.Option("-k", "--k", show_default=False, help=K_HELP)]
         = _default("GenerateConfig.k"),
     policy: Policy = _default("GenerateConfig.policy"),
     minimums: Minimums = None,
@@ -347,10 +353,13 @@ def rerank(
     scorer: Annotated[Optional[str], typer.Option(
         "--scorer", help="Rank by this scorer's records (default the run's reward model).")] = None,
 ) -> None:
-    """Rerank the candidates of a run without generating or scoring: rewrites ranking.jsonl and top/."""
+    """Rerank the candidates of a run without generating or scoring: rewrites ranking.jsonl/.csv and top/ (each
+    ranking is also kept under rankings/<policy>_k<k>_<scorer>/)."""
+    from collections import Counter
+
     from rich.console import Console
 
-    from rerank.policies import default_policy, parse_policy
+    from rerank.policies import check_k_of_n, default_policy, parse_policy
     from rerank.report import print_ranking_summary
     from rerank.rerank_run import rank_run
     from rerank.run_config import load_run_config
@@ -365,6 +374,8 @@ def rerank(
         known = sorted({s for v in views for s in v.scores})
         raise ConfigError(f"{run_dir / MANIFEST}: no candidate has scores from {scorer!r} (scorers with scores: "
                           f"{', '.join(known) or 'none'}); rerun `cmirm generate` into it to score them")
+    k = check_k_of_n(k, max(Counter(v.instruction.id for v in views).values()), "-k",
+                     f"the most any instruction has in {run_dir}")
     ranking = rank_run(run_dir, views, scorer, parse_policy(policy or default_policy(axes), minimums or ()), k, out)
     print_ranking_summary(Console(), ranking)
 
@@ -416,6 +427,7 @@ def scaling(
     """
     from rich.console import Console
 
+    from generators.registry import require_inputs
     from rerank.pool_options import check_count
     from rerank.scaling_run import ScalingConfig, run_scaling
 
@@ -443,6 +455,7 @@ def scaling(
         if prompts is None or (n_max is None and not method_list):
             raise ConfigError("give --prompts FILE.jsonl and --n-max M (or --from DIR to reuse a generate run)")
         generate_config = opts.candidates(out, load_prompts(prompts), scoring, n=n_max or max(budget_list))
+        require_inputs(generate_config.generator, generate_config.instructions)
     config = ScalingConfig(
         out=out, policy=opts.policy, minimums=opts.minimums or (), ks=k_values, n_boot=n_boot, ci=ci, seed=seed,
         n_max=n_max, generate=generate_config, source=from_dir, scorer=scorer,

@@ -10,7 +10,9 @@
   appended at once, by this process only (on a Ray cluster the audio comes back through the object
   store). Failed generations are records too, and are not retried unless ``retry_errors``. The
   generator is built only if something is missing, and the whole request (every instruction and
-  seed) is checked by it before anything is generated.
+  seed) is checked by it before anything is generated. Instructions it cannot honour (lyrics for
+  a generator that cannot sing) are refused before that, from the inputs its backend declares
+  (`generators.registry.require_inputs`), so a refused start loads nothing and writes nothing.
 - **score**: every candidate without scores from the reward model is scored on the scorer pool
   as soon as its batch is complete; bad audio gets a ``score_failed`` record (retried only with
   ``retry_errors``).
@@ -36,15 +38,16 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from rich.console import Console
 
 from cmirm_plugin.audio import Audio
-from cmirm_plugin.errors import CmirmError, ConfigError
+from cmirm_plugin.errors import CmirmError, ConfigError, check_output_path
 from cmirm_plugin.manifest import ManifestWriter
 from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import GenerationResult, Generator, recorded_name
+from generators.registry import require_inputs
 from rerank.actor_pool import PoolReport
 from rerank.gen_pool import GeneratorPool, require_generator_name
-from rerank.policies import Policy, default_policy, parse_policy
+from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy
 from rerank.pool import ScoreItem, ScoreResult, ScorerPool
 from rerank.pool_options import PoolOptions, check_count
 from rerank.progress import job_progress
@@ -107,7 +110,7 @@ class CandidatesConfig:
     def __post_init__(self) -> None:
         from rerank.search import BestOfNSearch, parse_search
 
-        self.out = Path(self.out)
+        self.out = check_output_path(self.out, "--out", directory=True)
         check_count("n", self.n)
         check_count("gen_batch_size", self.gen_batch_size)
         method = parse_search(self.search)
@@ -167,17 +170,19 @@ class GenerateConfig(CandidatesConfig):
     """One ``cmirm generate`` job (the CLI options, typed): a `CandidatesConfig` plus the selection.
 
     Attributes (besides `CandidatesConfig`'s):
-        k: candidates kept per instruction.
+        k: candidates kept per instruction (default `rerank.policies.DEFAULT_K`, or all when fewer are asked for).
         policy / minimums: the selection policy and ``--min`` thresholds (`rerank.policies.parse_policy`).
     """
 
-    k: int = 2
+    k: int | None = None
     policy: str | None = None
     minimums: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_count("k", self.k)
+        if self.k is not None:
+            check_count("k", self.k)
+        self.k = check_k_of_n(self.k, len(self.candidate_seeds()), "-k", "--seeds" if self.seeds is not None else "-n")
         axes = self.reward.known_axes()
         if axes is not None:  # a bad policy, or one naming an axis the scorer lacks, fails before any work
             self.selection_policy(axes).check_axes(axes)
@@ -214,7 +219,7 @@ class RunLog:
 
     So a job reads its log once and its views stay current. ``fields`` are added to every record;
     ``on_record`` sees each record once it is written and folded. A write that fails is a one-line
-    `rerank.run_dir.RunDirError`.
+    `cmirm_plugin.errors.OutputError` (`ManifestWriter`).
     """
 
     def __init__(self, path: Path, views: dict[str, CandidateView], on_record: RecordCallback | None = None,
@@ -227,8 +232,7 @@ class RunLog:
 
     def append(self, record: dict[str, Any]) -> None:
         record = {**record, **self._fields}
-        with disk_errors(self._path):
-            self._writer.append(record)
+        self._writer.append(record)
         fold_records([record], str(self._path), self.views)
         if self._on_record is not None:
             self._on_record(record)
@@ -404,6 +408,7 @@ def _run(config: CandidatesConfig, generator: Generator | None, console: Console
     paths = RunPaths(config.out)
     if generator is not None:
         require_generator_name(generator, config.generator)
+    require_inputs(generator or config.generator, config.instructions)   # before any file or model
     with RunDirLock(paths.root):
         remove_stale_temps(paths.root, paths.candidates, paths.top)
         views = load_views(paths.root)

@@ -37,6 +37,8 @@ from cmirm_plugin.records import AXES
 
 #: The selection policy of a scorer with a ``musicality`` axis (CMI-RM) when none is given.
 DEFAULT_POLICY = "axis:musicality"
+#: Candidates kept per instruction when no k is given (all of them when there are fewer).
+DEFAULT_K = 2
 
 #: Policy names accepted by `parse_policy`, with an example of each.
 POLICY_EXAMPLES = {
@@ -111,6 +113,21 @@ def check_k(k: int, n: int, *, allow_fewer: bool = False) -> int:
     k = positive_int(k, "k")
     if k > n and not allow_fewer:
         raise CmirmError(f"k={k} exceeds the pool size N={n}; use k <= {n} or allow_fewer=True to take all {n}")
+    return k
+
+
+def check_k_of_n(k: int | None, n: int, k_option: str, n_source: str) -> int:
+    """The one rule of the commands that keep k of N candidates per instruction (``generate``,
+    ``rerank``, ``scaling``): ``k <= N``, refused before any work with a line naming both options.
+    No ``k`` (none given) is `DEFAULT_K`, or N when that is fewer.
+
+    ``k_option`` is k's option (``-k``, ``--ks``), ``n_source`` where N comes from (``-n``, ``--n-max``, a run).
+    """
+    if k is None:
+        return min(DEFAULT_K, n)
+    if k > n:
+        raise ConfigError(f"{k_option} {k} exceeds the {n} candidate(s) per instruction ({n_source}): nothing can "
+                          f"keep more than it has; give {k_option} <= {n} or more candidates")
     return k
 
 

@@ -12,7 +12,10 @@
   ``OSError`` naming the problem, not libsndfile's "System error".
 - `wav_problem`: why a candidate wav found on disk cannot be reused (missing, empty, unreadable,
   another length or rate than its record says); the caller regenerates it.
-- `disk_errors`: turns ``OSError`` into a one-line `RunDirError` naming the path and the problem.
+- `disk_errors`: turns ``OSError`` into a one-line `RunDirError` naming the path and the problem
+  (`cmirm_plugin.errors.output_errors`).
+- `make_dir`: creates an output directory, after refusing in one line one that is a file or lies
+  under one (`cmirm_plugin.errors.check_output_path`); any ``OSError`` is one line too.
 - `remove_stale_temps`: temporary files left by a killed job (only called under the lock).
 """
 
@@ -28,9 +31,9 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
-from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.errors import OutputError, check_output_path, describe_os_error, output_errors
 
 if TYPE_CHECKING:   # run.json writing reaches this module from the CLI: keep soundfile/torch off that path
     import torch
@@ -41,35 +44,22 @@ LOCK = ".lock"
 #: Suffix of every temporary file of a run directory (see `remove_stale_temps`).
 TEMP_SUFFIX = ".tmp"
 
-#: What to tell the user per errno (the rest get the system's own words).
-_ADVICE = {
-    errno.ENOSPC: "free some space, then rerun the same command to resume",
-    errno.EDQUOT: "free some space, then rerun the same command to resume",
-    errno.EROFS: "use a writable --out",
-    errno.EACCES: "check its permissions or use another --out",
-    errno.EPERM: "check its permissions or use another --out",
-}
 
-
-class RunDirError(CmirmError):
+class RunDirError(OutputError):
     """A run directory that cannot be used: locked by another job, or a file that cannot be written."""
 
 
-def _describe(exc: OSError, path: Path | str | None) -> str:
-    """``cannot write 'PATH': problem; advice`` (PATH: the file the caller writes, not a temporary name)."""
-    where = path if path is not None else exc.filename
-    reason = exc.strerror or str(exc)
-    advice = _ADVICE.get(exc.errno or 0)
-    return f"cannot write '{where}': {reason}" + (f"; {advice}" if advice else "")
-
-
-@contextlib.contextmanager
-def disk_errors(path: Path | str | None = None) -> Iterator[None]:
+def disk_errors(path: Path | str | None = None) -> contextlib.AbstractContextManager[None]:
     """Re-raise an ``OSError`` of the block as a one-line `RunDirError` naming the file and the problem."""
-    try:
-        yield
-    except OSError as exc:
-        raise RunDirError(_describe(exc, path)) from exc
+    return output_errors(path, RunDirError)
+
+
+def make_dir(path: Path | str, option: str = "--out") -> Path:
+    """Create the output directory ``path`` (`check_output_path` first); an ``OSError`` is one line naming it."""
+    path = check_output_path(path, option, directory=True)
+    with disk_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _temp_path(path: Path) -> Path:
@@ -207,14 +197,13 @@ class RunDirLock:
         self._fh: io.TextIOWrapper | None = None
 
     def acquire(self) -> "RunDirLock":
-        with disk_errors(self.root):
-            self.root.mkdir(parents=True, exist_ok=True)
+        make_dir(self.root)
         try:
             fh = self.path.open("a+", encoding="utf-8")
         except OSError as exc:
             if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and self.root.is_dir():
                 return self   # nobody can write a read-only directory: nothing to exclude
-            raise RunDirError(_describe(exc, self.path)) from exc
+            raise RunDirError(describe_os_error(exc, self.path)) from exc
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -8,7 +8,10 @@ A run directory (what ``cmirm generate --out DIR`` writes)::
     DIR/candidates/<id>.codes.safetensors  a beam prefix's codec tokens (what a resumed search continues)
     DIR/search_state.json   each instruction's search state (``--search`` other than best-of-n)
     DIR/ranking.jsonl       one complete record per candidate: rewritten atomically by each ranking
-    DIR/top/<instruction id>_rank<r>.wav   the selected candidates of the last ranking
+    DIR/ranking.csv         the same, one row per candidate, score axes as columns
+    DIR/rankings/<policy>_k<k>_<scorer>/ranking.jsonl|csv   every ranking made, kept
+    DIR/top/<instruction id>_rank<r>_s<seed>_<prompt>.wav   the selected candidates of the last ranking
+    DIR/top/README.txt      which ranking top/ holds
 
 The manifest is written while the job runs and never rewritten, so a crash loses nothing that
 finished. Every record names its candidate by ``id`` (`Candidate.id`) and says what it is:
@@ -52,6 +55,8 @@ MANIFEST = "manifest.jsonl"
 RUN_CONFIG = "run.json"
 RANKING = "ranking.jsonl"
 SEARCH_STATE = "search_state.json"
+RANKING_CSV = "ranking.csv"
+RANKINGS = "rankings"
 CANDIDATES = "candidates"
 TOP = "top"
 
@@ -76,6 +81,14 @@ class RunPaths:
     @property
     def ranking(self) -> Path:
         return self.root / RANKING
+
+    @property
+    def ranking_csv(self) -> Path:
+        return self.root / RANKING_CSV
+
+    @property
+    def rankings(self) -> Path:
+        return self.root / RANKINGS
 
     @property
     def candidates(self) -> Path:

@@ -210,9 +210,20 @@ class ScalingCurves:
         """Modalities with rows, ``all`` first."""
         return list(dict.fromkeys(row.modality for row in self.rows))
 
+    def warnings(self) -> list[str]:
+        """What a reader must know about these curves: a bootstrap band over fewer than 2 instructions has
+        zero width (resampling one instruction always gives it back), so it says nothing about spread."""
+        thin = {row.modality: row.n_instructions for row in self.rows if row.n_instructions < 2}
+        if not thin:
+            return []
+        groups = ", ".join(f"{modality} ({count} instruction)" for modality, count in thin.items())
+        return [f"bootstrap bands need >= 2 instructions; zero-width band for {groups}: add instructions for a real "
+                "interval"]
+
     def to_dict(self) -> dict[str, Any]:
-        """The `curve.json` document: settings, column names and rows."""
+        """The `curve.json` document: settings (with `warnings`), column names and rows."""
         settings = {key: value for key, value in asdict(self).items() if key != "rows"}
+        settings["warnings"] = self.warnings()
         return {"settings": settings, "columns": list(CURVE_COLUMNS), "rows": [asdict(row) for row in self.rows]}
 
 

@@ -29,24 +29,27 @@ the methods' reward against each compute axis (the evaluation model's when there
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import ConfigError, check_output_path
 from cmirm_plugin.manifest import iter_records
+from cmirm_plugin.records import format_score
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
 from rerank.generate import CandidatesConfig, RunLog, prepare_candidates, score_missing
 from rerank.plots import plot_compute_curves, plot_curves
-from rerank.policies import Policy, default_policy, parse_policy, positive_int
+from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy, positive_int
 from rerank.pool_options import PoolOptions
 from rerank.run_config import load_run_config, selection_scorer
+from rerank.run_dir import disk_errors, make_dir
 from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes
 from rerank.stream import JobCounts
 from rerank.search import SearchMethod, parse_search
@@ -167,7 +170,7 @@ class ScalingConfig:
     budgets: Sequence[int] = ()
 
     def __post_init__(self) -> None:
-        self.out = Path(self.out)
+        self.out = check_output_path(self.out, "--out", directory=True)
         if bool(self.methods) != bool(self.budgets):
             raise ConfigError("--methods and --budgets go together: give both (e.g. --methods best-of-n,beam:width=2,"
                               "segment=5 --budgets 4,8,16)")
@@ -198,9 +201,8 @@ class ScalingConfig:
             if self.scorer is not None:
                 raise ConfigError(f"--scorer {self.scorer!r} picks the selection model of a --from run; a pool made "
                                   "here is selected by its --reward: drop --scorer")
-        if pool_size is not None and self.ks[-1] > pool_size:
-            raise ConfigError(f"--ks: k={self.ks[-1]} exceeds the {pool_size} candidates per instruction "
-                              "(--n-max); give k <= M")
+        if pool_size is not None:
+            check_k_of_n(self.ks[-1], pool_size, "--ks", "--n-max")
         selection = self.generate.reward.label if self.generate is not None else self.scorer
         if self.eval_reward is not None and self.eval_reward.label == selection:
             raise ConfigError(f"--eval-reward is the selection model ({selection}); give a different model")
@@ -218,10 +220,16 @@ class ScalingResult:
 
 
 def _write(curves: ScalingCurves, out: Path, stem: str) -> list[Path]:
-    files = [write_curve_csv(curves, out / f"{stem}.csv"), write_curve_json(curves, out / f"{stem}.json")]
+    """The curve files (an ``OSError`` is one line naming the file, `rerank.run_dir.disk_errors`)."""
+    make_dir(out)
+    writers = [(out / f"{stem}.csv", write_curve_csv), (out / f"{stem}.json", write_curve_json)]
     for k in curves.ks:
         name = f"{stem}.png" if k == curves.ks[0] else f"{stem}_k{k}.png"
-        files.append(plot_curves(curves, out / name, k=k))
+        writers.append((out / name, lambda c, path, k=k: plot_curves(c, path, k=k)))
+    files = []
+    for path, write in writers:
+        with disk_errors(path):
+            files.append(write(curves, path))
     return files
 
 
@@ -236,8 +244,11 @@ def _print_summary(console: Console, columns: Sequence[ScalingCurves], axis: str
     for n in columns[0].ns:
         if n >= k:
             rows = [next(r for r in c.where(k=k, axis=axis, modality=ALL) if r.n == n) for c in columns]
-            table.add_row(str(n), *(f"{r.mean:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]" for r in rows))
+            table.add_row(str(n), *(f"{format_score(r.mean)} [{format_score(r.ci_low)}, {format_score(r.ci_high)}]"
+                                    for r in rows))
     console.print(table)
+    for warning in dict.fromkeys(w for curves in columns for w in curves.warnings()):
+        console.print(f"[yellow]warning: {warning}", highlight=False)
 
 
 def _fold_eval_scores(path: Path, source: str, views: dict[str, CandidateView]) -> None:
@@ -262,9 +273,18 @@ def _score_evaluation(config: ScalingConfig, run_dir: Path, views: dict[str, Can
     _fold_eval_scores(path, source, views)
     used = [v for v in in_run_order(views.values())
             if _within(v, config.n_max) and scorer in v.scores and not v.partial]
-    config.out.mkdir(parents=True, exist_ok=True)
+    make_dir(config.out)
     with RunLog(path, views, fields={"run": source}) as log:
         score_missing(used, run_dir, config.eval_reward, config.pool, scoring, log, console, JobCounts())
+
+
+def _check_pools(config: ScalingConfig, views: Iterable[CandidateView], scorer: str, run_dir: Path) -> None:
+    """The largest k against the fewest candidates an instruction has scores for (`check_k_of_n`), before any
+    evaluation scoring: a run's pools are known only once it is read (or made)."""
+    pools = Counter(v.instruction.id for v in views
+                    if _within(v, config.n_max) and scorer in v.scores and not v.partial)
+    if pools:
+        check_k_of_n(config.ks[-1], min(pools.values()), "--ks", f"the fewest scored for an instruction in {run_dir}")
 
 
 def _policy(config: ScalingConfig, saved_policy: str | None, axes: tuple[str, ...]) -> Policy:
@@ -389,6 +409,7 @@ def run_scaling(config: ScalingConfig, *, generator: Generator | None = None,
         if saved is not None and saved.result.search not in (None, "best-of-n"):
             return _run_from_search(config, run_dir, parse_search(saved.result.search), views, scorer, scoring,
                                     saved_policy, console)
+    _check_pools(config, views.values(), scorer, run_dir)
     eval_label = config.eval_reward.label if config.eval_reward else None
     if config.eval_reward is not None:
         if eval_label == scorer:

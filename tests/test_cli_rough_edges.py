@@ -105,8 +105,8 @@ def test_the_option_defaults_written_in_the_cli_equal_the_configs():
     modules = {"CandidatesConfig": "rerank.generate", "GenerateConfig": "rerank.generate",
                "PoolOptions": "rerank.pool_options", "ScalingConfig": "rerank.scaling_run"}
     for key, value in CONFIG_DEFAULTS.items():
-        if key == "DEFAULT_POLICY":
-            assert value == importlib.import_module("rerank.policies").DEFAULT_POLICY
+        if key.startswith("DEFAULT_"):
+            assert value == getattr(importlib.import_module("rerank.policies"), key)
             continue
         cls_name, field = key.split(".")
         cls = getattr(importlib.import_module(modules[cls_name]), cls_name)

@@ -58,8 +58,10 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
     assert [r["rank"] for r in selected] == [1, 2]
     others = [s["scores"]["musicality"] for s in ranking if not s["selected"]]
     assert all(r["scores"]["musicality"] >= max(others) for r in selected)
-    assert sorted(p.name for p in (out / "top").iterdir()) == [f"{inst.id}_rank1.wav", f"{inst.id}_rank2.wav"]
-    assert (out / "top" / f"{inst.id}_rank1.wav").read_bytes() == (out / selected[0]["audio_path"]).read_bytes()
+    names = [f"{inst.id}_rank{r['rank']}_s{r['seed']}_upbeat-pop-with-bright-piano.wav" for r in selected]
+    assert sorted(p.name for p in (out / "top").iterdir()) == sorted(["README.txt", *names])
+    assert [r["top_path"] for r in selected] == [f"top/{name}" for name in names]
+    assert (out / "top" / names[0]).read_bytes() == (out / selected[0]["audio_path"]).read_bytes()
 
     run = json.loads((out / "run.json").read_text())
     assert run["result"] == {"generator": "tiny-musicgen", "params": {"temperature": 0.9}, "duration": 0.5,
@@ -68,6 +70,14 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
     assert run["request"]["k"] == 2 and run["request"]["policy"] == "axis:musicality"
     assert "top-2 by axis:musicality" in result.output and inst.id in result.output
     assert "generated 3 new candidate(s)" in result.output
+    # The summary lists every kept file (real paths, no template) and each kept rank's scores.
+    lines = result.output.splitlines()
+    assert [line.strip() for line in lines if line.strip().endswith(".wav")] == [str(out / "top" / n) for n in names]
+    assert "<instruction>" not in result.output
+    for r in selected:   # columns: rank, seed, alignment, musicality
+        cells = f" {r['rank']} {r['seed']} {r['scores']['alignment']:.4f} {r['scores']['musicality']:.4f} "
+        assert sum(cells in f" {' '.join(line.split())} " for line in lines) == 1, (cells, result.output)
+    assert f"ranking: {out / 'ranking.csv'} and ranking.jsonl" in result.output
 
     # A rerun finds everything finished: nothing regenerated (same bytes, same mtimes) or rescored.
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "candidates").iterdir()}
@@ -76,7 +86,7 @@ def test_generate_tiny_end_to_end(tmp_path: Path, tiny_cache: Path):
     assert "generated 0 new candidate(s) (0 failed, 3 reused), scored 0" in again.output
     assert {p.name: p.stat().st_mtime_ns for p in (out / "candidates").iterdir()} == mtimes
     assert len(read_records(out / "manifest.jsonl")) == 6
-    assert [p.name for p in (out / "top").iterdir()] == [f"{inst.id}_rank1.wav"]
+    assert sorted(p.name for p in (out / "top").iterdir()) == [names[0], "README.txt"]
 
     refused = CliRunner(env={"CMIRM_CACHE": str(tiny_cache)}).invoke(
         app, ["generate", "Upbeat pop with bright piano", "-n", "3", "--tiny", "--duration", "1.0", "--out", str(out)])
@@ -183,7 +193,7 @@ def test_failures_are_records_and_the_job_completes(tmp_path: Path, tiny_checkpo
     assert {s for s, r in ranking.items() if r["selected"]} == {0, 4}            # k=3, only two scorable
     assert ranking[1]["rank"] is None and ranking[1]["errors"][0].startswith("generation exception")
     assert ranking[2]["rank"] is None and "too short" in ranking[2]["errors"][0]
-    assert len(list((out / "top").iterdir())) == 2
+    assert len(list((out / "top").glob("*.wav"))) == 2
 
     # Failures are finished work: a plain rerun does not retry them; --retry-errors does.
     rerun = Synth()
@@ -281,7 +291,7 @@ def test_a_run_stopped_by_a_bad_option_does_not_block_the_corrected_rerun(tmp_pa
     with pytest.raises(ConfigError, match="has no parameter\\(s\\) 'brightnes'"):
         run_generate(_config(out, tiny_checkpoint, params={"brightnes": 0.5}), generator=_generator(Synth()),
                      console=_quiet())
-    result = run_generate(_config(out, tiny_checkpoint, n=1), generator=_generator(Synth()), console=_quiet())
+    result = run_generate(_config(out, tiny_checkpoint, n=1, k=1), generator=_generator(Synth()), console=_quiet())
     assert result.counts.generated == 2
     assert json.loads((out / "run.json").read_text())["result"]["params"] == {}
 
@@ -292,7 +302,7 @@ def test_a_job_whose_every_candidate_failed_still_completes(tmp_path: Path, tiny
     result = run_generate(_config(out, tiny_checkpoint, n=2), generator=_generator(synth), console=_quiet())
     assert result.counts.generation_failed == 4 and result.ranking.selected == []
     assert [r["rank"] for r in read_records(out / "ranking.jsonl")] == [None] * 4
-    assert list((out / "top").iterdir()) == []
+    assert [p.name for p in (out / "top").iterdir()] == ["README.txt"]
 
 
 RENAMED_SYNTH = Synth()
@@ -311,10 +321,10 @@ def test_resume_with_a_generator_whose_name_differs_from_its_registry_name(tmp_p
 
 def test_an_edited_instruction_with_the_same_id_is_refused(tmp_path: Path, tiny_checkpoint: Path):
     out = tmp_path / "run"
-    run_generate(_config(out, tiny_checkpoint, n=1), generator=_generator(Synth()), console=_quiet())
+    run_generate(_config(out, tiny_checkpoint, n=1, k=1), generator=_generator(Synth()), console=_quiet())
     edited = [Instruction(text="calm piano"), Instruction(text="punk", id="rock")]
     with pytest.raises(ConfigError, match="instruction 'rock' was .*'text': 'rock'.* now .*'text': 'punk'"):
-        run_generate(_config(out, tiny_checkpoint, n=1, instructions=edited), generator=_generator(Synth()),
+        run_generate(_config(out, tiny_checkpoint, n=1, k=1, instructions=edited), generator=_generator(Synth()),
                      console=_quiet())
 
 
@@ -357,7 +367,7 @@ def test_a_job_reads_its_manifest_once(tmp_path: Path, tiny_checkpoint: Path, mo
     import rerank.run_records
 
     out = tmp_path / "run"
-    run_generate(_config(out, tiny_checkpoint, n=1), generator=_generator(Synth()), console=_quiet())
+    run_generate(_config(out, tiny_checkpoint, n=1, k=1), generator=_generator(Synth()), console=_quiet())
     reads = []
     real = rerank.run_records.iter_records
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def no_scoring(monkeypatch):
 
 
 def _top(paths: RunPaths) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in paths.top.iterdir()}
+    return {p.name: p.read_bytes() for p in paths.top.glob("*.wav")}
 
 
 def test_rerank_with_another_policy_rewrites_ranking_and_top_without_scoring(tmp_path: Path, no_scoring):
@@ -61,20 +62,44 @@ def test_rerank_with_another_policy_rewrites_ranking_and_top_without_scoring(tmp
     assert first.exit_code == 0, first.output + repr(first.exception)
     ranking = {r["seed"]: r for r in read_records(paths.ranking)}
     assert {s for s, r in ranking.items() if r["selected"]} == {2, 0}
-    assert ranking[2]["rank"] == 1 and ranking[2]["top_path"] == "top/calm_rank1.wav"
+    assert ranking[2]["rank"] == 1 and ranking[2]["top_path"] == "top/calm_rank1_s2_calm-piano.wav"
     assert ranking[4]["rank"] is None and ranking[4]["errors"] == ["generation exception: boom"]
     wav = {seed: paths.candidate_wav(Candidate.make_id("calm", "synth", seed)).read_bytes() for seed in SCORES}
-    assert _top(paths) == {"calm_rank1.wav": wav[2], "calm_rank2.wav": wav[0]}
+    assert _top(paths) == {"calm_rank1_s2_calm-piano.wav": wav[2], "calm_rank2_s0_calm-piano.wav": wav[0]}
     assert "top-2 by axis:alignment (scorer rm)" in first.output
 
     second = runner.invoke(app, ["rerank", str(paths.manifest), "-k", "3", "--policy", "axis:musicality",
                                  "--min", "alignment=0.15"])
     assert second.exit_code == 0, second.output + repr(second.exception)
-    assert _top(paths) == {"calm_rank1.wav": wav[3], "calm_rank2.wav": wav[2], "calm_rank3.wav": wav[0]}
+    assert _top(paths) == {"calm_rank1_s3_calm-piano.wav": wav[3], "calm_rank2_s2_calm-piano.wav": wav[2],
+                           "calm_rank3_s0_calm-piano.wav": wav[0]}
     records = read_records(paths.ranking)
     assert {r["policy"] for r in records} == {"axis:musicality;min:alignment=0.15"}
     assert next(r for r in records if r["seed"] == 1)["eligible"] is False
     assert paths.manifest.read_bytes() == manifest_before          # the manifest is never rewritten
+
+    # Each ranking is kept (jsonl and csv) under rankings/<policy>_k<k>_<scorer>/; top/README.txt names the last.
+    first_name, second_name = "axis-alignment_k2_rm", "axis-musicality+min-alignment=0.15_k3_rm"
+    assert sorted(p.name for p in paths.rankings.iterdir()) == [first_name, second_name]
+    assert {r["policy"] for r in read_records(paths.rankings / first_name / "ranking.jsonl")} == {"axis:alignment"}
+    assert (paths.rankings / second_name / "ranking.jsonl").read_bytes() == paths.ranking.read_bytes()
+    assert (paths.rankings / second_name / "ranking.csv").read_bytes() == paths.ranking_csv.read_bytes()
+    readme = (paths.top / "README.txt").read_text()
+    assert readme.splitlines()[0] == (f"This folder holds the top-3 candidates per instruction of the ranking in "
+                                      f"rankings/{second_name}/")
+    assert f"top: {paths.top}/ holds 3 file(s), the top-3 of ranking rankings/{second_name}" in second.output
+
+    # ranking.csv: one row per candidate (run order), the score axes as columns.
+    with paths.ranking_csv.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(row["seed"]) for row in rows] == [r["seed"] for r in records] == [0, 1, 2, 3, 4]
+    for row, record in zip(rows, records):
+        assert row["instruction_id"] == "calm" and row["text"] == "calm piano" and row["policy"] == record["policy"]
+        assert row["rank"] == ("" if record["rank"] is None else str(record["rank"]))
+        assert row["top_path"] == (record["top_path"] or "") and row["selected"] == str(record["selected"])
+        for axis in ("alignment", "musicality"):
+            assert row[axis] == ("" if not record["scores"] else repr(record["scores"][axis]))
+    assert rows[4]["errors"] == "generation exception: boom" and rows[1]["eligible"] == "False"
 
 
 def test_rerank_into_another_directory(tmp_path: Path, no_scoring):
@@ -82,9 +107,25 @@ def test_rerank_into_another_directory(tmp_path: Path, no_scoring):
     out = RunPaths(tmp_path / "elsewhere")
     result = CliRunner().invoke(app, ["rerank", str(paths.root), "-k", "1", "--out", str(out.root)])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert not paths.ranking.exists() and [p.name for p in out.top.iterdir()] == ["calm_rank1.wav"]
+    assert not paths.ranking.exists() and not paths.rankings.exists()
+    assert sorted(p.name for p in out.top.iterdir()) == ["README.txt", "calm_rank1_s1_calm-piano.wav"]
+    assert [p.name for p in out.rankings.iterdir()] == ["axis-musicality_k1_rm"] and out.ranking_csv.is_file()
     best = next(r for r in read_records(out.ranking) if r["selected"])
     assert best["seed"] == 1 and (out.root / best["audio_path"]).resolve() == paths.candidate_wav(best["id"]).resolve()
+
+
+def test_top_names_carry_rank_seed_and_a_prompt_hint():
+    from rerank.rerank_run import top_name
+
+    def name(text: str | None, lyrics: str | None = None) -> str:
+        return top_name({"instruction": {"id": "abc", "text": text, "lyrics": lyrics}, "rank": 2, "seed": 17})
+
+    assert name("Calm  Piano, with *soft* strings!") == "abc_rank2_s17_calm-piano-with-soft-strings.wav"
+    assert name("Café déjà vu") == "abc_rank2_s17_cafe-deja-vu.wav"
+    assert name(None, "La la la") == "abc_rank2_s17_la-la-la.wav"
+    assert name("日本の歌") == "abc_rank2_s17.wav"                       # nothing ASCII left: no hint
+    assert name("one two three four five six seven eight nine ten") == \
+        "abc_rank2_s17_one-two-three-four-five-six-seven-eight.wav"       # at most 40 characters, whole words
 
 
 def test_rerank_errors(tmp_path: Path):

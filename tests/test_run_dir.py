@@ -111,7 +111,7 @@ def test_a_zero_byte_wav_is_regenerated_not_trusted(tmp_path: Path, tiny_checkpo
     assert synth.calls == [broken["seed"]]
     assert again.counts.repaired == 1 and again.counts.generated == 1 and again.counts.scored == 1
     assert wav_problem(out / broken["audio_path"], 16000, 0.5) is None
-    assert all(p.stat().st_size > 1000 for p in (out / "top").iterdir())
+    assert all(p.stat().st_size > 1000 for p in (out / "top").glob("*.wav"))
     records = read_records(out / "manifest.jsonl")
     assert [r["record"] for r in records if r["id"] == broken["id"]] == ["candidate", "scores"] * 2
 

@@ -217,7 +217,7 @@ def test_csv_and_json_writers(tmp_path):
     assert document["settings"] == {"policy": "zsum;min:alignment=-1.0", "selection_scorer": "cmirm",
                                     "evaluation_scorer": "cmirm", "ns": [1, 2, 4, 8], "ks": [1, 2],
                                     "ci": 0.95, "n_boot": 20, "seed": 0,
-                                    "axes": ["alignment", "musicality", COMPOSITE]}
+                                    "axes": ["alignment", "musicality", COMPOSITE], "warnings": []}
     assert document["rows"] == [asdict(row) for row in curves.rows]
 
 

@@ -161,7 +161,8 @@ def test_scaling_option_errors(tiny_run: Path, tmp_path: Path, env):
         (["--prompts", str(prompts), "--from", str(tiny_run)], "drop --prompts"),
         (["--from", str(tmp_path)], "not a `cmirm generate` output directory"),
         (["--from", str(tiny_run), "--eval-axis", "loudness"], "--eval-axis"),
-        (["--from", str(tiny_run), "--ks", "8"], "k=8 exceeds the largest N=4"),
+        (["--from", str(tiny_run), "--ks", "8"],
+         "--ks 8 exceeds the 4 candidate(s) per instruction (the fewest scored for an instruction in "),
     ]
     for args, expected in cases:
         result = runner.invoke(app, ["scaling", *args, *out])
@@ -193,6 +194,22 @@ def test_scaling_generation_options_reach_run_json(tmp_path: Path, env):
     assert {r["policy"] for r in _rows(out / "curve.csv")} == {"zsum"}
 
 
+def test_scaling_from_a_run_uses_its_policy_and_warns_of_a_zero_width_band(tmp_path: Path, env):
+    run, out = tmp_path / "run", tmp_path / "curves"
+    _invoke(["generate", "calm piano", "-n", "2", "-k", "1", "--tiny", "--duration", "0.3", "--policy",
+             "axis:alignment", "--out", str(run)], env)
+    result = _invoke(["scaling", "--from", str(run), "--n-boot", "20", "--out", str(out)], env)   # no --policy
+    document = json.loads((out / "curve.json").read_text())
+    assert document["settings"]["policy"] == "axis:alignment"
+    assert {r["policy"] for r in _rows(out / "curve.csv")} == {"axis:alignment"}
+    warning = ("bootstrap bands need >= 2 instructions; zero-width band for all (1 instruction), text (1 instruction): "
+               "add instructions for a real interval")
+    assert document["settings"]["warnings"] == [warning]
+    assert [line for line in result.output.splitlines() if "warning" in line] == [f"warning: {warning}"]
+    assert all(r["ci_low"] == r["mean"] == r["ci_high"] for r in _rows(out / "curve.csv"))
+    assert "-0.0000" not in result.output
+
+
 def _refusal(args: list[str], env) -> str:
     result = CliRunner(env=env).invoke(app, ["scaling", *args])
     assert result.exit_code != 0, args
@@ -216,7 +233,8 @@ def test_option_errors_name_the_option(tiny_run: Path, tmp_path: Path, env):
         (["--from", str(tiny_run), "--ks", "1,x"], "--ks expects comma-separated integers"),
         (["--from", str(tiny_run), "--ks", "0"], "--ks values must be >= 1, got 0"),
         (["--from", str(tiny_run), "--n-max", "0"], "--n-max must be an integer >= 1, got 0"),
-        (["--from", str(tiny_run), "--n-max", "2", "--ks", "3"], "--ks: k=3 exceeds the 2 candidates"),
+        (["--from", str(tiny_run), "--n-max", "2", "--ks", "3"],
+         "--ks 3 exceeds the 2 candidate(s) per instruction (--n-max)"),
         (["--from", str(tiny_run), "--ci", "95"], "ci must be a level strictly between 0 and 1"),
         (["--from", str(tiny_run), "--n-boot", "0"], "n_boot must be >= 1"),
         (["--from", str(tiny_run), "--num-actors", "0"], "--num-actors must be an integer >= 1, got 0"),
@@ -239,8 +257,8 @@ def test_scaling_config_is_validated_up_front(tiny_run: Path, tmp_path: Path):
         (dict(source=tiny_run, n_boot=0), "n_boot must be >= 1"),
         (dict(source=tiny_run, ks=(0,)), "k must be >= 1"),
         (dict(source=tiny_run, seed=-1), "seed must be a non-negative integer"),
-        (dict(source=tiny_run, ks=(1, 5), n_max=4), "--ks: k=5 exceeds the 4 candidates"),
-        (dict(generate=pool, ks=(5,)), "--ks: k=5 exceeds the 4 candidates"),
+        (dict(source=tiny_run, ks=(1, 5), n_max=4), "--ks 5 exceeds the 4 candidate(s) per instruction (--n-max)"),
+        (dict(generate=pool, ks=(5,)), "--ks 5 exceeds the 4 candidate(s) per instruction (--n-max)"),
         (dict(generate=pool, eval_reward=ScorerSpec("hub", "rm")), "--eval-reward is the selection model (rm)"),
         (dict(generate=pool, scorer="rm"), "drop --scorer"),
         (dict(source=tmp_path), "--from"),

@@ -225,7 +225,8 @@ def test_a_single_axis_scorer_ranks_by_its_axis(plugin, tmp_path, tiny_cache):
         ranking = read_records(out / "ranking.jsonl")
         loudest = max(ranking, key=lambda r: r["scores"]["loudness"])
         assert loudest["selected"] and loudest["rank"] == 1 and sum(r["selected"] for r in ranking) == 1
-        assert loudest["policy"] == "axis:loudness" and "rank-1 loudness" in result.output
+        assert loudest["policy"] == "axis:loudness" and "top-1 by axis:loudness" in result.output
+        assert f" 1 {loudest['seed']} {loudest['scores']['loudness']:.4f} " in " ".join(result.output.split()) + " "
     refused = CliRunner(env=env).invoke(app, ["generate", "drums", "--tiny", "--reward", f"{name}:Loudness",
                                               "--policy", "axis:musicality", "--out", str(tmp_path / "bad")])
     assert "policy 'axis:musicality' names 'musicality' but the scorer's axes are loudness" in str(refused.exception)

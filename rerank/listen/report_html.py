@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 from cmirm_plugin.errors import ConfigError
-from cmirm_plugin.records import Instruction
+from cmirm_plugin.records import Instruction, format_score
 from rerank.listen.run_view import ListenCandidate, ListenRun, load_listen_run
 
 #: Image files of a run or scaling folder that the index shows.
@@ -109,7 +109,7 @@ def _href(target: Path, page_dir: Path) -> str:
 
 
 def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
+    return "–" if value is None else format_score(value)
 
 
 def _compact(value: Any) -> str:
