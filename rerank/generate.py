@@ -53,7 +53,7 @@ from rerank.pool_options import PoolOptions, check_count
 from rerank.progress import job_progress
 from rerank.rerank_run import Ranking, RankingWriter
 from rerank.run_config import ResultSettings, RunConfig, save_run_config
-from rerank.run_dir import RunDirLock, disk_errors, remove_stale_temps, save_codes, save_wav, wav_problem
+from rerank.run_dir import RunDirLock, remove_stale_temps, save_codes, save_wav, wav_problem
 from rerank.run_records import (
     CandidateView,
     RunPaths,

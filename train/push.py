@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, ModelCardData
 
