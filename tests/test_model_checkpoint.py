@@ -157,7 +157,7 @@ def test_the_tiny_model_is_the_same_model_every_time_it_is_built(tmp_path):
 
     from safetensors.torch import load_file
 
-    first, second = build_tiny_checkpoint(tmp_path / "a"), build_tiny_checkpoint(tmp_path / "b")
+    build_tiny_checkpoint(tmp_path / "a"), build_tiny_checkpoint(tmp_path / "b")
     for weights in ("cmi-rm-tiny/model.safetensors", "muq-mulan-tiny/model.safetensors"):
         a, b = load_file(str(tmp_path / "a" / weights)), load_file(str(tmp_path / "b" / weights))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), weights

@@ -6,7 +6,6 @@ snapshots/<commit>/...) stands for what is here, and monkeypatched huggingface_h
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess

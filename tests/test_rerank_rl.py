@@ -16,7 +16,7 @@ from cmirm_plugin.errors import CmirmError, ConfigError
 from cmirm_plugin.scoring import RewardScorer
 from cmirm_plugin.scoring.contract import as_clips, as_instructions
 from cmirm_plugin.testing import noise
-from rerank.policies import parse_policy, zscores
+from rerank.policies import zscores
 from rerank.rl import make_reward_fn
 
 pytestmark = pytest.mark.timeout(300)

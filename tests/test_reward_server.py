@@ -27,9 +27,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cmirm_plugin import Audio, Instruction, read_records
+from cmirm_plugin import Instruction, read_records
 from cmirm_plugin.cli import app
-from cmirm_plugin.scoring import RewardScorer, ScoringSettings, load_scorer
+from cmirm_plugin.scoring import ScoringSettings, load_scorer
 from cmirm_plugin.scoring.http_client import HttpScorer, ServerUnavailable
 from cmirm_plugin.testing import noise, sine
 

@@ -89,7 +89,7 @@ def test_beam_search_run_from_the_cli(tmp_path: Path, tiny_checkpoint: Path):
     ranked = {r["id"] for r in ranking if r["rank"] is not None}
     assert ranked == {r["id"] for r in final}
     selected = sorted((r for r in ranking if r["selected"]), key=lambda r: r["rank"])
-    assert len(selected) == 2 and len(list((out / "top").iterdir())) == 2
+    assert len(selected) == 2 and sorted(p.suffix for p in (out / "top").iterdir()) == [".txt", ".wav", ".wav"]
     state = json.loads((out / "search_state.json").read_text())["states"]
     (only,) = state.values()
     assert only["done"] and only["step"] == 3 and set(only["frontier"]) <= {r["id"] for r in final}
@@ -97,7 +97,7 @@ def test_beam_search_run_from_the_cli(tmp_path: Path, tiny_checkpoint: Path):
     again = runner.invoke(app, ["rerank", str(out), "-k", "3"])
     assert again.exit_code == 0, again.output
     assert {r["id"] for r in read_records(out / "ranking.jsonl") if r["selected"]} <= {r["id"] for r in final}
-    assert len(list((out / "top").iterdir())) == 3
+    assert len(list((out / "top").glob("*.wav"))) == 3 and (out / "top" / "README.txt").is_file()
 
 
 def _outcome(out: Path) -> tuple:
