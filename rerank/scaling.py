@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -52,7 +52,10 @@ ALL = "all"
 CURVE_COLUMNS = (
     "n", "k", "axis", "modality", "mean", "ci_low", "ci_high", "n_instructions",
     "selection_scorer", "evaluation_scorer", "policy",
+    "method", "audio_seconds", "work_units", "model_evals", "generator_seconds", "total_seconds",
 )
+#: The compute columns of a row: what making its N candidates costs per instruction (`ScalingCurves.with_compute`).
+COMPUTE_COLUMNS = CURVE_COLUMNS[-5:]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,7 +172,12 @@ def bootstrap_ci(
 
 @dataclass(frozen=True)
 class CurveRow:
-    """One point of a curve: the mean over ``n_instructions`` instructions and its bootstrap band."""
+    """One point of a curve: the mean over ``n_instructions`` instructions and its bootstrap band.
+
+    ``method`` is the search that made the candidates (these curves are best-of-N's); the compute
+    columns (`COMPUTE_COLUMNS`) are N times a candidate's mean compute, None until
+    `ScalingCurves.with_compute` fills them or where some candidate's compute lacks the field.
+    """
 
     n: int
     k: int
@@ -182,6 +190,12 @@ class CurveRow:
     selection_scorer: str
     evaluation_scorer: str
     policy: str
+    method: str = "best-of-n"
+    audio_seconds: float | None = None
+    work_units: float | None = None
+    model_evals: float | None = None
+    generator_seconds: float | None = None
+    total_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,16 @@ class ScalingCurves:
         groups = ", ".join(f"{modality} ({count} instruction)" for modality, count in thin.items())
         return [f"bootstrap bands need >= 2 instructions; zero-width band for {groups}: add instructions for a real "
                 "interval"]
+
+    def with_compute(self, per_candidate: Mapping[str, float | None]) -> "ScalingCurves":
+        """These curves with every row's compute columns set to N times ``per_candidate`` (a candidate's mean
+        compute, keyed by `COMPUTE_COLUMNS`; None stays None): best-of-N at N spends N candidates."""
+        unknown = set(per_candidate) - set(COMPUTE_COLUMNS)
+        if unknown:
+            raise CmirmError(f"unknown compute column(s) {sorted(unknown)}; expected {list(COMPUTE_COLUMNS)}")
+        rows = tuple(replace(row, **{name: None if value is None else value * row.n
+                                     for name, value in per_candidate.items()}) for row in self.rows)
+        return replace(self, rows=rows)
 
     def to_dict(self) -> dict[str, Any]:
         """The `curve.json` document: settings (with `warnings`), column names and rows."""

@@ -53,7 +53,7 @@ from rerank.run_dir import disk_errors, make_dir
 from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes
 from rerank.stream import JobCounts
 from rerank.search import SearchMethod, parse_search
-from rerank.search.curves import ComputeRow, write_compute_csv, write_compute_json
+from rerank.search.curves import ComputeRow, mean_compute, write_compute_csv, write_compute_json
 from rerank.search_scaling import (
     MethodRun,
     Reported,
@@ -83,7 +83,8 @@ EVAL_SCORES = "eval_scores.jsonl"
 class RunScores:
     """The scored candidates of a run, as flat arrays (candidate i: ``instruction_ids[i]``, ``scores[i]``).
 
-    ``axes`` name the columns of ``scores``, ``evaluation_axes`` those of ``evaluation``.
+    ``axes`` name the columns of ``scores``, ``evaluation_axes`` those of ``evaluation``; ``compute``
+    is a candidate's mean compute (generation plus the selection scorer, `mean_compute`).
     """
 
     instruction_ids: list[str]
@@ -93,6 +94,7 @@ class RunScores:
     evaluation: np.ndarray | None = None
     evaluation_axes: tuple[str, ...] | None = None
     skipped: list[str] = field(default_factory=list)
+    compute: dict[str, float | None] = field(default_factory=dict)
 
 
 def _within(view: CandidateView, n_max: int | None) -> bool:
@@ -127,7 +129,8 @@ def run_scores(views: Sequence[CandidateView], scorer: str, *, evaluation_scorer
         [v.instruction.id for v in kept], {v.instruction.id: v.instruction.modality for v in kept},
         np.array([v.scores[scorer].as_tuple() for v in kept]), score_axes(kept, scorer),
         np.array([v.scores[evaluation_scorer].as_tuple() for v in kept]) if evaluation_scorer else None,
-        score_axes(kept, evaluation_scorer) if evaluation_scorer else None, skipped)
+        score_axes(kept, evaluation_scorer) if evaluation_scorer else None, skipped,
+        mean_compute([v.compute_with(scorer) for v in kept]))
 
 
 def load_run(run_dir: str | Path, scorer: str | None = None, *, evaluation_scorer: str | None = None,
@@ -420,11 +423,11 @@ def run_scaling(config: ScalingConfig, *, generator: Generator | None = None,
     policy = _policy(config, saved_policy, data.axes)
     common = dict(ks=config.ks, n_boot=config.n_boot, ci=config.ci, seed=config.seed, selection_scorer=scorer,
                   selection_axes=data.axes)
-    own = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy, **common)
+    own = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy, **common).with_compute(data.compute)
     if data.evaluation is not None:
         curves = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy,
                                 evaluation_scores=data.evaluation, evaluation_scorer=eval_label,
-                                evaluation_axes=data.evaluation_axes, **common)
+                                evaluation_axes=data.evaluation_axes, **common).with_compute(data.compute)
         files = _write(curves, config.out, "curve") + _write(own, config.out, "curve_selection")
         selection: ScalingCurves | None = own
         axis = _summary_axis(config.eval_axis, curves)

@@ -33,7 +33,7 @@ from rerank.policies import Policy
 from rerank.run_records import CandidateView, in_run_order
 from rerank.scaling import ALL, COMPOSITE, curve_axes, scaling_curves
 from rerank.search import BestOfNSearch, NoiseSearch, SearchMethod, parse_search
-from rerank.search.curves import COMPUTE_AXES, ComputeRow, compute_curves
+from rerank.search.curves import ComputeRow, compute_curves, mean_compute
 
 
 @dataclass(frozen=True)
@@ -156,11 +156,7 @@ def best_of_n_rows(views: Sequence[CandidateView], scorer: str, axes: tuple[str,
         raise ConfigError("best-of-n: no candidate has scores from every reported scorer")
     ids = [v.instruction.id for v in pool]
     selection = _values(pool, scorer, axes, None)
-    computes = [v.compute_with(scorer) for v in pool]
-    mean: dict[str, float | None] = {}
-    for name in COMPUTE_AXES:
-        column = [None if c is None else getattr(c, name) for c in computes]
-        mean[name] = None if any(v is None for v in column) else float(np.mean(column))
+    mean = mean_compute([v.compute_with(scorer) for v in pool])
     rows = []
     for report in reported:
         evaluation = _values(pool, report.label, report.axes, None)

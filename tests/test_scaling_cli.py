@@ -11,7 +11,7 @@ import matplotlib.image
 import pytest
 from typer.testing import CliRunner
 
-from cmirm_plugin import CmirmError, Instruction
+from cmirm_plugin import CmirmError, Instruction, read_records
 from cmirm_plugin.cli import app
 from cmirm_plugin.model.tiny import build_tiny_checkpoint
 from cmirm_plugin.scoring import RewardScorer
@@ -74,6 +74,23 @@ def test_tiny_scaling_writes_csv_json_and_pngs(tiny_run: Path):
         image = matplotlib.image.imread(tiny_run / name)
         assert image.shape[:2] == (PNG_SIZE[1], PNG_SIZE[0])
     assert len(list((tiny_run / "candidates").iterdir())) == 8 and (tiny_run / "run.json").is_file()
+
+
+def test_best_of_n_rows_carry_their_method_and_n_times_a_candidates_compute(tiny_run: Path):
+    """Each row spends N candidates: N times their mean compute (tiny MusicGen's 18 decoder steps and 36
+    evaluations with CFG per 0.3 s clip; generator and scorer seconds as the manifest recorded them)."""
+    candidates = [r for r in read_records(tiny_run / "manifest.jsonl") if r["record"] == "candidate"]
+    scores = [r for r in read_records(tiny_run / "manifest.jsonl") if r["record"] == "scores"]
+    generator_s = sum(r["compute"]["generator_seconds"] for r in candidates) / len(candidates)
+    total_s = generator_s + sum(r["seconds"] for r in scores) / len(scores)
+    for row in _rows(tiny_run / "curve.csv"):
+        n = int(row["n"])
+        assert row["method"] == "best-of-n"
+        assert float(row["audio_seconds"]) == pytest.approx(0.3 * n)
+        assert (float(row["work_units"]), float(row["model_evals"])) == (18.0 * n, 36.0 * n)
+        assert float(row["generator_seconds"]) == pytest.approx(generator_s * n)
+        assert float(row["total_seconds"]) == pytest.approx(total_s * n)
+    assert load_run(tiny_run).compute["audio_seconds"] == pytest.approx(0.3)
 
 
 def test_load_run_gives_the_arrays_of_the_pool(tiny_run: Path):

@@ -70,3 +70,10 @@ def test_toy_benchmark_script_runs_small(tmp_path, monkeypatch, capsys):
     for name in ("search_toy_segments.png", "search_toy_diffusion.png"):
         with Image.open(tmp_path / name) as image:
             assert image.size == PNG_SIZE
+
+
+def test_compute_columns_are_the_same_fields_in_both_curve_tables():
+    from rerank.scaling import COMPUTE_COLUMNS
+    from rerank.search.curves import COMPUTE_AXES
+
+    assert tuple(COMPUTE_AXES) == COMPUTE_COLUMNS

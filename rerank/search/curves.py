@@ -58,11 +58,12 @@ class ComputeRow:
         return asdict(self)
 
 
-def _mean_compute(computes: Sequence[Compute]) -> dict[str, float | None]:
+def mean_compute(computes: Sequence[Compute | None]) -> dict[str, float | None]:
+    """The mean of each compute field over ``computes`` (None where any lacks it, or any compute is None)."""
     values: dict[str, float | None] = {}
     for name in COMPUTE_AXES:
-        column = [getattr(c, name) for c in computes]
-        values[name] = None if any(v is None for v in column) else float(np.mean(column))
+        column = [None if c is None else getattr(c, name) for c in computes]
+        values[name] = None if not column or any(v is None for v in column) else float(np.mean(column))
     return values
 
 
@@ -80,7 +81,7 @@ def compute_curves(outcomes: Mapping[tuple[str, int], Sequence[tuple[float, Comp
         rewards = np.array([[value] for value, _ in results], dtype=np.float64)
         mean, low, high = bootstrap_ci(rewards, n_boot=n_boot, ci=ci, rng=np.random.default_rng(seed))
         rows.append(ComputeRow(method, int(budget), reward, float(mean[0]), float(low[0]), float(high[0]),
-                               len(results), **_mean_compute([c for _, c in results]), axis=axis))
+                               len(results), **mean_compute([c for _, c in results]), axis=axis))
     return rows
 
 
