@@ -17,9 +17,12 @@ in one process over one loaded model, after one warm-up each; the median of ``--
 reported, with the machine's load average and torch's thread count (only a quiet machine gives
 figures worth comparing). Also printed: the largest |bf16 - fp32| score difference.
 
-Measured on this project's machine kind (2 cores, AVX-512 BF16; see the README for the table):
-encode batch 1 and 2 tie and 8 is ~12 % slower on CPU (8 clips of chunks through the 512-channel
-conv front end no longer fit in cache), so the CPU default is 1; CUDA keeps 8.
+Measured on this project's machine kind (2 cores, AVX-512 BF16; see the README for the table),
+(b) seconds at encode batch 1 / 2 / 8: 17.3 / 17.3 / 19.4 (the issue's quiet run) and 25.30 / 24.17 /
+24.85 (``--sweep --nchw --repeats 3``, quiet, 2026-12-04). Two chunks per call were never slower and
+once 4.5 % faster, and 8 clips of chunks through the 512-channel conv front end overflow the cache,
+so the CPU default is 2; CUDA keeps 8. The same run timed the conv front end in NCHW at 25.19 s,
+equal to ``channels_last`` (25.19 s): on this AMD CPU the layout buys nothing end to end.
 
 Usage: python benchmarks/score_throughput.py [--device cpu|cuda] [--candidates 8] [--seconds 10]
        [--repeats 3] [--sweep] [--nchw] [--workdir DIR]

@@ -341,7 +341,7 @@ def test_settings_are_validated_and_device_dependent():
         ScoringSettings().with_options(maxdur=3)
     settings = ScoringSettings()
     assert settings.resolved_dtype("cuda:1") == "bf16" and settings.resolved_dtype("cpu") == "fp32"
-    assert settings.resolved_encode_batch_size("cpu") == 1 and settings.resolved_encode_batch_size("cuda") == 8
+    assert settings.resolved_encode_batch_size("cpu") == 2 and settings.resolved_encode_batch_size("cuda") == 8
     assert ScoringSettings(encode_batch_size=4).resolved_encode_batch_size("cpu") == 4
     assert settings.with_options(max_dur=None, missing="null") == ScoringSettings(missing="null")
 

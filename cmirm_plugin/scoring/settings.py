@@ -22,10 +22,10 @@ MISSING_POLICIES: tuple[str, ...] = ("mask", "null")
 #: The values of ``dtype``: ``auto`` is bf16 autocast on CUDA (as the released model ran) and fp32 elsewhere.
 DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16")
 #: Audio-tower batch (equal-length 30 s chunks per call) by device type when ``encode_batch_size``
-#: is not set. Measured with benchmarks/score_throughput.py (see its docstring): on CPU, chunks of
-#: many clips at once overflow the cache in MuQ's 512-channel conv front end and run slower than
-#: one or two at a time; on GPUs bigger batches fill the device.
-ENCODE_BATCH_SIZE = {"cpu": 1, "cuda": 8}
+#: is not set. Measured with benchmarks/score_throughput.py (see its docstring): on CPU, two chunks
+#: per call were fastest in both quiet runs (8 overflow the cache in MuQ's 512-channel conv front
+#: end); on GPUs bigger batches fill the device.
+ENCODE_BATCH_SIZE = {"cpu": 2, "cuda": 8}
 #: Fallback for other device types (mps, xpu ...).
 DEFAULT_ENCODE_BATCH_SIZE = 8
 
