@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import operator
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +27,20 @@ class ManifestError(CmirmError):
 
 class ConfigError(CmirmError):
     """A model or job configuration value that is unknown or out of range."""
+
+
+def check_count(name: str, value: object) -> int:
+    """``value`` as an integer >= 1 (numpy integers too; bools and floats refused), else a `ConfigError`
+    naming ``name`` (an option, ``--num-actors``, or a field, ``scoring setting batch_size``)."""
+    if not isinstance(value, bool):
+        try:
+            count = operator.index(value)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            if count >= 1:
+                return count
+    raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 class CheckpointError(CmirmError):

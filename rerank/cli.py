@@ -428,7 +428,7 @@ def scaling(
     from rich.console import Console
 
     from generators.registry import require_inputs
-    from rerank.pool_options import check_count
+    from cmirm_plugin.errors import check_count
     from rerank.scaling_run import ScalingConfig, run_scaling
 
     k_values = _int_list(ks, "--ks", 1)

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from rich.console import Console
 
 from cmirm_plugin.audio import Audio
-from cmirm_plugin.errors import CmirmError, ConfigError, check_output_path
+from cmirm_plugin.errors import CmirmError, ConfigError, check_count, check_output_path
 from cmirm_plugin.manifest import ManifestWriter
 from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.settings import ScoringSettings
@@ -49,7 +49,7 @@ from rerank.actor_pool import PoolReport
 from rerank.gen_pool import GeneratorPool, require_generator_name
 from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy
 from rerank.pool import ScoreItem, ScoreResult, ScorerPool
-from rerank.pool_options import PoolOptions, check_count
+from rerank.pool_options import PoolOptions
 from rerank.progress import job_progress
 from rerank.rerank_run import Ranking, RankingWriter
 from rerank.run_config import ResultSettings, RunConfig, save_run_config

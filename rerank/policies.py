@@ -25,14 +25,13 @@ through ``spec()`` and read back with `parse_policy` (the syntax of the CLI's ``
 from __future__ import annotations
 
 import math
-import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 
-from cmirm_plugin.errors import CmirmError, ConfigError
+from cmirm_plugin.errors import CmirmError, ConfigError, check_count
 from cmirm_plugin.records import AXES
 
 #: The selection policy of a scorer with a ``musicality`` axis (CMI-RM) when none is given.
@@ -90,19 +89,6 @@ def check_scores(scores: np.ndarray | Sequence[Sequence[float]], name: str = "sc
     return array
 
 
-def positive_int(value: Any, name: str) -> int:
-    """``value`` as an int >= 1 (bools and floats are refused), or an error naming ``name``."""
-    if isinstance(value, bool):
-        raise CmirmError(f"{name} must be an integer >= 1, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise CmirmError(f"{name} must be an integer >= 1, got {value!r}") from None
-    if value < 1:
-        raise CmirmError(f"{name} must be >= 1, got {name}={value}")
-    return value
-
-
 def check_k(k: int, n: int, *, allow_fewer: bool = False) -> int:
     """Validate a top-k request against a pool of ``n`` candidates and return ``k`` as an int.
 
@@ -110,7 +96,7 @@ def check_k(k: int, n: int, *, allow_fewer: bool = False) -> int:
     generated is usually a mistake) unless ``allow_fewer`` is set, in which case the selection
     simply returns all ``n``.
     """
-    k = positive_int(k, "k")
+    k = check_count("k", k)
     if k > n and not allow_fewer:
         raise CmirmError(f"k={k} exceeds the pool size N={n}; use k <= {n} or allow_fewer=True to take all {n}")
     return k

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterator, Literal, Mapping, Sequence
 
 from cmirm_plugin.audio import Audio
-from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.errors import CmirmError, check_count
 from cmirm_plugin.records import Instruction, Scores
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
@@ -54,8 +54,7 @@ class PoolConfig:
         if self.backend not in ("ray", "local"):
             raise CmirmError(f"backend must be 'ray' or 'local', got {self.backend!r}")
         for name in ("num_actors", "threads_per_actor", "batch_size", "max_in_flight"):
-            if int(getattr(self, name)) < 1:
-                raise CmirmError(f"pool option {name} must be >= 1, got {getattr(self, name)!r}")
+            check_count(f"pool option {name}", getattr(self, name))
         if self.num_gpus_per_actor < 0 or self.num_cpus_per_actor < 0:
             raise CmirmError("num_gpus_per_actor and num_cpus_per_actor must be >= 0")
 

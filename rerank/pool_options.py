@@ -17,7 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import ConfigError, check_count
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
@@ -31,13 +31,6 @@ ScheduleOption = Literal["auto", "stream", "phased"]
 def _fraction(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ConfigError(f"{name} must be a number >= 0 (fractions share a device), got {value!r}")
-
-
-def check_count(name: str, value: Any) -> int:
-    """``value`` if it is an integer >= 1 (bools refused), else a `ConfigError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.special import gammaln
 
-from cmirm_plugin.errors import CmirmError
+from cmirm_plugin.errors import CmirmError, check_count
 from cmirm_plugin.records import AXES, MODALITIES
-from rerank.policies import Policy, check_scores, group_by_instruction, order_desc, positive_int
+from rerank.policies import Policy, check_scores, group_by_instruction, order_desc
 
 #: The curve "axis" of the policy's composite (reported next to each score axis of the evaluation scorer).
 COMPOSITE = "composite"
@@ -64,7 +64,7 @@ COMPUTE_COLUMNS = CURVE_COLUMNS[-5:]
 
 def n_grid(m: int) -> list[int]:
     """The N values of a curve over a pool of ``m``: powers of two up to ``m``, plus ``m`` itself."""
-    m = positive_int(m, "pool size m")
+    m = check_count("pool size m", m)
     grid = [2**e for e in range(m.bit_length()) if 2**e <= m]
     return grid if grid[-1] == m else [*grid, m]
 
@@ -95,7 +95,7 @@ def inclusion_weights(m: int, n: int, k: int = 1) -> np.ndarray:
     ``w_k(p) = sum_{i<k} C(p, i) C(m-1-p, n-1-i) / C(m, n)``; for ``k = 1``, ``C(m-1-p, n-1) / C(m, n)``.
     Requires ``1 <= k <= n <= m``. The returned array is read-only (results are cached).
     """
-    m, n, k = positive_int(m, "m"), positive_int(n, "n"), positive_int(k, "k")
+    m, n, k = check_count("m", m), check_count("n", n), check_count("k", k)
     if n > m:
         raise CmirmError(f"n={n} exceeds the pool size m={m}")
     if k > n:
@@ -145,7 +145,7 @@ def check_bootstrap(n_boot: int, ci: float) -> int:
     """``n_boot`` after checking it is >= 1 and that ``ci`` is a level strictly between 0 and 1."""
     if isinstance(ci, bool) or not isinstance(ci, (int, float, np.floating)) or not 0 < ci < 1:
         raise CmirmError(f"ci must be a level strictly between 0 and 1 (e.g. 0.95), got ci={ci}")
-    return positive_int(n_boot, "n_boot")
+    return check_count("n_boot", n_boot)
 
 
 def bootstrap_ci(
@@ -267,7 +267,7 @@ def _instruction_modalities(groups: Mapping[str, np.ndarray], modalities: Mappin
 
 def check_ks(ks: Sequence[int]) -> list[int]:
     """The distinct k values of top-k-of-N curves, sorted; each must be an integer >= 1."""
-    checked = sorted({positive_int(k, "k") for k in ks})
+    checked = sorted({check_count("k", k) for k in ks})
     if not checked:
         raise CmirmError("ks is empty: give at least one k")
     return checked
@@ -288,7 +288,7 @@ def _check_grid(
     m_min = len(groups[smallest])
     if ns is None:
         ns = n_grid(m_min)
-    ns = sorted({positive_int(n, "N") for n in ns})
+    ns = sorted({check_count("N", n) for n in ns})
     if not ns:
         raise CmirmError("ns is empty: give at least one N")
     if ns[-1] > m_min:

@@ -38,7 +38,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cmirm_plugin.errors import ConfigError, check_output_path
+from cmirm_plugin.errors import ConfigError, check_count, check_output_path
 from cmirm_plugin.manifest import iter_records
 from cmirm_plugin.records import format_score
 from cmirm_plugin.scoring.settings import ScoringSettings
@@ -46,7 +46,7 @@ from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
 from rerank.generate import CandidatesConfig, RunLog, prepare_candidates, score_missing
 from rerank.plots import plot_compute_curves, plot_curves
-from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy, positive_int
+from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy
 from rerank.pool_options import PoolOptions
 from rerank.run_config import load_run_config, selection_scorer
 from rerank.run_dir import disk_errors, make_dir
@@ -182,7 +182,7 @@ class ScalingConfig:
                 raise ConfigError("--methods runs each method: give --prompts (--from reads one finished run of any "
                                   "method without --methods)")
             for budget in self.budgets:
-                positive_int(budget, "--budgets")
+                check_count("--budgets", budget)
             plan_runs(self.methods, self.budgets, self.out)   # a budget a method cannot spend fails now
             for method in self.methods:
                 method.for_budget(max(self.budgets)).check_named(self.generate.generator, self.generate.duration)
@@ -196,7 +196,7 @@ class ScalingConfig:
         check_bootstrap(self.n_boot, self.ci)
         check_seed(self.seed)
         if self.n_max is not None:
-            positive_int(self.n_max, "--n-max")
+            check_count("--n-max", self.n_max)
         pool_size = self.n_max
         if self.generate is not None:
             generated = len(self.generate.candidate_seeds())

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -48,7 +50,7 @@ def test_bad_shapes(scores, message):
         check_scores(scores)
 
 
-@pytest.mark.parametrize("k,message", [(0, "k must be >= 1"), (-2, "k must be >= 1"), (True, "integer"),
+@pytest.mark.parametrize("k,message", [(0, "k must be an integer >= 1, got 0"), (-2, "k must be an integer >= 1, got -2"), (True, "integer"),
                                        (1.5, "integer"), (6, r"k=6 exceeds the pool size N=5; use k <= 5")])
 def test_bad_k(k, message):
     with pytest.raises(CmirmError, match=message):
@@ -248,3 +250,12 @@ def test_rank_per_instruction_matches_select_and_reports_the_pool_composite():
             chosen = policy.select(pool, 2, allow_fewer=True).indices
             assert sorted(np.flatnonzero(result.selected[positions]).tolist()) == sorted(chosen.tolist()), spec
             assert result.rank[positions][chosen].tolist() == list(range(1, len(chosen) + 1)), spec
+
+
+def test_counts_are_checked_in_one_place_with_the_name_and_value():
+    from cmirm_plugin.errors import ConfigError, check_count
+
+    assert check_count("k", np.int64(3)) == 3 and type(check_count("k", np.int64(3))) is int
+    for bad in (0, -1, True, 2.0, "2", None):
+        with pytest.raises(ConfigError, match=rf"^--num-actors must be an integer >= 1, got {re.escape(repr(bad))}$"):
+            check_count("--num-actors", bad)

@@ -72,7 +72,7 @@ def test_bad_audio_gets_an_error_record(ray_pool, tmp_path: Path):
 
 
 def test_pool_config_validation():
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="pool option batch_size must be an integer >= 1, got 0"):
         PoolConfig(spec=ScorerSpec.parse("tiny"), batch_size=0)
     with pytest.raises(ValueError, match="backend must be 'ray' or 'local'"):
         PoolConfig(spec=ScorerSpec.parse("tiny"), backend="dask")

@@ -82,7 +82,7 @@ def test_inclusion_weights():
         inclusion_weights(4, 5)
     with pytest.raises(CmirmError, match="k=3 exceeds n=2"):
         inclusion_weights(4, 2, 3)
-    with pytest.raises(CmirmError, match="n must be >= 1"):
+    with pytest.raises(CmirmError, match="n must be an integer >= 1, got 0"):
         inclusion_weights(4, 0)
 
 

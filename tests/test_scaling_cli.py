@@ -253,7 +253,7 @@ def test_option_errors_name_the_option(tiny_run: Path, tmp_path: Path, env):
         (["--from", str(tiny_run), "--n-max", "2", "--ks", "3"],
          "--ks 3 exceeds the 2 candidate(s) per instruction (--n-max)"),
         (["--from", str(tiny_run), "--ci", "95"], "ci must be a level strictly between 0 and 1"),
-        (["--from", str(tiny_run), "--n-boot", "0"], "n_boot must be >= 1"),
+        (["--from", str(tiny_run), "--n-boot", "0"], "n_boot must be an integer >= 1, got 0"),
         (["--from", str(tiny_run), "--num-actors", "0"], "--num-actors must be an integer >= 1, got 0"),
         (["--from", str(tiny_run), "--eval-reward", "x", "--scorer", "x"], "--eval-reward is the selection model"),
     ]
@@ -271,8 +271,8 @@ def test_scaling_config_is_validated_up_front(tiny_run: Path, tmp_path: Path):
     pool = CandidatesConfig(out=out, instructions=[Instruction(text="x")], generator="g", reward=ScorerSpec("hub", "rm"), n=4)
     cases = [
         (dict(source=tiny_run, ci=95), "ci must be a level"),
-        (dict(source=tiny_run, n_boot=0), "n_boot must be >= 1"),
-        (dict(source=tiny_run, ks=(0,)), "k must be >= 1"),
+        (dict(source=tiny_run, n_boot=0), "n_boot must be an integer >= 1, got 0"),
+        (dict(source=tiny_run, ks=(0,)), "k must be an integer >= 1, got 0"),
         (dict(source=tiny_run, seed=-1), "seed must be a non-negative integer"),
         (dict(source=tiny_run, ks=(1, 5), n_max=4), "--ks 5 exceeds the 4 candidate(s) per instruction (--n-max)"),
         (dict(generate=pool, ks=(5,)), "--ks 5 exceeds the 4 candidate(s) per instruction (--n-max)"),

@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, Mapping
 
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import ConfigError, check_count
 
 MissingPolicy = Literal["mask", "null"]
 Dtype = Literal["auto", "fp32", "bf16"]
@@ -28,12 +28,6 @@ DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16")
 ENCODE_BATCH_SIZE = {"cpu": 2, "cuda": 8}
 #: Fallback for other device types (mps, xpu ...).
 DEFAULT_ENCODE_BATCH_SIZE = 8
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"scoring setting {name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -72,10 +66,10 @@ class ScoringSettings:
                               f"got {self.missing!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"scoring setting dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("cache_size", self.cache_size)
+        check_count("scoring setting batch_size", self.batch_size)
+        check_count("scoring setting cache_size", self.cache_size)
         if self.encode_batch_size is not None:
-            _positive_int("encode_batch_size", self.encode_batch_size)
+            check_count("scoring setting encode_batch_size", self.encode_batch_size)
 
     def with_options(self, **options: Any) -> "ScoringSettings":
         """A copy with the given fields replaced; None values (an option not given) keep the current value."""

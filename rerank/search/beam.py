@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import ConfigError, check_count
 from cmirm_plugin.records import Lineage
 from rerank.policies import Policy
 from rerank.search.method import SearchMethod, rank
@@ -29,11 +29,6 @@ if TYPE_CHECKING:
 
 #: Tolerance on duration / segment being a whole number of steps.
 _EPS = 1e-6
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"search 'beam': {name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -47,9 +42,9 @@ class BeamSearch(SearchMethod):
     segment: float = 5.0
 
     def __post_init__(self) -> None:
-        _positive_int("width", self.width)
+        check_count("search 'beam': width", self.width)
         if self.expand is not None:
-            _positive_int("expand", self.expand)
+            check_count("search 'beam': expand", self.expand)
         if not isinstance(self.segment, (int, float)) or isinstance(self.segment, bool) or not self.segment > 0:
             raise ConfigError(f"search 'beam': segment must be a number of seconds > 0, got {self.segment!r}")
         object.__setattr__(self, "segment", float(self.segment))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import ConfigError, check_count
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from cmirm_plugin.scoring.wire import WireLimits
@@ -25,12 +25,6 @@ def _number(name: str, value: Any, minimum: float = 0.0, inclusive: bool = False
     if not ok:
         raise ConfigError(f"{name} must be a number {'>=' if inclusive else '>'} {minimum:g}, got {value!r}")
     return float(value)
-
-
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -79,9 +73,9 @@ class ServeConfig:
         if not isinstance(self.host, str) or not self.host.strip():
             raise ConfigError(f"--host must be a host name or address, got {self.host!r}")
         for name in ("max_batch_size", "replicas", "max_queued_requests"):
-            _count("--" + name.replace("_", "-"), getattr(self, name))
+            check_count("--" + name.replace("_", "-"), getattr(self, name))
         if self.threads_per_replica is not None:
-            _count("--threads-per-replica", self.threads_per_replica)
+            check_count("--threads-per-replica", self.threads_per_replica)
         _number("--batch-wait-ms", self.batch_wait_ms, inclusive=True)
         _number("--gpus-per-replica", self.gpus_per_replica, inclusive=True)
         _number("--cpus-per-replica", self.cpus_per_replica)
