@@ -4,7 +4,7 @@ This module only turns options into the typed configs of `rerank.generate`, `rer
 and `rerank.scaling_run` and prints their results. The options ``generate`` and ``scaling`` share
 are the fields of `GenOptions` (and the scoring group `cmirm_plugin.cli_options.ScoringOptions`),
 added to both commands by `with_options`; their defaults are the defaults of the config fields
-they feed (`CONFIG_DEFAULTS`). The pipeline (torch, Ray, matplotlib) is imported inside the
+they feed (`rerank.defaults`). The pipeline (torch, Ray, matplotlib) is imported inside the
 commands, so ``--help`` stays fast.
 """
 
@@ -24,6 +24,7 @@ from cmirm_plugin.hub import DEFAULT_MODEL
 from cmirm_plugin.models_needed import check_available
 from cmirm_plugin.records import Instruction
 from cmirm_plugin.scoring.spec import TINY, ScorerSpec
+from rerank import defaults
 from rerank.instructions import cli_instruction, load_prompts
 
 if TYPE_CHECKING:
@@ -32,37 +33,6 @@ if TYPE_CHECKING:
 
 #: The generator of ``--tiny`` runs when ``--generator`` is not given.
 TINY_GENERATOR = "tiny-musicgen"
-
-#: The defaults of the config fields the options feed (``Class.field`` of `rerank.generate`,
-#: `rerank.pool_options`, `rerank.scaling_run`) and `rerank.policies.DEFAULT_POLICY`, written out so that
-#: ``--help`` imports no part of the pipeline (torch, Ray, matplotlib take seconds);
-#: tests/test_cli_rough_edges.py checks each against its config's own default, so they cannot drift apart.
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "CandidatesConfig.n": 8,
-    "CandidatesConfig.duration": 10.0,
-    "CandidatesConfig.seed_base": 0,
-    "CandidatesConfig.gen_batch_size": 1,
-    "GenerateConfig.k": None,
-    "GenerateConfig.policy": None,
-    "PoolOptions.backend": "auto",
-    "PoolOptions.schedule": "auto",
-    "PoolOptions.gen_actors": 1,
-    "PoolOptions.gen_gpus_per_actor": None,
-    "PoolOptions.gen_cpus_per_actor": 1.0,
-    "PoolOptions.num_actors": 1,
-    "PoolOptions.num_gpus_per_actor": 0.0,
-    "PoolOptions.threads_per_actor": None,
-    "PoolOptions.score_batch_size": 8,
-    "PoolOptions.max_in_flight": 2,
-    "PoolOptions.ray_address": None,
-    "PoolOptions.device": None,
-    "ScalingConfig.n_boot": 1000,
-    "ScalingConfig.ci": 0.95,
-    "ScalingConfig.seed": 0,
-    "ScalingConfig.ks": (1,),
-    "DEFAULT_POLICY": "axis:musicality",
-    "DEFAULT_K": 2,
-}
 
 _GEN = "Generation"
 _POOL = "Workers (generators and scorers)"
@@ -88,8 +58,8 @@ RewardOpt = Annotated[Optional[str], typer.Option(
 Policy = Annotated[Optional[str], typer.Option(
     "--policy", rich_help_panel=_SEL, show_default=False,
     help="axis:musicality | weighted:alignment=0.5,musicality=0.5 | zsum | lex:alignment,tol=0.1 | pareto "
-         f"\\[default: {CONFIG_DEFAULTS['DEFAULT_POLICY']}, or the one axis of a single-axis scorer].")]
-K_HELP = (f"Candidates kept per instruction, at most the candidates it has \\[default: {CONFIG_DEFAULTS['DEFAULT_K']}, "
+         f"\\[default: {defaults.POLICY}, or the one axis of a single-axis scorer].")]
+K_HELP = (f"Candidates kept per instruction, at most the candidates it has \\[default: {defaults.K}, "
           "or all when fewer].")
 Minimums = Annotated[Optional[list[str]], typer.Option(
     "--min", rich_help_panel=_SEL, help="Threshold axis=value (repeatable): candidates below it are never selected.")]
@@ -199,11 +169,6 @@ def _generator_name(generator: str | None, tiny: bool) -> str:
     raise ConfigError("give --generator NAME (e.g. musicgen-small), or --tiny for an offline smoke run")
 
 
-def _default(key: str) -> Any:
-    """The default of the config field ``key`` (``Class.field``, see `CONFIG_DEFAULTS`)."""
-    return CONFIG_DEFAULTS[key]
-
-
 @dataclass
 class GenOptions:
     """The options ``generate`` and ``scaling`` share: generation, reward, selection policy, scorer pool.
@@ -214,29 +179,29 @@ class GenOptions:
 
     generator: GeneratorName = None
     reward: RewardOpt = None
-    policy: Policy = _default("GenerateConfig.policy")
+    policy: Policy = None
     minimums: Minimums = None
-    duration: Duration = _default("CandidatesConfig.duration")
+    duration: Duration = defaults.DURATION
     temperature: Temperature = None
     top_k: TopK = None
     top_p: TopP = None
     guidance: Guidance = None
     steps: Steps = None
     param: Params = None
-    seed_base: SeedBase = _default("CandidatesConfig.seed_base")
-    gen_batch_size: GenBatch = _default("CandidatesConfig.gen_batch_size")
-    backend: Backend = _default("PoolOptions.backend")
-    schedule: Schedule = _default("PoolOptions.schedule")
-    gen_actors: GenActors = _default("PoolOptions.gen_actors")
-    gen_gpus_per_actor: GenGpus = _default("PoolOptions.gen_gpus_per_actor")
-    gen_cpus_per_actor: GenCpus = _default("PoolOptions.gen_cpus_per_actor")
-    num_actors: NumActors = _default("PoolOptions.num_actors")
-    num_gpus_per_actor: GpusPerActor = _default("PoolOptions.num_gpus_per_actor")
-    threads_per_actor: Threads = _default("PoolOptions.threads_per_actor")
-    score_batch_size: ScoreBatch = _default("PoolOptions.score_batch_size")
-    max_in_flight: InFlight = _default("PoolOptions.max_in_flight")
-    ray_address: RayAddress = _default("PoolOptions.ray_address")
-    device: Device = _default("PoolOptions.device")
+    seed_base: SeedBase = defaults.SEED_BASE
+    gen_batch_size: GenBatch = defaults.GEN_BATCH_SIZE
+    backend: Backend = defaults.BACKEND
+    schedule: Schedule = defaults.SCHEDULE
+    gen_actors: GenActors = defaults.GEN_ACTORS
+    gen_gpus_per_actor: GenGpus = None
+    gen_cpus_per_actor: GenCpus = defaults.GEN_CPUS_PER_ACTOR
+    num_actors: NumActors = defaults.NUM_ACTORS
+    num_gpus_per_actor: GpusPerActor = defaults.NUM_GPUS_PER_ACTOR
+    threads_per_actor: Threads = None
+    score_batch_size: ScoreBatch = defaults.SCORE_BATCH_SIZE
+    max_in_flight: InFlight = defaults.MAX_IN_FLIGHT
+    ray_address: RayAddress = None
+    device: Device = None
     tiny: Tiny = False
 
     def pool(self) -> PoolOptions:
@@ -291,9 +256,9 @@ def generate(
     lyrics: Lyrics = None,
     ref_audio: RefAudio = None,
     prompts: Prompts = None,
-    n: Annotated[int, typer.Option("-n", "--n", help="Candidates per instruction.")] = _default("CandidatesConfig.n"),
+    n: Annotated[int, typer.Option("-n", "--n", help="Candidates per instruction.")] = defaults.CANDIDATES,
     k: Annotated[Optional[int], typer.Option("-k", "--k", rich_help_panel=_SEL, show_default=False, help=K_HELP)]
-        = _default("GenerateConfig.k"),
+        = None,
     seeds: Seeds = None,
     retry_errors: RetryErrors = False,
     search: Annotated[str, typer.Option(
@@ -345,8 +310,8 @@ def generate(
 def rerank(
     run: Annotated[Path, typer.Argument(help="A run directory, or its manifest.jsonl.")],
     k: Annotated[Optional[int], typer.Option("-k", "--k", show_default=False, help=K_HELP)]
-        = _default("GenerateConfig.k"),
-    policy: Policy = _default("GenerateConfig.policy"),
+        = None,
+    policy: Policy = None,
     minimums: Minimums = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Where ranking.jsonl and top/ go (default the run directory).")] = None,
@@ -402,11 +367,11 @@ def scaling(
         help="Axis the summary table reports: one of the evaluation scorer's axes or composite (files hold all) "
              "\\[default: composite].")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples of the instructions.")]
-        = _default("ScalingConfig.n_boot"),
-    ci: Annotated[float, typer.Option("--ci", help="Bootstrap band level.")] = _default("ScalingConfig.ci"),
-    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = _default("ScalingConfig.seed"),
+        = defaults.N_BOOT,
+    ci: Annotated[float, typer.Option("--ci", help="Bootstrap band level.")] = defaults.CI,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = defaults.SCALING_SEED,
     ks: Annotated[str, typer.Option("--ks", help="Comma-separated k of the top-k-of-N curves (1 = best-of-N).")]
-        = ",".join(map(str, _default("ScalingConfig.ks"))),
+        = ",".join(map(str, defaults.KS)),
     methods: Annotated[Optional[str], typer.Option(
         "--methods", help="Search methods to compare at equal compute, e.g. best-of-n,beam:width=2,segment=5,"
                           "noise:neighbors=4,radius=0.3 (leave expand / rounds open for the budgets to fill).")] = None,

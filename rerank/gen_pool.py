@@ -21,6 +21,7 @@ from typing import Any, Literal, Mapping, Sequence
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.records import Candidate, Instruction
 from generators import Generator, GenerationResult, build_generator
+from rerank import defaults
 from rerank.actor_pool import ActorPool, Placement, Worker
 from rerank.pool import torch_threads
 
@@ -84,7 +85,7 @@ class GeneratorPoolConfig:
     resources: Mapping[str, float] = field(default_factory=dict)
     threads_per_actor: int | None = None
     device: str | None = None
-    max_in_flight: int = 2
+    max_in_flight: int = defaults.MAX_IN_FLIGHT
     max_restarts: int = 3
     ray_address: str | None = None
 

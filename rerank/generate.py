@@ -45,6 +45,7 @@ from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import GenerationResult, Generator, recorded_name
 from generators.registry import require_inputs
+from rerank import defaults
 from rerank.actor_pool import PoolReport
 from rerank.gen_pool import GeneratorPool, require_generator_name
 from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy
@@ -95,12 +96,12 @@ class CandidatesConfig:
     instructions: Sequence[Instruction]
     generator: str
     reward: ScorerSpec
-    n: int = 8
-    duration: float = 10.0
+    n: int = defaults.CANDIDATES
+    duration: float = defaults.DURATION
     params: dict[str, Any] = field(default_factory=dict)
-    seed_base: int = 0
+    seed_base: int = defaults.SEED_BASE
     seeds: Sequence[int] | None = None
-    gen_batch_size: int = 1
+    gen_batch_size: int = defaults.GEN_BATCH_SIZE
     device: str | None = None
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     pool: PoolOptions = field(default_factory=PoolOptions)
@@ -170,7 +171,7 @@ class GenerateConfig(CandidatesConfig):
     """One ``cmirm generate`` job (the CLI options, typed): a `CandidatesConfig` plus the selection.
 
     Attributes (besides `CandidatesConfig`'s):
-        k: candidates kept per instruction (default `rerank.policies.DEFAULT_K`, or all when fewer are asked for).
+        k: candidates kept per instruction (default `rerank.defaults.K`, or all when fewer are asked for).
         policy / minimums: the selection policy and ``--min`` thresholds (`rerank.policies.parse_policy`).
     """
 

@@ -33,11 +33,7 @@ import numpy as np
 
 from cmirm_plugin.errors import CmirmError, ConfigError, check_count
 from cmirm_plugin.records import AXES
-
-#: The selection policy of a scorer with a ``musicality`` axis (CMI-RM) when none is given.
-DEFAULT_POLICY = "axis:musicality"
-#: Candidates kept per instruction when no k is given (all of them when there are fewer).
-DEFAULT_K = 2
+from rerank import defaults
 
 #: Policy names accepted by `parse_policy`, with an example of each.
 POLICY_EXAMPLES = {
@@ -54,11 +50,11 @@ POLICY_EXAMPLES = {
 
 
 def default_policy(axes: Sequence[str]) -> str:
-    """The policy used when none is given: `DEFAULT_POLICY` for scorers with a ``musicality`` axis,
+    """The policy used when none is given: `rerank.defaults.POLICY` for scorers with a ``musicality`` axis,
     the one axis of a single-axis scorer; other scorers need an explicit ``--policy``."""
     axes = tuple(axes)
     if "musicality" in axes:
-        return DEFAULT_POLICY
+        return defaults.POLICY
     if len(axes) == 1:
         return f"axis:{axes[0]}"
     raise ConfigError(f"give --policy: the scorer's axes are {', '.join(axes)} (e.g. 'axis:{axes[0]}' or 'zsum')")
@@ -105,12 +101,12 @@ def check_k(k: int, n: int, *, allow_fewer: bool = False) -> int:
 def check_k_of_n(k: int | None, n: int, k_option: str, n_source: str) -> int:
     """The one rule of the commands that keep k of N candidates per instruction (``generate``,
     ``rerank``, ``scaling``): ``k <= N``, refused before any work with a line naming both options.
-    No ``k`` (none given) is `DEFAULT_K`, or N when that is fewer.
+    No ``k`` (none given) is `rerank.defaults.K`, or N when that is fewer.
 
     ``k_option`` is k's option (``-k``, ``--ks``), ``n_source`` where N comes from (``-n``, ``--n-max``, a run).
     """
     if k is None:
-        return min(DEFAULT_K, n)
+        return min(defaults.K, n)
     if k > n:
         raise ConfigError(f"{k_option} {k} exceeds the {n} candidate(s) per instruction ({n_source}): nothing can "
                           f"keep more than it has; give {k_option} <= {n} or more candidates")

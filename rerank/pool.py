@@ -29,6 +29,7 @@ from cmirm_plugin.errors import CmirmError, check_count
 from cmirm_plugin.records import Instruction, Scores
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
+from rerank import defaults
 from rerank.actor_pool import ActorPool, Placement, TaskFailed, Worker, next_results
 
 
@@ -43,8 +44,8 @@ class PoolConfig:
     num_gpus_per_actor: float = 0.0
     num_cpus_per_actor: float = 1.0
     threads_per_actor: int = 1
-    batch_size: int = 8
-    max_in_flight: int = 2
+    batch_size: int = defaults.SCORE_BATCH_SIZE
+    max_in_flight: int = defaults.MAX_IN_FLIGHT
     ray_address: str | None = None
     device: str | None = None
     max_restarts: int = 3
@@ -158,7 +159,7 @@ class ScorerPool(ActorPool):
         self._calls = itertools.count()
 
     @classmethod
-    def of(cls, scorer: Any, batch_size: int = 8) -> "ScorerPool":
+    def of(cls, scorer: Any, batch_size: int = defaults.SCORE_BATCH_SIZE) -> "ScorerPool":
         """An in-process pool around a scorer object already built (e.g. for `best_of_n`)."""
         label = getattr(scorer, "label", None) or type(scorer).__name__
         spec = ScorerSpec("plugin", f"{type(scorer).__module__}:{type(scorer).__qualname__}")

@@ -21,6 +21,7 @@ from cmirm_plugin.errors import ConfigError, check_count
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
+from rerank import defaults
 from rerank.gen_pool import GeneratorPoolConfig, default_device
 from rerank.pool import PoolConfig
 
@@ -43,19 +44,19 @@ class PoolOptions:
     to the nodes that have the model).
     """
 
-    backend: Backend = "auto"
-    num_actors: int = 1
-    num_gpus_per_actor: float = 0.0
+    backend: Backend = defaults.BACKEND  # type: ignore[assignment]
+    num_actors: int = defaults.NUM_ACTORS
+    num_gpus_per_actor: float = defaults.NUM_GPUS_PER_ACTOR
     threads_per_actor: int | None = None
-    score_batch_size: int = 8
-    max_in_flight: int = 2
+    score_batch_size: int = defaults.SCORE_BATCH_SIZE
+    max_in_flight: int = defaults.MAX_IN_FLIGHT
     ray_address: str | None = None
     device: str | None = None
-    gen_actors: int = 1
+    gen_actors: int = defaults.GEN_ACTORS
     gen_gpus_per_actor: float | None = None
-    gen_cpus_per_actor: float = 1.0
+    gen_cpus_per_actor: float = defaults.GEN_CPUS_PER_ACTOR
     gen_resources: dict[str, float] = field(default_factory=dict)
-    schedule: ScheduleOption = "auto"
+    schedule: ScheduleOption = defaults.SCHEDULE  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "ray", "local"):

@@ -44,6 +44,7 @@ from cmirm_plugin.records import format_score
 from cmirm_plugin.scoring.settings import ScoringSettings
 from cmirm_plugin.scoring.spec import ScorerSpec
 from generators import Generator
+from rerank import defaults
 from rerank.generate import CandidatesConfig, RunLog, prepare_candidates, score_missing
 from rerank.plots import plot_compute_curves, plot_curves
 from rerank.policies import Policy, check_k_of_n, default_policy, parse_policy
@@ -158,10 +159,10 @@ class ScalingConfig:
     out: Path
     policy: str | None = None
     minimums: Sequence[str] = ()
-    ks: Sequence[int] = (1,)
-    n_boot: int = 1000
-    ci: float = 0.95
-    seed: int = 0
+    ks: Sequence[int] = defaults.KS
+    n_boot: int = defaults.N_BOOT
+    ci: float = defaults.CI
+    seed: int = defaults.SCALING_SEED
     n_max: int | None = None
     generate: CandidatesConfig | None = None
     source: Path | None = None

@@ -96,25 +96,6 @@ def test_the_cli_import_path_loads_no_heavy_library():
     assert out.stderr == "" and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_the_option_defaults_written_in_the_cli_equal_the_configs():
-    import dataclasses
-    import importlib
-
-    from rerank.cli import CONFIG_DEFAULTS
-
-    modules = {"CandidatesConfig": "rerank.generate", "GenerateConfig": "rerank.generate",
-               "PoolOptions": "rerank.pool_options", "ScalingConfig": "rerank.scaling_run"}
-    for key, value in CONFIG_DEFAULTS.items():
-        if key.startswith("DEFAULT_"):
-            assert value == getattr(importlib.import_module("rerank.policies"), key)
-            continue
-        cls_name, field = key.split(".")
-        cls = getattr(importlib.import_module(modules[cls_name]), cls_name)
-        (f,) = [f for f in dataclasses.fields(cls) if f.name == field]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        assert value == default, key
-
-
 def test_known_harmless_library_lines_are_dropped_and_real_warnings_kept(caplog):
     import logging
 
