@@ -210,6 +210,15 @@ def _check_amount(name: str, value: Any, integer: bool = False) -> None:
         raise CmirmError(f"compute field '{name}' must be {kind} >= 0 or null, got {value!r}")
 
 
+def _known_fields(cls: type, data: Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    """``data`` if every key is a field of dataclass ``cls``, else an error naming the unknown keys."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise CmirmError(f"unknown {what} field(s) {unknown}; expected {sorted(known)}")
+    return data
+
+
 @dataclass(frozen=True)
 class Compute:
     """What one candidate cost to make (and, once scored, to score).
@@ -261,11 +270,7 @@ class Compute:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Compute":
         """Inverse of `to_dict`; an unknown key is an error naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CmirmError(f"unknown compute field(s) {unknown}; expected {sorted(known)}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, "compute"))
 
     @classmethod
     def sum(cls, items: Sequence["Compute"]) -> "Compute":
@@ -331,11 +336,7 @@ class Lineage:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Lineage":
         """Inverse of `to_dict`; an unknown key is an error naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CmirmError(f"unknown lineage field(s) {unknown}; expected {sorted(known)}")
-        return cls(**data)
+        return cls(**_known_fields(cls, data, "lineage"))
 
 
 @dataclass
