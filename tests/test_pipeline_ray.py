@@ -259,6 +259,48 @@ def test_a_pool_gives_up_after_max_restarts(ray_cluster):
         assert pool.restarts == 2
 
 
+class Counting(Worker):
+    """A worker that counts the calls it served (in its own process)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def work(self, item):
+        self.calls += 1
+        return item * 10, self.calls
+
+
+def test_a_result_lost_with_its_node_is_computed_again_once(ray_cluster, monkeypatch):
+    """`ray.get` raising ObjectLostError (the result's node went away) requeues that task alone: it runs
+    again, is reported once, and the other tasks are untouched."""
+    import ray
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    real_get, lost = ray.get, []
+
+    def get(ref, *args, **kwargs):
+        value = real_get(ref, *args, **kwargs)
+        if isinstance(value, tuple) and value[0] == 20 and not lost:   # the first result of item 2 is lost
+            lost.append(ref)
+            raise ray.exceptions.ObjectLostError(ref.hex(), None, "test")
+        return value
+
+    monkeypatch.setattr(ray, "get", get)
+    with ActorPool(Counting, name="toy", backend="ray", size=1, placement=Placement(num_cpus=0.5),
+                   max_in_flight=3) as pool:
+        for item in (1, 2, 3):
+            pool.submit(item, "work", item)
+        results: dict = {}
+        while pool.busy():
+            for _, key, value in next_results([pool], timeout=60):
+                assert key not in results        # each task reported once
+                results[key] = value
+    assert lost and sorted(results) == [1, 2, 3]
+    assert [results[k][0] for k in (1, 2, 3)] == [10, 20, 30]
+    assert results[2][1] == 4 and pool.restarts == 0   # item 2 ran a second time (the worker's 4th call); no restart
+
+
 class Buggy:
     """A scorer whose code fails (not its input): every batch raises."""
 
