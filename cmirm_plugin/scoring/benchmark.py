@@ -26,6 +26,7 @@ from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.hub import DEFAULT_MODEL
 from cmirm_plugin.records import AXES, Instruction
 from cmirm_plugin.scoring.contract import Scorer, as_clips, as_instructions, check_output, cmi_columns
+from cmirm_plugin.scoring.loader import load_scorer
 from cmirm_plugin.scoring.settings import ScoringSettings
 
 
@@ -108,8 +109,6 @@ class CMIRMBenchmarkModel(BenchmarkAdapter):
 
     def __init__(self, checkpoint: str = DEFAULT_MODEL, device: str | None = None,
                  settings: ScoringSettings | None = None, **options: Any) -> None:
-        from cmirm_plugin.scoring.loader import load_scorer
-
         settings = (settings or ScoringSettings()).with_options(**options)
         super().__init__(load_scorer(checkpoint, settings, device), checkpoint)
 
