@@ -179,15 +179,18 @@ def test_a_job_spreads_over_nodes_and_survives_losing_one(tmp_path: Path):
 
 
 def _start_cli_job(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    """A generate job on Ray, returned once its first candidate is on disk; its 60 candidates take 15 s
-    more, so that a signal sent next lands mid-job even when a loaded machine delays this process."""
+    """A generate job on Ray, returned once its first candidate is on disk (its 60 candidates take 15 s
+    more, so a signal sent next lands mid-job)."""
     out = tmp_path / "run"
     command = [sys.executable, "-c", "from cmirm_plugin.cli import main; main()", "generate", "pad", "-n", "60",
                "--generator", SLEEPY, "--param", "seconds=0.5", "--reward", "rerank.synthetic:SleepScorer",
                "--policy", "zsum", "--duration", "0.2", "--backend", "ray", "--gen-actors", "2",
                "--gen-cpus-per-actor", "0.5", "--threads-per-actor", "1", "--device", "cpu", "--out", str(out)]
+    # As a terminal's foreground job: SIGINT at its default even when these tests run as a background job,
+    # whose children inherit it ignored (then Python installs no KeyboardInterrupt handler).
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                            start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not any(r["record"] == "candidate" for r in read_records(out / "manifest.jsonl")):
         assert proc.poll() is None, proc.communicate()
