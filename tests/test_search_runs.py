@@ -1,5 +1,5 @@
 """Search in run directories: compute in every manifest record, `cmirm generate --search beam:/noise:`, resume of
-an interrupted beam, up-front refusals of bad specs."""
+an interrupted beam or smc run, up-front refusals of bad specs."""
 
 from __future__ import annotations
 
@@ -111,9 +111,11 @@ def _outcome(out: Path) -> tuple:
     return nodes, frontier, ranking, audio
 
 
-def test_an_interrupted_beam_run_resumes_to_the_same_result(tmp_path: Path, tiny_checkpoint: Path):
+@pytest.mark.parametrize("spec", [BEAM, "smc:segment=0.1,lambda=20"])
+def test_an_interrupted_search_run_resumes_to_the_same_result(tmp_path: Path, tiny_checkpoint: Path, spec: str):
+    """Beam (2 x 2) and smc (4 particles) both make 4 clips per instruction and step."""
     whole = tmp_path / "whole"
-    run_generate(_config(whole, tiny_checkpoint, search=BEAM), console=_quiet())
+    run_generate(_config(whole, tiny_checkpoint, search=spec), console=_quiet())
 
     resumed = tmp_path / "resumed"
     seen = []
@@ -125,10 +127,10 @@ def test_an_interrupted_beam_run_resumes_to_the_same_result(tmp_path: Path, tiny
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_generate(_config(resumed, tiny_checkpoint, search=BEAM), console=_quiet(), on_record=stop_mid_step_1)
+        run_generate(_config(resumed, tiny_checkpoint, search=spec), console=_quiet(), on_record=stop_mid_step_1)
     state = json.loads((resumed / "search_state.json").read_text())["states"]
     assert {s["step"] for s in state.values()} == {1}          # step 0 saved, step 1 not
-    result = run_generate(_config(resumed, tiny_checkpoint, search=BEAM), console=_quiet())
+    result = run_generate(_config(resumed, tiny_checkpoint, search=spec), console=_quiet())
     # step 0 comes from the state; of step 1, the 3 clips made before the stop are reused (scored now)
     assert (result.counts.reused, result.counts.generated, result.counts.scored) == (3, 24 - 11, 24 - 8)
     assert _outcome(resumed) == _outcome(whole)
@@ -169,6 +171,9 @@ def test_bad_search_specs_are_refused_before_any_model_loads(tmp_path: Path, mon
         (["--search", "noise:neighbors=2"], "generator 'tiny-musicgen' cannot start from given initial latents"),
         (["--search", "beam:width=2,segment=0.1", "--generator", "tiny-stable-audio"],
          "generator 'tiny-stable-audio' cannot continue a clip"),
+        (["--search", "smc:segment=0.1", "--generator", "tiny-stable-audio"],
+         "generator 'tiny-stable-audio' cannot continue a clip"),
+        (["--search", "smc:segment=0.1,lambda=-2"], "search 'smc': lambda must be a number >= 0, got -2.0"),
         (["--search", "beam:width=2,segment=0.1", "--seeds", "1,2"], "search 'beam:width=2,expand=4,segment=0.1' "
                                                                       "allocates its own seeds"),
     ]
