@@ -185,7 +185,7 @@ def test_bad_search_specs_are_refused_before_any_model_loads(tmp_path: Path, mon
 
 
 def test_scaling_methods_end_to_end_writes_compute_curves(tmp_path: Path, tiny_checkpoint: Path):
-    """best-of-n and beam at budgets 2 and 4 on tiny MusicGen, with a second model as evaluation: the runs, the
+    """best-of-n, beam and smc at budgets 2 and 4 on tiny MusicGen, with a second model as evaluation: the runs, the
     rows (each method's audio seconds = budget x duration per instruction), compute.png; --from a beam run."""
     import csv
 
@@ -196,16 +196,18 @@ def test_scaling_methods_end_to_end_writes_compute_curves(tmp_path: Path, tiny_c
     common = ["--generator", "tiny-musicgen", "--reward", str(tiny_checkpoint), "--device", "cpu", "--param", "top_k=32",
               "--duration", "0.2", "--n-boot", "50"]
     result = runner.invoke(app, ["scaling", "--prompts", str(prompts), "--out", str(out), *common,
-                                 "--methods", "best-of-n,beam:width=2,segment=0.1", "--budgets", "2,4",
+                                 "--methods", "best-of-n,beam:width=2,segment=0.1,smc:segment=0.1,lambda=20",
+                                 "--budgets", "2,4",
                                  "--eval-reward", "tiny"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == \
-        ["beam_width=2_segment=0.1_b2", "beam_width=2_segment=0.1_b4", "best-of-n"]
+        ["beam_width=2_segment=0.1_b2", "beam_width=2_segment=0.1_b4", "best-of-n",
+         "smc_segment=0.1_lambda=20_b2", "smc_segment=0.1_lambda=20_b4"]
     rows = list(csv.DictReader((out / "curve.csv").open()))
     assert {"method", "budget", "reward", "axis", "audio_seconds", "work_units", "total_seconds"} <= set(rows[0])
     points = {(r["method"], int(r["budget"]), r["reward"], r["axis"]) for r in rows}
     label = str(tiny_checkpoint.resolve())
-    for method in ("best-of-n", "beam:width=2,segment=0.1"):
+    for method in ("best-of-n", "beam:width=2,segment=0.1", "smc:segment=0.1,lambda=20"):
         for budget in (2, 4):
             for scorer in (label, "tiny-v2"):
                 assert (method, budget, scorer, "composite") in points
