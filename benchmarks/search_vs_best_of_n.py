@@ -5,7 +5,7 @@ Toy problems by default (CPU, about a minute; `rerank.search.toys`):
     python benchmarks/search_vs_best_of_n.py --out docs
 
 - segments: `SegmentToy` 1 s clips of four 0.25 s segments; best-of-N against
-  ``beam:width=2,segment=0.25`` (and width 4);
+  ``beam:width=2,segment=0.25`` (and width 4) and ``smc:segment=0.25,lambda=20``;
 - diffusion: `DiffusionToy`, 10 steps with guidance; best-of-N (random search) against
   ``noise:neighbors=4,radius=0.5``.
 
@@ -84,7 +84,8 @@ def toy_problems(args: argparse.Namespace) -> None:
     instructions = [Instruction(text=f"toy instruction {i}") for i in range(args.instructions)]
     scorer = ToyQualityScorer()
     problems = [
-        ("toy_segments", SegmentToy(0.25), ["best-of-n", "beam:width=2,segment=0.25", "beam:width=4,segment=0.25"],
+        ("toy_segments", SegmentToy(0.25), ["best-of-n", "beam:width=2,segment=0.25", "beam:width=4,segment=0.25",
+                                            "smc:segment=0.25,lambda=20"],
          1.0, {}, ("audio_seconds", "work_units")),
         ("toy_diffusion", DiffusionToy(), ["best-of-n", "noise:neighbors=4,radius=0.5"], 0.25, {"steps": 10},
          ("audio_seconds", "model_evals")),

@@ -263,9 +263,10 @@ def generate(
     retry_errors: RetryErrors = False,
     search: Annotated[str, typer.Option(
         "--search", rich_help_panel=_SEL,
-        help="best-of-n | beam:width=4,expand=2,segment=5 (generators that continue clips) | "
-             "noise:rounds=4,neighbors=4,radius=0.3 (diffusion generators taking latents); a setting left out "
-             "(expand, rounds) is filled so the search spends -n clips' worth of audio.")] = "best-of-n",
+        help="best-of-n | beam:width=4,expand=2,segment=5 or smc:particles=8,segment=5,lambda=10 (generators "
+             "that continue clips) | noise:rounds=4,neighbors=4,radius=0.3 (diffusion generators taking latents); "
+             "a setting left out (expand, particles, rounds) is filled so the search spends -n clips' worth of "
+             "audio.")] = "best-of-n",
     report: Annotated[bool, typer.Option(
         "--report", help="Also write the HTML report (OUT/report/index.html, as `cmirm report OUT`).")] = False,
     *,
@@ -374,7 +375,8 @@ def scaling(
         = ",".join(map(str, defaults.KS)),
     methods: Annotated[Optional[str], typer.Option(
         "--methods", help="Search methods to compare at equal compute, e.g. best-of-n,beam:width=2,segment=5,"
-                          "noise:neighbors=4,radius=0.3 (leave expand / rounds open for the budgets to fill).")] = None,
+                          "smc:segment=5,lambda=10,noise:neighbors=4,radius=0.3 (leave expand / particles / rounds open "
+                          "for the budgets to fill).")] = None,
     budgets: Annotated[Optional[str], typer.Option(
         "--budgets", help="With --methods: budgets in clips' worth of generated audio, e.g. 4,8,16,32.")] = None,
     *,

@@ -66,7 +66,8 @@ def test_toy_benchmark_script_runs_small(tmp_path, monkeypatch, capsys):
     assert "| toy_segments: budget (clips) | audio s | `best-of-n` | `beam:width=2,segment=0.25` |" in printed
     assert "| toy_diffusion: budget (clips) | audio s | `best-of-n` | `noise:neighbors=4,radius=0.5` |" in printed
     rows = json.loads((tmp_path / "search_toy_segments.json").read_text())
-    assert {(r["method"], r["budget"]) for r in rows} >= {("beam:width=2,segment=0.25", 8), ("best-of-n", 4)}
+    assert {(r["method"], r["budget"]) for r in rows} >= {("beam:width=2,segment=0.25", 8), ("best-of-n", 4),
+                                                          ("smc:segment=0.25,lambda=20", 8)}
     for name in ("search_toy_segments.png", "search_toy_diffusion.png"):
         with Image.open(tmp_path / name) as image:
             assert image.size == PNG_SIZE

@@ -1,4 +1,4 @@
-"""Search on tiny real models: beam over tiny MusicGen's codes, noise search over tiny Stable Audio's
+"""Search on tiny real models: beam and smc over tiny MusicGen's codes, noise search over tiny Stable Audio's
 latents. Lineage replays give the same audio, compute adds up exactly, a resumed beam is the same beam."""
 
 from __future__ import annotations
@@ -70,6 +70,21 @@ def test_a_resumed_beam_is_the_same_beam(musicgen, beam):
     assert [r.candidate.id for r in resumed.ranked] == [r.candidate.id for r in beam.ranked]
     assert all(torch.equal(a.candidate.audio.waveform, b.candidate.audio.waveform)
                for a, b in zip(resumed.ranked, beam.ranked))
+
+
+def test_a_final_smc_particle_is_its_lineage_replayed(musicgen):
+    """3 particles x 3 segments of 0.1 s, steered hard (lambda=1000): every final particle is the codes of its
+    segment seeds replayed, resampled parents included; 9 segments were generated, 0.9 s = P x duration."""
+    result = run_search("smc:particles=3,segment=0.1,lambda=1000", musicgen, TEXT,
+                        scorer=ToyQualityScorer(sr=32000), duration=0.3, seed_base=11, params=FAST)
+    assert len(result.state.nodes) == 9 and math.isclose(result.compute.audio_seconds, 0.9)
+    assert len(result.ranked) == 3
+    assert len({r.candidate.lineage.parent for r in result.ranked}) < 3   # a resampled prefix was continued twice
+    for ranked in result.ranked:
+        final = ranked.candidate
+        assert len(final.lineage.segment_seeds) == 3 and final.lineage.segment_seeds[-1] == final.seed
+        again = regenerate(musicgen, TEXT, final.seed, final.lineage, 0.3, **FAST)
+        assert torch.equal(again.codes, final.codes) and torch.equal(again.audio.waveform, final.audio.waveform)
 
 
 def test_noise_search_lineage_on_tiny_stable_audio(one_torch_thread):

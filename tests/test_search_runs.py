@@ -1,5 +1,5 @@
 """Search in run directories: compute in every manifest record, `cmirm generate --search beam:/noise:`, resume of
-an interrupted beam, up-front refusals of bad specs."""
+an interrupted beam or smc run, up-front refusals of bad specs."""
 
 from __future__ import annotations
 
@@ -111,9 +111,11 @@ def _outcome(out: Path) -> tuple:
     return nodes, frontier, ranking, audio
 
 
-def test_an_interrupted_beam_run_resumes_to_the_same_result(tmp_path: Path, tiny_checkpoint: Path):
+@pytest.mark.parametrize("spec", [BEAM, "smc:segment=0.1,lambda=20"])
+def test_an_interrupted_search_run_resumes_to_the_same_result(tmp_path: Path, tiny_checkpoint: Path, spec: str):
+    """Beam (2 x 2) and smc (4 particles) both make 4 clips per instruction and step."""
     whole = tmp_path / "whole"
-    run_generate(_config(whole, tiny_checkpoint, search=BEAM), console=_quiet())
+    run_generate(_config(whole, tiny_checkpoint, search=spec), console=_quiet())
 
     resumed = tmp_path / "resumed"
     seen = []
@@ -125,10 +127,10 @@ def test_an_interrupted_beam_run_resumes_to_the_same_result(tmp_path: Path, tiny
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_generate(_config(resumed, tiny_checkpoint, search=BEAM), console=_quiet(), on_record=stop_mid_step_1)
+        run_generate(_config(resumed, tiny_checkpoint, search=spec), console=_quiet(), on_record=stop_mid_step_1)
     state = json.loads((resumed / "search_state.json").read_text())["states"]
     assert {s["step"] for s in state.values()} == {1}          # step 0 saved, step 1 not
-    result = run_generate(_config(resumed, tiny_checkpoint, search=BEAM), console=_quiet())
+    result = run_generate(_config(resumed, tiny_checkpoint, search=spec), console=_quiet())
     # step 0 comes from the state; of step 1, the 3 clips made before the stop are reused (scored now)
     assert (result.counts.reused, result.counts.generated, result.counts.scored) == (3, 24 - 11, 24 - 8)
     assert _outcome(resumed) == _outcome(whole)
@@ -169,6 +171,9 @@ def test_bad_search_specs_are_refused_before_any_model_loads(tmp_path: Path, mon
         (["--search", "noise:neighbors=2"], "generator 'tiny-musicgen' cannot start from given initial latents"),
         (["--search", "beam:width=2,segment=0.1", "--generator", "tiny-stable-audio"],
          "generator 'tiny-stable-audio' cannot continue a clip"),
+        (["--search", "smc:segment=0.1", "--generator", "tiny-stable-audio"],
+         "generator 'tiny-stable-audio' cannot continue a clip"),
+        (["--search", "smc:segment=0.1,lambda=-2"], "search 'smc': lambda must be a number >= 0, got -2.0"),
         (["--search", "beam:width=2,segment=0.1", "--seeds", "1,2"], "search 'beam:width=2,expand=4,segment=0.1' "
                                                                       "allocates its own seeds"),
     ]
@@ -180,7 +185,7 @@ def test_bad_search_specs_are_refused_before_any_model_loads(tmp_path: Path, mon
 
 
 def test_scaling_methods_end_to_end_writes_compute_curves(tmp_path: Path, tiny_checkpoint: Path):
-    """best-of-n and beam at budgets 2 and 4 on tiny MusicGen, with a second model as evaluation: the runs, the
+    """best-of-n, beam and smc at budgets 2 and 4 on tiny MusicGen, with a second model as evaluation: the runs, the
     rows (each method's audio seconds = budget x duration per instruction), compute.png; --from a beam run."""
     import csv
 
@@ -191,16 +196,18 @@ def test_scaling_methods_end_to_end_writes_compute_curves(tmp_path: Path, tiny_c
     common = ["--generator", "tiny-musicgen", "--reward", str(tiny_checkpoint), "--device", "cpu", "--param", "top_k=32",
               "--duration", "0.2", "--n-boot", "50"]
     result = runner.invoke(app, ["scaling", "--prompts", str(prompts), "--out", str(out), *common,
-                                 "--methods", "best-of-n,beam:width=2,segment=0.1", "--budgets", "2,4",
+                                 "--methods", "best-of-n,beam:width=2,segment=0.1,smc:segment=0.1,lambda=20",
+                                 "--budgets", "2,4",
                                  "--eval-reward", "tiny"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == \
-        ["beam_width=2_segment=0.1_b2", "beam_width=2_segment=0.1_b4", "best-of-n"]
+        ["beam_width=2_segment=0.1_b2", "beam_width=2_segment=0.1_b4", "best-of-n",
+         "smc_segment=0.1_lambda=20_b2", "smc_segment=0.1_lambda=20_b4"]
     rows = list(csv.DictReader((out / "curve.csv").open()))
     assert {"method", "budget", "reward", "axis", "audio_seconds", "work_units", "total_seconds"} <= set(rows[0])
     points = {(r["method"], int(r["budget"]), r["reward"], r["axis"]) for r in rows}
     label = str(tiny_checkpoint.resolve())
-    for method in ("best-of-n", "beam:width=2,segment=0.1"):
+    for method in ("best-of-n", "beam:width=2,segment=0.1", "smc:segment=0.1,lambda=20"):
         for budget in (2, 4):
             for scorer in (label, "tiny-v2"):
                 assert (method, budget, scorer, "composite") in points

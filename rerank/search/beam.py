@@ -16,27 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import ClassVar
 
 from cmirm_plugin.errors import ConfigError, check_count
-from cmirm_plugin.records import Lineage
 from rerank.policies import Policy
-from rerank.search.method import SearchMethod, rank
+from rerank.search.method import rank
+from rerank.search.segments import SegmentSearch
 from rerank.search.state import Request, SearchState
-
-if TYPE_CHECKING:
-    from generators import Generator
-
-#: Tolerance on duration / segment being a whole number of steps.
-_EPS = 1e-6
 
 
 @dataclass(frozen=True)
-class BeamSearch(SearchMethod):
+class BeamSearch(SegmentSearch):
     """``beam:width=B,expand=K,segment=S`` (seconds); ``expand`` may be left to a budget (budget / width)."""
 
     name: ClassVar[str] = "beam"
-    capability: ClassVar[str | None] = "can_continue"
     width: int = 4
     expand: int | None = None
     segment: float = 5.0
@@ -45,9 +38,7 @@ class BeamSearch(SearchMethod):
         check_count("search 'beam': width", self.width)
         if self.expand is not None:
             check_count("search 'beam': expand", self.expand)
-        if not isinstance(self.segment, (int, float)) or isinstance(self.segment, bool) or not self.segment > 0:
-            raise ConfigError(f"search 'beam': segment must be a number of seconds > 0, got {self.segment!r}")
-        object.__setattr__(self, "segment", float(self.segment))
+        self._check_segment()
 
     def budget(self) -> int | None:
         return None if self.expand is None else self.width * self.expand
@@ -63,45 +54,12 @@ class BeamSearch(SearchMethod):
                               "(each of the width beams gets budget / width continuations per segment)")
         return dataclasses.replace(self, expand=budget // self.width)
 
-    def steps(self, duration: float) -> int:
-        """How many segments make a ``duration``-second clip; `ConfigError` unless a whole number."""
-        steps = duration / self.segment
-        if round(steps) < 1 or abs(steps - round(steps)) > _EPS:
-            raise ConfigError(f"search 'beam': duration {duration:g} s is not a whole number of segments of "
-                              f"{self.segment:g} s; choose a segment that divides it")
-        return round(steps)
-
-    def check_settings(self, duration: float) -> None:
-        self.steps(duration)
-
-    def check(self, generator: "Generator", duration: float, params: dict[str, Any]) -> None:
-        super().check(generator, duration, params)
-        generator.check_segment(self.segment, generator.params_type.from_kwargs(generator.name, params))
-
     def ask(self, state: SearchState) -> list[Request]:
-        if state.done:
-            return []
         method = self.resolved()
-        partial = state.step + 1 < self.steps(state.duration)
-        if state.step == 0:
-            seeds = self._seeds(state, method.width * method.expand)
-            return [Request("sample", seed, self.segment,
-                            Lineage(self.name, 0, None, self.segment, (seed,), partial=partial)) for seed in seeds]
-        seeds = iter(self._seeds(state, len(state.frontier) * method.expand))
-        requests = []
-        for beam in state.frontier:
-            parent = state.nodes[beam].lineage
-            for seed in (next(seeds) for _ in range(method.expand)):
-                lineage = Lineage(self.name, state.step, beam, self.segment, parent.segment_seeds + (seed,),
-                                  partial=partial)
-                requests.append(Request("extend", seed, self.segment, lineage))
-        return requests
+        return self._segment_requests(state, method.width * method.expand, method.expand)
 
     def _advance(self, state: SearchState, new_ids: list[str], policy: Policy,
                  axes: tuple[str, ...]) -> tuple[list[str], bool]:
         best = rank([state.nodes[i] for i in new_ids], policy, axes)[: self.width]
         frontier = [node.id for node in best]
-        return frontier, not frontier or state.step >= self.steps(state.duration)
-
-    def candidates(self, state: SearchState) -> list[str]:
-        return list(state.frontier) if state.done else []
+        return frontier, not frontier or self.is_last_step(state)

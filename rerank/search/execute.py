@@ -8,7 +8,7 @@ in a `CandidateStore`, where later steps find the clips they continue. Requests 
 the store already holds (a resumed step) are not generated again.
 
 `regenerate` makes one candidate again from its seed and lineage alone, through the same
-generator calls: for beams, ``sample`` then one ``extend`` per later segment; for noise, the
+generator calls: for segment searches (beam, smc), ``sample`` then one ``extend`` per later segment; for noise, the
 latent rebuilt by `rerank.search.noise.noise_latents`. At ``batch_size=1`` the audio is
 bit-identical (see each backend for batching).
 """
@@ -110,10 +110,11 @@ def regenerate(generator: Generator, instruction: Instruction, seed: int, lineag
         result.raise_for_failures()
         return result[0]
 
-    if lineage.method == "beam":
+    if lineage.segment_seeds or lineage.segment_seconds is not None:   # beam, smc
         seeds, segment = lineage.segment_seeds, lineage.segment_seconds
         if not seeds or seeds[-1] != seed or segment is None:
-            raise CmirmError(f"beam lineage {lineage.to_dict()} does not end with seed {seed} or lacks its segment")
+            raise CmirmError(f"{lineage.method} lineage {lineage.to_dict()} does not end with seed {seed} "
+                             "or lacks its segment")
         candidate = one(generator.sample(instruction, [seeds[0]], segment, batch_size=batch_size, **params))
         for later in seeds[1:]:
             candidate = one(generator.extend(instruction, candidate, [later], segment, batch_size=batch_size, **params))

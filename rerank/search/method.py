@@ -37,6 +37,12 @@ if TYPE_CHECKING:
     from generators import Generator
 
 
+def spec_key(f: dataclasses.Field) -> str:
+    """The key a setting has in specs: the field's name, or its ``metadata["key"]`` where the name cannot be
+    a Python identifier (smc's ``lambda`` is the field ``lambda_``)."""
+    return f.metadata.get("key", f.name)
+
+
 def _fmt(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -54,8 +60,8 @@ class SearchMethod(ABC):
 
     # ------------------------------------------------------------------ settings
     def settings(self) -> dict[str, Any]:
-        """The settings that the spec carries (those that are set), in field order."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+        """The settings that the spec carries (those that are set), by `spec_key`, in field order."""
+        return {spec_key(f): getattr(self, f.name) for f in dataclasses.fields(self)
                 if f.repr and getattr(self, f.name) is not None}
 
     def spec(self) -> str:
