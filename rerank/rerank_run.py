@@ -226,7 +226,7 @@ class RankingWriter:
     def _write_top(self, instruction_id: str, records: Sequence[dict[str, Any]]) -> None:
         """Make ``top/`` hold exactly this instruction's selected files (unchanged files are not rewritten)."""
         wanted = {top_name(r): self.target.root / r["audio_path"] for r in records if r["selected"]}
-        make_dir(self.target.top)
+        make_dir(self.target.top, "the top/ folder of the run")
         for name, source in wanted.items():
             with disk_errors(self.target.top / name):
                 copy_if_changed(source, self.target.top / name)
@@ -249,9 +249,8 @@ class RankingWriter:
             write_text_atomic(self.target.ranking, _jsonl(records))
             self._appender = ManifestWriter(self.target.ranking)
             return
-        with disk_errors(self.target.ranking):
-            for record in records:
-                self._appender.append(record)
+        for record in records:          # ManifestWriter reports a failed append in one line itself
+            self._appender.append(record)
 
     def finish(self, views: Sequence[CandidateView]) -> Ranking:
         """Rank every candidate (``views`` in run order): ``ranking.jsonl`` / ``.csv`` in run order and their kept

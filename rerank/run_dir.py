@@ -125,13 +125,18 @@ def save_codes(codes: "torch.Tensor", path: Path) -> Path:
 
 
 def load_codes(path: Path) -> "torch.Tensor | None":
-    """The codes `save_codes` wrote at ``path`` (None when there is no such file)."""
+    """The codes `save_codes` wrote at ``path`` (None when there is no such file); a file that cannot be
+    read back is one line naming it."""
     if not path.is_file():
         return None
+    from safetensors import SafetensorError
     from safetensors.torch import load
 
-    with disk_errors(path):
+    try:
         return load(path.read_bytes())["codes"]
+    except (OSError, SafetensorError, KeyError) as exc:
+        raise RunDirError(f"cannot read the codec tokens '{path}' ({type(exc).__name__}: {exc}); delete it and "
+                          "rerun the same command: that prefix is then continued from its audio, re-encoded") from exc
 
 
 def wav_problem(path: Path, sample_rate: int | None = None, duration: float | None = None) -> str | None:

@@ -32,7 +32,7 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from rich.console import Console
@@ -223,18 +223,30 @@ class ScalingResult:
     compute_rows: list[ComputeRow] = field(default_factory=list)
 
 
-def _write(curves: ScalingCurves, out: Path, stem: str) -> list[Path]:
-    """The curve files (an ``OSError`` is one line naming the file, `rerank.run_dir.disk_errors`)."""
+def _write_files(out: Path, writers: Sequence[tuple[Path, Callable[[Path], Path]]]) -> list[Path]:
+    """Create ``out`` and run each ``(path, write)``; an ``OSError`` is one line naming the file
+    (`rerank.run_dir.disk_errors`)."""
     make_dir(out)
-    writers = [(out / f"{stem}.csv", write_curve_csv), (out / f"{stem}.json", write_curve_json)]
-    for k in curves.ks:
-        name = f"{stem}.png" if k == curves.ks[0] else f"{stem}_k{k}.png"
-        writers.append((out / name, lambda c, path, k=k: plot_curves(c, path, k=k)))
     files = []
     for path, write in writers:
         with disk_errors(path):
-            files.append(write(curves, path))
+            files.append(write(path))
     return files
+
+
+def _write(curves: ScalingCurves, out: Path, stem: str) -> list[Path]:
+    """The curve files of ``curves``: CSV, JSON and a plot per k."""
+    writers = [(out / f"{stem}.csv", lambda path: write_curve_csv(curves, path)),
+               (out / f"{stem}.json", lambda path: write_curve_json(curves, path))]
+    for k in curves.ks:
+        name = f"{stem}.png" if k == curves.ks[0] else f"{stem}_k{k}.png"
+        writers.append((out / name, lambda path, k=k: plot_curves(curves, path, k=k)))
+    return _write_files(out, writers)
+
+
+def _band(mean: float, low: float, high: float) -> str:
+    """``mean [low, high]`` as every scaling table prints it (`format_score`: never ``-0.0000``)."""
+    return f"{format_score(mean)} [{format_score(low)}, {format_score(high)}]"
 
 
 def _print_summary(console: Console, columns: Sequence[ScalingCurves], axis: str) -> None:
@@ -248,8 +260,7 @@ def _print_summary(console: Console, columns: Sequence[ScalingCurves], axis: str
     for n in columns[0].ns:
         if n >= k:
             rows = [next(r for r in c.where(k=k, axis=axis, modality=ALL) if r.n == n) for c in columns]
-            table.add_row(str(n), *(f"{format_score(r.mean)} [{format_score(r.ci_low)}, {format_score(r.ci_high)}]"
-                                    for r in rows))
+            table.add_row(str(n), *(_band(r.mean, r.ci_low, r.ci_high) for r in rows))
     console.print(table)
     for warning in dict.fromkeys(w for curves in columns for w in curves.warnings()):
         console.print(f"[yellow]warning: {warning}", highlight=False)
@@ -313,29 +324,39 @@ def _write_compute(config: ScalingConfig, rows: list[ComputeRow], reported: list
     """curve.csv / curve.json of ``rows``, compute.png (+ compute_selection.png), and the terminal table."""
     settings = {"policy": policy.spec(), "scorers": [r.label for r in reported], "ci": config.ci,
                 "n_boot": config.n_boot, "seed": config.seed, "budgets": sorted({r.budget for r in rows})}
-    files = [write_compute_csv(rows, config.out / "curve.csv"), write_compute_json(rows, settings,
-                                                                                   config.out / "curve.json")]
     shown = rows_for_plot(rows, reported[-1].label)
-    files.append(plot_compute_curves(shown, config.out / "compute.png"))
+    writers = [(config.out / "curve.csv", lambda path: write_compute_csv(rows, path)),
+               (config.out / "curve.json", lambda path: write_compute_json(rows, settings, path)),
+               (config.out / "compute.png", lambda path: plot_compute_curves(shown, path))]
     if len(reported) > 1:
-        files.append(plot_compute_curves(rows_for_plot(rows, reported[0].label), config.out / "compute_selection.png"))
+        writers.append((config.out / "compute_selection.png",
+                        lambda path: plot_compute_curves(rows_for_plot(rows, reported[0].label), path)))
+    files = _write_files(config.out, writers)
     table = Table(title=f"{shown[0].axis} of the selected candidate by {shown[0].reward} ({policy.spec()})")
     for name in ("method", "budget", "audio s / instruction", "mean [band]"):
         table.add_column(name, justify="left" if name == "method" else "right")
     for row in shown:
         table.add_row(row.method, str(row.budget), f"{row.audio_seconds:g}" if row.audio_seconds is not None else "-",
-                      f"{row.mean:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}]")
+                      _band(row.mean, row.ci_low, row.ci_high))
     console.print(table)
     return files
+
+
+def _selection_axes(views: dict[str, CandidateView], scorer: str, where: Path) -> tuple[str, ...]:
+    """The axes of ``scorer`` in a search run, or an error naming the run, the scorers it has, and what to do."""
+    axes = score_axes(views.values(), scorer)
+    if axes is None:
+        known = sorted({s for v in views.values() for s in v.scores})
+        raise ConfigError(f"{where}: no candidate has scores from {scorer} (scorers with scores: "
+                          f"{', '.join(known) or 'none'}); check --scorer, or rerun the same command to finish it")
+    return axes
 
 
 def _method_rows(config: ScalingConfig, run: MethodRun, views: dict[str, CandidateView], scorer: str,
                  scoring: ScoringSettings, policy: Policy, console: Console, eval_path: Path | None
                  ) -> tuple[list[ComputeRow], list[Reported]]:
     """One run's rows (scored by the evaluation model first, when there is one)."""
-    axes = score_axes(views.values(), scorer)
-    if axes is None:
-        raise ConfigError(f"{run.out}: no candidate has scores from {scorer}")
+    axes = _selection_axes(views, scorer, run.out)
     evaluation = None
     if config.eval_reward is not None:
         _score_evaluation(config, run.out, views, scorer, scoring, console, eval_path)
@@ -368,9 +389,7 @@ def _run_methods(config: ScalingConfig, generator: Generator | None, console: Co
         console.print(f"[bold]{run.label}[/] at budget(s) {', '.join(map(str, run.budgets))}: {run.out}")
         job = dataclasses.replace(base, out=run.out, search=run.method, seeds=None)
         views = prepare_candidates(job, generator=generator, console=console, policy=policy_for).views
-        axes = score_axes(views.values(), scorer)
-        if axes is None:
-            raise ConfigError(f"{run.out}: no candidate has scores from {scorer}")
+        axes = _selection_axes(views, scorer, run.out)
         more, reported = _method_rows(config, run, views, scorer, base.scoring, policy_for(axes), console,
                                       run.out.parent / f"{run.out.name}.{EVAL_SCORES}")
         rows += more
@@ -382,10 +401,7 @@ def _run_from_search(config: ScalingConfig, run_dir: Path, method: SearchMethod,
                      scorer: str, scoring: ScoringSettings, saved_policy: str | None,
                      console: Console) -> ScalingResult:
     """``--from`` a finished search run: its compute curve (noise: every whole round's budget)."""
-    axes = score_axes(views.values(), scorer)
-    if axes is None:
-        raise ConfigError(f"{run_dir}: no candidate has scores from {scorer}")
-    policy = _policy(config, saved_policy, axes)
+    policy = _policy(config, saved_policy, _selection_axes(views, scorer, run_dir))
     rows, reported = _method_rows(config, finished_run(method, run_dir), views, scorer, scoring, policy, console,
                                   None)
     return ScalingResult(None, None, _write_compute(config, rows, reported, policy, console), [], rows)

@@ -251,3 +251,16 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path: Path, ti
     synth = Synth()
     result = _run(_config(out, tiny_checkpoint), synth)       # space freed: the same command resumes
     assert synth.calls == [1, 2] and result.counts.reused == 1
+
+
+def test_codec_tokens_that_cannot_be_read_back_are_one_line_naming_the_file(tmp_path):
+    import torch
+
+    from rerank.run_dir import RunDirError, load_codes, save_codes
+
+    path = save_codes(torch.arange(6).reshape(2, 3), tmp_path / "c.codes.safetensors")
+    assert torch.equal(load_codes(path), torch.arange(6).reshape(2, 3)) and load_codes(tmp_path / "none") is None
+    path.write_bytes(path.read_bytes()[:20])                     # truncated
+    with pytest.raises(RunDirError, match=r"^cannot read the codec tokens '.*c\.codes\.safetensors' "
+                                          r"\(SafetensorError: .*\); delete it and rerun the same command"):
+        load_codes(path)
