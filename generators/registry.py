@@ -164,20 +164,15 @@ def checkpoint_of(name: str) -> tuple[str, str] | None:
     raise ConfigError(f"unknown generator '{name}' ({hint}); known: {', '.join(known_generators())}")
 
 
-#: What each backend that `checkpoint_of` or a tiny name names can do (audiocraft: MusicGen continues,
-#: MAGNeT does not, known only once loaded).
-BACKEND_CAPABILITIES = {"musicgen": Capabilities(can_continue=True), "musicgen-melody": Capabilities(can_continue=True),
-                        "stable-audio": Capabilities(accepts_latents=True)}
-
-
 def known_capabilities(name: str) -> Capabilities | None:
-    """The `Capabilities` of generator ``name`` found without loading anything (None: known only once it
-    is built: ``cmd:`` templates, ``py:`` functions, audiocraft). Unknown names are a `ConfigError`."""
+    """The `Capabilities` of generator ``name`` found without loading anything: its backend class declares
+    them (None: known only once it is built: ``cmd:`` templates, ``py:`` functions, audiocraft, where
+    MusicGen continues and MAGNeT does not). Unknown names are a `ConfigError`."""
     checkpoint = checkpoint_of(name)
-    if checkpoint is None:
-        prefix, _, rest = name.partition(":")
-        return BACKEND_CAPABILITIES.get(name[len("tiny-"):]) if name.startswith("tiny-") and not rest else None
-    return BACKEND_CAPABILITIES.get(checkpoint[0])
+    backend = checkpoint[0] if checkpoint is not None else name[len("tiny-"):] if name.startswith("tiny-") else None
+    if backend not in (*CHECKPOINT_BACKENDS, *TINY_KINDS) or backend == "audiocraft":
+        return None
+    return _backend_class(backend).capabilities
 
 
 def build_generator(name: str, device: str = "cpu", **options: Any) -> Generator:
