@@ -236,7 +236,7 @@ class GenOptions:
 
     def config(self, out: Path, instructions: Sequence[Instruction], scoring: ScoringOptions, *, n: int, k: int | None,
                seeds: Sequence[int] | None = None, retry_errors: bool = False,
-               search: str = "best-of-n") -> GenerateConfig:
+               search: str = defaults.SEARCH) -> GenerateConfig:
         """The ``generate`` job these options describe."""
         from rerank.generate import GenerateConfig
 
@@ -266,7 +266,7 @@ def generate(
         help="best-of-n | beam:width=4,expand=2,segment=5 or smc:particles=8,segment=5,lambda=10 (generators "
              "that continue clips) | noise:rounds=4,neighbors=4,radius=0.3 (diffusion generators taking latents); "
              "a setting left out (expand, particles, rounds) is filled so the search spends -n clips' worth of "
-             "audio.")] = "best-of-n",
+             "audio.")] = defaults.SEARCH,
     report: Annotated[bool, typer.Option(
         "--report", help="Also write the HTML report (OUT/report/index.html, as `cmirm report OUT`).")] = False,
     *,

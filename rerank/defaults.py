@@ -17,6 +17,9 @@ SEED_BASE = 0
 #: Candidates per generator call (``--gen-batch-size``).
 GEN_BATCH_SIZE = 1
 
+#: The search that makes the candidates (``--search``): N independent ones, the best kept.
+SEARCH = "best-of-n"
+
 # -- selection ----------------------------------------------------------------------------------
 #: Candidates kept per instruction when no k is given (all of them when there are fewer).
 K = 2

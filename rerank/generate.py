@@ -106,7 +106,7 @@ class CandidatesConfig:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     pool: PoolOptions = field(default_factory=PoolOptions)
     retry_errors: bool = False
-    search: Any = "best-of-n"
+    search: Any = defaults.SEARCH
 
     def __post_init__(self) -> None:
         from rerank.search import BestOfNSearch, parse_search
@@ -141,7 +141,9 @@ class CandidatesConfig:
     @property
     def searching(self) -> bool:
         """Whether the job runs a search other than best-of-N (step by step, `rerank.search_run`)."""
-        return self.search.name != "best-of-n"
+        from rerank.search import BestOfNSearch
+
+        return not isinstance(self.search, BestOfNSearch)
 
     def result_settings(self) -> ResultSettings:
         """The settings that determine candidates' audio and scores (``run.json``'s ``result``); the search

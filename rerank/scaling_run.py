@@ -53,7 +53,7 @@ from rerank.run_config import load_run_config, selection_scorer
 from rerank.run_dir import disk_errors, make_dir
 from rerank.run_records import CandidateView, fold_records, in_run_order, load_views, require_run_dir, score_axes
 from rerank.stream import JobCounts
-from rerank.search import SearchMethod, parse_search
+from rerank.search import BestOfNSearch, SearchMethod, parse_search
 from rerank.search.curves import ComputeRow, mean_compute, write_compute_csv, write_compute_json
 from rerank.search_scaling import (
     MethodRun,
@@ -364,7 +364,7 @@ def _method_rows(config: ScalingConfig, run: MethodRun, views: dict[str, Candida
         evaluation = (config.eval_reward.label, eval_axes) if eval_axes is not None else None
     reported = reported_scorers(policy, (scorer, axes), evaluation)
     common = dict(n_boot=config.n_boot, ci=config.ci, seed=config.seed)
-    if run.method.name == "best-of-n":
+    if isinstance(run.method, BestOfNSearch):
         rows = best_of_n_rows(list(views.values()), scorer, axes, policy, reported, run.budgets, **common)
     else:
         rows = search_rows(run, list(views.values()), scorer, axes, policy, reported, **common)
@@ -426,7 +426,7 @@ def run_scaling(config: ScalingConfig, *, generator: Generator | None = None,
         scoring = saved.result.scoring() if saved is not None else ScoringSettings()
         scorer = config.scorer or selection_scorer(run_dir, views.values(), saved)
         saved_policy = saved.request.get("policy") if saved is not None else None
-        if saved is not None and saved.result.search not in (None, "best-of-n"):
+        if saved is not None and saved.result.search not in (None, BestOfNSearch.name):
             return _run_from_search(config, run_dir, parse_search(saved.result.search), views, scorer, scoring,
                                     saved_policy, console)
     _check_pools(config, views.values(), scorer, run_dir)
@@ -440,7 +440,8 @@ def run_scaling(config: ScalingConfig, *, generator: Generator | None = None,
     policy = _policy(config, saved_policy, data.axes)
     common = dict(ks=config.ks, n_boot=config.n_boot, ci=config.ci, seed=config.seed, selection_scorer=scorer,
                   selection_axes=data.axes)
-    own = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy, **common).with_compute(data.compute)
+    own = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy,
+                         **common).with_compute(data.compute)
     if data.evaluation is not None:
         curves = scaling_curves(data.scores, data.instruction_ids, data.modalities, policy,
                                 evaluation_scores=data.evaluation, evaluation_scorer=eval_label,

@@ -19,7 +19,8 @@ import numpy as np
 
 from cmirm_plugin.errors import CmirmError
 from cmirm_plugin.records import Compute
-from rerank.scaling import bootstrap_ci
+from rerank import defaults
+from rerank.scaling import COMPOSITE, bootstrap_ci
 
 #: The compute a curve may be drawn against: field of `ComputeRow` -> axis label.
 COMPUTE_AXES = {
@@ -52,7 +53,7 @@ class ComputeRow:
     model_evals: float | None
     generator_seconds: float | None
     total_seconds: float | None
-    axis: str = "composite"
+    axis: str = COMPOSITE
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +69,8 @@ def mean_compute(computes: Sequence[Compute | None]) -> dict[str, float | None]:
 
 
 def compute_curves(outcomes: Mapping[tuple[str, int], Sequence[tuple[float, Compute]]], *, reward: str,
-                   axis: str = "composite", n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> list[ComputeRow]:
+                   axis: str = COMPOSITE, n_boot: int = defaults.N_BOOT, ci: float = defaults.CI,
+                   seed: int = defaults.SCALING_SEED) -> list[ComputeRow]:
     """Rows for ``outcomes[(method, budget)] = [(selected reward, search compute) per instruction]``.
 
     Rows come out in the mapping's order; every (method, budget) resamples its instructions with

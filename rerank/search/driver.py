@@ -19,6 +19,7 @@ import numpy as np
 from cmirm_plugin.errors import ConfigError
 from cmirm_plugin.records import Candidate, Compute, Instruction, Scores
 from generators import CandidateFailure, Generator
+from rerank import defaults
 from rerank.best_of_n import GeneratorOrFn, RankedCandidate, as_generator, as_policy
 from rerank.policies import Policy, rank_per_instruction
 from rerank.search.execute import CandidateStore, MemoryStore, generate_requests
@@ -98,8 +99,9 @@ def _evaluate(made: Sequence[Candidate | CandidateFailure], instruction: Instruc
 
 
 def run_search(method: str | SearchMethod, generator: Generator, instruction: Instruction, *, scorer: Any,
-               policy: str | Policy | None = None, duration: float = 10.0, seed_base: int = 0,
-               batch_size: int | None = None, params: dict[str, Any] | None = None, state: SearchState | None = None,
+               policy: str | Policy | None = None, duration: float = defaults.DURATION,
+               seed_base: int = defaults.SEED_BASE, batch_size: int | None = None,
+               params: dict[str, Any] | None = None, state: SearchState | None = None,
                store: CandidateStore | None = None, max_steps: int | None = None) -> SearchResult:
     """Run (or resume) ``method`` for ``instruction`` in memory; see the module docstring.
 
@@ -134,9 +136,9 @@ def run_search(method: str | SearchMethod, generator: Generator, instruction: In
 
 
 def search(method: str | SearchMethod, generator_or_fn: GeneratorOrFn, instruction: Instruction | str, *,
-           scorer: Any, policy: str | Policy | None = None, budget: int | None = None, duration: float = 10.0,
-           seed_base: int = 0, batch_size: int | None = None, sample_rate: int | None = None,
-           **params: Any) -> SearchResult:
+           scorer: Any, policy: str | Policy | None = None, budget: int | None = None,
+           duration: float = defaults.DURATION, seed_base: int = defaults.SEED_BASE, batch_size: int | None = None,
+           sample_rate: int | None = None, **params: Any) -> SearchResult:
     """Search for good candidates of ``instruction`` with ``method`` (a spec such as
     ``"beam:width=4,segment=5"`` or a `SearchMethod`), spending ``budget`` clips' worth of audio.
 
