@@ -167,10 +167,14 @@ class SearchMethod(ABC):
         return list(range(start, start + count))
 
 
+def score_matrix(nodes: Sequence[Node], axes: Sequence[str]) -> np.ndarray:
+    """``[len(nodes), len(axes)]``: each scored node's values on ``axes`` (what policies read)."""
+    return np.array([[node.scores[axis] for axis in axes] for node in nodes])
+
+
 def rank(nodes: Sequence[Node], policy: Policy, axes: Sequence[str]) -> list[Node]:
     """Scored ``nodes`` best first under ``policy`` (ineligible ones last; ties to the earlier node)."""
     scored = [node for node in nodes if node.scores is not None]
     if not scored:
         return []
-    matrix = np.array([[node.scores[axis] for axis in axes] for node in scored])
-    return [scored[i] for i in policy.order(matrix, axes)]
+    return [scored[i] for i in policy.order(score_matrix(scored, axes), axes)]

@@ -26,6 +26,7 @@ import numpy as np
 
 from cmirm_plugin.errors import ConfigError, check_count
 from rerank.policies import Policy
+from rerank.search.method import score_matrix
 from rerank.search.segments import SegmentSearch
 from rerank.search.state import Request, SearchState
 
@@ -83,7 +84,7 @@ class SmcSearch(SegmentSearch):
         scored = state.scored(new_ids)
         if not scored or self.is_last_step(state):
             return [node.id for node in scored], True
-        matrix = np.array([[node.scores[axis] for axis in axes] for node in scored])
+        matrix = score_matrix(scored, axes)
         probabilities = resample_probabilities(policy.composite(matrix, axes), policy.eligible(matrix, axes),
                                                self.lambda_)
         if not probabilities.any():
