@@ -417,6 +417,11 @@ def _run(config: CandidatesConfig, generator: Generator | None, console: Console
         views = load_views(paths.root)
         ordered = in_run_order(views.values())
         _check_same_instructions(config.instructions, ordered)
+        states = None
+        if config.searching:   # a saved search must match before run.json is touched
+            from rerank.search_run import resumable_states
+
+            states = resumable_states(config, paths.root)
         name = _generator_name(config, generator) if ordered and not paths.run_config.exists() else None
         save_run_config(paths.root, config.run_config(), ordered, name)
         counts = JobCounts()
@@ -431,7 +436,7 @@ def _run(config: CandidatesConfig, generator: Generator | None, console: Console
             from rerank.search_run import SearchJob
 
             assert policy is not None, "a search prunes by a policy"
-            job = SearchJob(config, paths.root, policy, counts, console)
+            job = SearchJob(config, paths.root, states or {}, policy, counts, console)
             generators = GeneratorPool(config.pool.generator_config(generator or config.generator, config.device)) \
                 if job.has_work() else None
             with RunLog(paths.manifest, views, on_record) as log, \

@@ -77,17 +77,30 @@ def _evaluation(request: Request, key: str, view: CandidateView | None, label: s
     return Evaluation(key, error=view.score_errors.get(label, "not scored"))
 
 
+def resumable_states(config: CandidatesConfig, root: Path) -> dict[str, SearchState]:
+    """The run's saved search states, each checked against ``config`` (the method and its settings, the seed
+    base and the duration): a mismatch is one line, raised before the job writes anything."""
+    path = RunPaths(root).search_state
+    states = load_states(path)
+    for state in states.values():
+        config.search.check_state(state)
+        if (state.seed_base, state.duration) != (config.seed_base, config.duration):
+            raise ConfigError(f"{path}: the search of instruction {state.instruction_id!r} started with --seed-base "
+                              f"{state.seed_base} and --duration {state.duration:g}, not {config.seed_base} and "
+                              f"{config.duration:g}; resume it with those, or use another --out")
+    return states
+
+
 class SearchJob:
     """One run directory's search (see the module docstring): `has_work`, then `run` under the job's lock."""
 
-    def __init__(self, config: CandidatesConfig, root: Path, policy: Callable[[Sequence[str]], Policy],
-                 counts: JobCounts, console: Console) -> None:
+    def __init__(self, config: CandidatesConfig, root: Path, states: dict[str, SearchState],
+                 policy: Callable[[Sequence[str]], Policy], counts: JobCounts, console: Console) -> None:
+        """``states``: the run's saved states, checked (`resumable_states`)."""
         self.config, self.root, self.policy, self.counts, self.console = config, root, policy, counts, console
         self.method: SearchMethod = config.search
         self.paths = RunPaths(root)
-        self.states = load_states(self.paths.search_state)
-        for state in self.states.values():
-            self.method.check_state(state)
+        self.states = states
 
     def has_work(self) -> bool:
         """Whether some instruction's search is not finished."""

@@ -111,6 +111,17 @@ def _outcome(out: Path) -> tuple:
     return nodes, frontier, ranking, audio
 
 
+def test_a_search_run_resumed_with_another_seed_base_is_refused_before_anything_is_written(tmp_path: Path,
+                                                                                            tiny_checkpoint: Path):
+    out = tmp_path / "beam"
+    run_generate(_config(out, tiny_checkpoint, search=BEAM), console=_quiet())
+    before = {name: (out / name).read_bytes() for name in ("run.json", "manifest.jsonl", "search_state.json")}
+    with pytest.raises(ConfigError, match=r"search_state\.json: the search of instruction '.*' started with "
+                                          r"--seed-base 0 and --duration 0\.3, not 5 and 0\.3; resume it with those"):
+        run_generate(_config(out, tiny_checkpoint, search=BEAM, seed_base=5), console=_quiet())
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
 @pytest.mark.parametrize("spec", [BEAM, "smc:segment=0.1,lambda=20"])
 def test_an_interrupted_search_run_resumes_to_the_same_result(tmp_path: Path, tiny_checkpoint: Path, spec: str):
     """Beam (2 x 2) and smc (4 particles) both make 4 clips per instruction and step."""
