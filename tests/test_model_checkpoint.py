@@ -129,8 +129,8 @@ def test_unavailable_hub_repo_says_what_to_download(monkeypatch):
     assert f"'config.yaml' of hub repo '{repo}'" in msg
     assert f"`hf download {repo} config.yaml`" in msg and "HF_HUB_OFFLINE=1" in msg
     assert "huggingface-cli" not in msg
-    with pytest.raises(CheckpointError, match=r"of hub repo 'Qwen/Qwen2.5-7B-Instruct'"):  # dots are repo ids too
-        CMIRewardModel.from_pretrained("Qwen/Qwen2.5-7B-Instruct")
+    with pytest.raises(CheckpointError, match=r"of hub repo 'example-org/reward-v2.5.1'"):  # dots are repo ids too
+        CMIRewardModel.from_pretrained("example-org/reward-v2.5.1")
 
 
 def test_construction_does_not_touch_the_callers_rng(tiny_checkpoint):
