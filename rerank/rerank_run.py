@@ -126,7 +126,7 @@ def ranking_name(policy: str, k: int, scorer: str) -> str:
 def rank_records(views: Sequence[CandidateView], scorer: str, policy: Policy, k: int) -> list[dict[str, Any]]:
     """One ranking record per candidate (paths still relative to the run directory); a search's partial
     clips (beam prefixes, `CandidateView.partial`) get no rank."""
-    scored = [v for v in views if v.generated and scorer in v.scores and not v.partial]
+    scored = [v for v in views if v.selectable(scorer)]
     ranks: dict[str, tuple[int, bool, bool, float]] = {}
     axes = score_axes(scored, scorer)
     if axes is not None:

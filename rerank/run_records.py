@@ -183,6 +183,11 @@ class CandidateView:
         """Whether it is a search's intermediate clip (a beam prefix): never ranked nor selected."""
         return self.lineage is not None and self.lineage.partial
 
+    def selectable(self, *scorers: str) -> bool:
+        """Whether it can be ranked with ``scorers``' scores: a whole clip (generated, not a search's
+        prefix) that every one of them scored."""
+        return self.generated and not self.partial and all(s in self.scores for s in scorers)
+
     def compute_with(self, scorer: str) -> Compute | None:
         """Its generation compute with ``scorer``'s seconds as ``scorer_seconds`` (when recorded)."""
         if self.compute is None or scorer not in self.score_seconds:

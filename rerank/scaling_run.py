@@ -115,10 +115,10 @@ def run_scores(views: Sequence[CandidateView], scorer: str, *, evaluation_scorer
     wanted = [scorer] + ([evaluation_scorer] if evaluation_scorer else [])
     kept, skipped = [], []
     for view in views:
-        if not _within(view, n_max):
+        if not _within(view, n_max) or view.partial:
             continue
         missing = [s for s in wanted if s not in view.scores]
-        if view.generated and not missing:
+        if view.selectable(*wanted):
             kept.append(view)
         else:
             skipped.append(f"{view.id}: " + ("; ".join(view.errors()) or f"no scores from {', '.join(missing)}"))
@@ -287,7 +287,7 @@ def _score_evaluation(config: ScalingConfig, run_dir: Path, views: dict[str, Can
     path, source = path or config.out / EVAL_SCORES, str(run_dir.resolve())
     _fold_eval_scores(path, source, views)
     used = [v for v in in_run_order(views.values())
-            if _within(v, config.n_max) and scorer in v.scores and not v.partial]
+            if _within(v, config.n_max) and v.selectable(scorer)]
     make_dir(config.out)
     with RunLog(path, views, fields={"run": source}) as log:
         score_missing(used, run_dir, config.eval_reward, config.pool, scoring, log, console, JobCounts())
@@ -297,7 +297,7 @@ def _check_pools(config: ScalingConfig, views: Iterable[CandidateView], scorer: 
     """The largest k against the fewest candidates an instruction has scores for (`check_k_of_n`), before any
     evaluation scoring: a run's pools are known only once it is read (or made)."""
     pools = Counter(v.instruction.id for v in views
-                    if _within(v, config.n_max) and scorer in v.scores and not v.partial)
+                    if _within(v, config.n_max) and v.selectable(scorer))
     if pools:
         check_k_of_n(config.ks[-1], min(pools.values()), "--ks", f"the fewest scored for an instruction in {run_dir}")
 

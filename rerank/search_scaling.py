@@ -131,8 +131,7 @@ def search_rows(run: MethodRun, views: Sequence[CandidateView], scorer: str, axe
                 results = []
                 for members in by_instruction.values():
                     spent = [v for v in members if limit is None or v.index < limit]
-                    pool = [v for v in spent if v.generated and not v.partial and scorer in v.scores
-                            and report.label in v.scores]
+                    pool = [v for v in spent if v.selectable(scorer, report.label)]
                     if not pool:
                         continue
                     best = pool[int(policy.order(_values(pool, scorer, axes, None), axes)[0])]
@@ -151,7 +150,7 @@ def best_of_n_rows(views: Sequence[CandidateView], scorer: str, axes: tuple[str,
                    seed: int) -> list[ComputeRow]:
     """Best-of-N rows: exact expected reward at each budget N, compute N times the mean candidate's."""
     pool = [v for v in in_run_order(views)
-            if v.generated and not v.partial and all(r.label in v.scores for r in reported)]
+            if v.selectable(*(r.label for r in reported))]
     if not pool:
         raise ConfigError("best-of-n: no candidate has scores from every reported scorer")
     ids = [v.instruction.id for v in pool]
