@@ -403,14 +403,11 @@ def scaling(
         check_count("--n-max", n_max)
     method_list, budget_list = [], []
     if methods is not None or budgets is not None:
-        from rerank.search_scaling import parse_methods
+        from rerank.search_scaling import check_methods_budgets, parse_methods
 
-        if methods is None or budgets is None:
-            raise ConfigError("--methods and --budgets go together (e.g. --methods best-of-n,beam:width=2,segment=5 "
-                              "--budgets 4,8,16)")
-        method_list, budget_list = parse_methods(methods), _int_list(budgets, "--budgets", 1)
-        if from_dir is not None:
-            raise ConfigError("--methods runs each method: drop --from (--from reads one finished run of any method)")
+        method_list = parse_methods(methods) if methods is not None else []
+        budget_list = _int_list(budgets, "--budgets", 1) if budgets is not None else []
+        check_methods_budgets(method_list, budget_list, from_run=from_dir is not None)
     generate_config = None
     if from_dir is not None:
         given = (["--prompts"] if prompts is not None else []) + changed_options(opts, GENERATION_ONLY) \

@@ -59,6 +59,7 @@ from rerank.search_scaling import (
     MethodRun,
     Reported,
     best_of_n_rows,
+    check_methods_budgets,
     finished_run,
     plan_runs,
     reported_scorers,
@@ -175,15 +176,9 @@ class ScalingConfig:
 
     def __post_init__(self) -> None:
         self.out = check_output_path(self.out, "--out", directory=True)
-        if bool(self.methods) != bool(self.budgets):
-            raise ConfigError("--methods and --budgets go together: give both (e.g. --methods best-of-n,beam:width=2,"
-                              "segment=5 --budgets 4,8,16)")
+        check_methods_budgets(self.methods, self.budgets, from_run=self.generate is None)
         if self.methods:
-            if self.generate is None:
-                raise ConfigError("--methods runs each method: give --prompts (--from reads one finished run of any "
-                                  "method without --methods)")
-            for budget in self.budgets:
-                check_count("--budgets", budget)
+            assert self.generate is not None
             plan_runs(self.methods, self.budgets, self.out)   # a budget a method cannot spend fails now
             for method in self.methods:
                 method.for_budget(max(self.budgets)).check_named(self.generate.generator, self.generate.duration)

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cmirm_plugin.errors import ConfigError
+from cmirm_plugin.errors import ConfigError, check_count
 from cmirm_plugin.records import Compute
 from rerank.policies import Policy
 from rerank.run_records import CandidateView, in_run_order
@@ -48,6 +48,19 @@ class MethodRun:
 
 def _slug(spec: str) -> str:
     return re.sub(r"[^A-Za-z0-9=.-]+", "_", spec)
+
+
+def check_methods_budgets(methods: Sequence[SearchMethod], budgets: Sequence[int], *, from_run: bool) -> None:
+    """The rule of ``scaling --methods``: it comes with ``--budgets`` (counts), and runs each method itself,
+    so not ``--from`` a finished run. One-line `ConfigError`s naming the options."""
+    if bool(methods) != bool(budgets):
+        raise ConfigError("--methods and --budgets go together: give both (e.g. --methods best-of-n,beam:width=2,"
+                          "segment=5 --budgets 4,8,16)")
+    if methods and from_run:
+        raise ConfigError("--methods runs each method: give --prompts, not --from (--from reads one finished run of "
+                          "any method without --methods)")
+    for budget in budgets:
+        check_count("--budgets", budget)
 
 
 def parse_methods(text: str) -> list[SearchMethod]:

@@ -256,6 +256,10 @@ def test_option_errors_name_the_option(tiny_run: Path, tmp_path: Path, env):
         (["--from", str(tiny_run), "--n-boot", "0"], "n_boot must be an integer >= 1, got 0"),
         (["--from", str(tiny_run), "--num-actors", "0"], "--num-actors must be an integer >= 1, got 0"),
         (["--from", str(tiny_run), "--eval-reward", "x", "--scorer", "x"], "--eval-reward is the selection model"),
+        (["--from", str(tiny_run), "--methods", "best-of-n"], "--methods and --budgets go together"),
+        (["--from", str(tiny_run), "--budgets", "4"], "--methods and --budgets go together"),
+        (["--from", str(tiny_run), "--methods", "best-of-n", "--budgets", "4"],
+         "--methods runs each method: give --prompts, not --from"),
     ]
     for args, expected in cases:
         assert expected in _refusal([*args, *out], env), args
