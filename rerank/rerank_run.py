@@ -29,7 +29,6 @@ of candidates asked for is refused up front: `rerank.policies.check_k_of_n`).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -45,7 +44,8 @@ import numpy as np
 from cmirm_plugin.errors import ConfigError, check_output_path
 from cmirm_plugin.manifest import ManifestWriter
 from rerank.policies import Policy, rank_per_instruction
-from rerank.run_dir import copy_if_changed, disk_errors, make_dir, write_if_changed, write_text_atomic
+from rerank.run_dir import (copy_if_changed, disk_errors, folder_name_part, make_dir, write_if_changed,
+                             write_text_atomic)
 from rerank.run_records import RANKING, RANKING_CSV, CandidateView, RunPaths, instruction_record, score_axes
 
 #: A policy, or how to choose one once the scorer's axes are known (the default policy depends on them).
@@ -107,20 +107,11 @@ def _top_pattern(instruction_id: str) -> re.Pattern[str]:
     return re.compile(re.escape(instruction_id) + r"_rank\d+(?:_s\d+(?:_[a-z0-9-]+)?)?\.wav")
 
 
-def _name_part(text: str, limit: int) -> str:
-    """``text`` as part of a folder name: ``:`` -> ``-``, ``;`` -> ``+``, other unsafe runs -> ``-``; a long one is
-    cut and ends in a hash of the whole, so different texts keep different names."""
-    part = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", text.replace(":", "-").replace(";", "+")).strip("-.") or "x"
-    if len(part) > limit:
-        part = part[: limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
-    return part
-
-
 def ranking_name(policy: str, k: int, scorer: str) -> str:
     """The folder under ``rankings/`` of a ranking: ``<policy>_k<k>_<scorer>`` (e.g. ``axis-musicality_k2_CMI-RM``;
     the scorer by the last part of its label)."""
     scorer_tail = scorer.rstrip("/").rsplit("/", 1)[-1]
-    return f"{_name_part(policy, POLICY_SLUG_CHARS)}_k{k}_{_name_part(scorer_tail, SCORER_SLUG_CHARS)}"
+    return f"{folder_name_part(policy, POLICY_SLUG_CHARS)}_k{k}_{folder_name_part(scorer_tail, SCORER_SLUG_CHARS)}"
 
 
 def rank_records(views: Sequence[CandidateView], scorer: str, policy: Policy, k: int) -> list[dict[str, Any]]:

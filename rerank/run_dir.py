@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import fcntl
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -52,6 +54,15 @@ class RunDirError(OutputError):
 def disk_errors(path: Path | str | None = None) -> contextlib.AbstractContextManager[None]:
     """Re-raise an ``OSError`` of the block as a one-line `RunDirError` naming the file and the problem."""
     return output_errors(path, RunDirError)
+
+
+def folder_name_part(text: str, limit: int) -> str:
+    """``text`` as part of a folder name: ``:`` -> ``-``, ``;`` -> ``+``, other unsafe runs -> ``-``; a long one is
+    cut and ends in a hash of the whole, so different texts keep different names."""
+    part = re.sub(r"[^A-Za-z0-9._=,+-]+", "-", text.replace(":", "-").replace(";", "+")).strip("-.") or "x"
+    if len(part) > limit:
+        part = part[: limit - 9] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return part
 
 
 def make_dir(path: Path | str, option: str = "--out") -> Path:

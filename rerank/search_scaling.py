@@ -30,6 +30,7 @@ import numpy as np
 from cmirm_plugin.errors import ConfigError, check_count
 from cmirm_plugin.records import Compute
 from rerank.policies import Policy
+from rerank.run_dir import folder_name_part
 from rerank.run_records import CandidateView, in_run_order
 from rerank.scaling import ALL, COMPOSITE, curve_axes, scaling_curves
 from rerank.search import BestOfNSearch, NoiseSearch, SearchMethod, parse_search
@@ -46,8 +47,8 @@ class MethodRun:
     out: Path
 
 
-def _slug(spec: str) -> str:
-    return re.sub(r"[^A-Za-z0-9=.-]+", "_", spec)
+#: Longest folder name of a method's run under ``OUT/runs/`` (a longer spec is cut and ends in its hash).
+RUN_NAME_CHARS = 80
 
 
 def check_methods_budgets(methods: Sequence[SearchMethod], budgets: Sequence[int], *, from_run: bool) -> None:
@@ -89,9 +90,9 @@ def plan_runs(methods: Sequence[SearchMethod], budgets: Sequence[int], root: Pat
         if isinstance(method, BestOfNSearch) or (isinstance(method, NoiseSearch) and method.rounds is None):
             for budget in budgets:
                 method.for_budget(budget)    # each must fit (noise: a multiple of neighbors)
-            runs.append(MethodRun(label, method.for_budget(budgets[-1]), budgets, root / "runs" / _slug(label)))
+            runs.append(MethodRun(label, method.for_budget(budgets[-1]), budgets, root / "runs" / folder_name_part(label, RUN_NAME_CHARS)))
         else:
-            runs += [MethodRun(label, method.for_budget(b), (b,), root / "runs" / f"{_slug(label)}_b{b}")
+            runs += [MethodRun(label, method.for_budget(b), (b,), root / "runs" / f"{folder_name_part(label, RUN_NAME_CHARS)}_b{b}")
                      for b in budgets]
     return runs
 

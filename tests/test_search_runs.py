@@ -212,8 +212,8 @@ def test_scaling_methods_end_to_end_writes_compute_curves(tmp_path: Path, tiny_c
                                  "--eval-reward", "tiny"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == \
-        ["beam_width=2_segment=0.1_b2", "beam_width=2_segment=0.1_b4", "best-of-n",
-         "smc_segment=0.1_lambda=20_b2", "smc_segment=0.1_lambda=20_b4"]
+        ["beam-width=2,segment=0.1_b2", "beam-width=2,segment=0.1_b4", "best-of-n",
+         "smc-segment=0.1,lambda=20_b2", "smc-segment=0.1,lambda=20_b4"]
     rows = list(csv.DictReader((out / "curve.csv").open()))
     assert {"method", "budget", "reward", "axis", "audio_seconds", "work_units", "total_seconds"} <= set(rows[0])
     points = {(r["method"], int(r["budget"]), r["reward"], r["axis"]) for r in rows}
@@ -227,7 +227,7 @@ def test_scaling_methods_end_to_end_writes_compute_curves(tmp_path: Path, tiny_c
         assert float(row["ci_low"]) <= float(row["mean"]) <= float(row["ci_high"])
         assert int(row["n_instructions"]) == 2 and float(row["total_seconds"]) > float(row["generator_seconds"]) > 0
     # a beam row is the mean over instructions of its selected final clip's evaluation composite
-    beam_run = out / "runs" / "beam_width=2_segment=0.1_b4"
+    beam_run = out / "runs" / "beam-width=2,segment=0.1_b4"
     evaluation = {r["id"]: r["scores"]["musicality"] for r in read_records(out / "runs" / f"{beam_run.name}.eval_scores.jsonl")}
     views = load_views(beam_run)
     chosen = []
