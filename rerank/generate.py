@@ -64,6 +64,7 @@ from rerank.run_records import (
     in_run_order,
     load_views,
     score_record,
+    views_by_seed,
 )
 from rerank.stream import JobCounts, JobPlan, Ticket, job_seeds, run_pipeline
 
@@ -351,9 +352,7 @@ def plan_job(config: CandidatesConfig, root: Path, views: Sequence[CandidateView
     a broken wav of the job's own candidates is regenerated (counted in ``counts.repaired``).
     """
     label = config.reward.label
-    # run.json guarantees one generator per directory, so (instruction, seed) names a candidate (the
-    # recorded generator name may differ from the registry name, e.g. a cmd: template's own name).
-    existing = {(v.instruction.id, v.seed): v for v in views}
+    existing = views_by_seed(views)
     tickets: dict[str, list[Ticket]] = defaultdict(list)
     wanted = set()
     for inst in config.instructions:

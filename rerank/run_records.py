@@ -295,6 +295,12 @@ def load_views(root: str | Path, score_files: Sequence[str | Path] = ()) -> dict
     return views
 
 
+def views_by_seed(views: Iterable[CandidateView]) -> dict[tuple[str, int], CandidateView]:
+    """The candidates by (instruction id, seed): run.json holds one generator per directory, so the pair
+    names a candidate (the recorded generator name may differ from the registry name)."""
+    return {(v.instruction.id, v.seed): v for v in views}
+
+
 def in_run_order(views: Iterable[CandidateView]) -> list[CandidateView]:
     """``views`` with instructions in first-seen order, then by candidate index (see the module docstring)."""
     views = list(views)

@@ -35,7 +35,7 @@ from rerank.gen_pool import GeneratorPool
 from rerank.policies import Policy
 from rerank.pool import ScorerPool
 from rerank.run_dir import load_codes, write_text_atomic
-from rerank.run_records import CandidateView, RunPaths
+from rerank.run_records import CandidateView, RunPaths, views_by_seed
 from rerank.search import Evaluation, Request, SearchMethod, SearchState
 from rerank.stream import JobCounts, JobPlan, Ticket, run_pipeline
 
@@ -127,7 +127,7 @@ class SearchJob:
                 run_pipeline(plan, DiskSink(self.root, log, self.counts, self.config.reward.label),
                              generators=generators, scorers=scorers, schedule=self.config.pool.resolved_schedule,
                              progress=progress)
-                by_seed = {(v.instruction.id, v.seed): v for v in log.views.values()}
+                by_seed = views_by_seed(log.views.values())   # with this step's candidates
                 for inst in active:
                     state = self.states[inst.id]
                     evaluations = [_evaluation(r, r.candidate_id(inst.id, state.generator),
@@ -138,7 +138,7 @@ class SearchJob:
 
     def _plan(self, active: Sequence[Instruction], asked: dict[str, list[Request]], log: RunLog) -> JobPlan:
         """The step's tickets (finished candidates reused) with their requests and the parents they continue."""
-        by_seed = {(v.instruction.id, v.seed): v for v in log.views.values()}
+        by_seed = views_by_seed(log.views.values())
         tickets: dict[str, list[Ticket]] = {}
         requests: dict[str, dict[int, Request]] = {}
         parents: dict[str, Candidate] = {}
